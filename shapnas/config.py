@@ -1,0 +1,287 @@
+"""Typed, frozen configurations for every stage (data, pretrain, search, retrain).
+
+Each default is a choice documented in `shared/docs/method.md` (Benedykciuk et al., Sci. Rep. 2026;
+PC-DARTS, Xu et al. ICLR 2020). Configs nest by inheritance, so a later stage's config carries everything
+the earlier stages need: ``SearchConfig`` knows the data and the backbone it retrofits.
+Profiles (``smoke``, ``workshop``, ``paper``) are YAML files of field values in ``shapnas/profiles``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+__all__ = [
+    "DATASET_NAMES",
+    "BACKBONE_NAMES",
+    "POLICY_NAMES",
+    "BaseConfig",
+    "DataConfig",
+    "PretrainConfig",
+    "SearchConfig",
+    "RetrainConfig",
+    "PROFILE_NAMES",
+    "load_profile",
+    "config_from_profile",
+]
+
+DATASET_NAMES = ("acdc", "brats", "kits", "amos", "msd")
+BACKBONE_NAMES = ("basic_unet", "unet")
+POLICY_NAMES = ("none", "shapley", "alpha", "js", "random")
+PROFILE_NAMES = ("smoke", "workshop", "paper")
+
+C = TypeVar("C", bound="BaseConfig")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaseConfig:
+    """Fields shared by every stage.
+
+    Args:
+        dataset: one of ``acdc brats kits amos msd``. Defaults to ``acdc``.
+        data_dir: root of a dataset in its official layout; empty means the embedded phantom data,
+            written on first use under ``<results_root>/phantoms/<dataset>``. Defaults to ``""``.
+        results_root: where run directories live. Defaults to ``results``.
+        seed: seed of the run (weights, batches, search). Defaults to 0.
+        device: ``auto`` (cuda when present, else cpu), ``cpu`` or ``cuda[:i]``. Defaults to ``auto``.
+    """
+
+    dataset: str = "acdc"
+    data_dir: str = ""
+    results_root: str = "results"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"dataset={self.dataset!r}; expected one of {', '.join(DATASET_NAMES)}")
+        if self.seed < 0:
+            raise ValueError(f"seed={self.seed}; expected a non-negative integer")
+        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device={self.device!r}; expected 'auto', 'cpu' or 'cuda[:i]'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type dict of all fields (JSON and YAML friendly)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], values: dict[str, Any], *, strict: bool = True) -> C:
+        """Build from a dict; with ``strict`` unknown keys raise ``ValueError`` naming them."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown and strict:
+            raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+        kwargs = {}
+        for f in fields(cls):
+            if f.name in values:
+                value = values[f.name]
+                kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**kwargs)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of all fields, in declaration order."""
+        return [f.name for f in fields(cls)]
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(BaseConfig):
+    """Data loading, slicing and patient-level splits.
+
+    Args:
+        slice_size: square in-plane size every slice is resized to. Defaults to 64.
+        phantom_patients: patients written when the phantom data is used. Defaults to 16.
+        phantom_seed: seed of the phantom data (fixed across run seeds, so seeds compare on the same data).
+            Defaults to 0.
+        split_seed: seed of the patient-level split (shared by every run seed). Defaults to 0.
+        val_fraction: share of patients in V (held-out validation). Defaults to 0.2.
+        test_fraction: share of patients in the test split. Defaults to 0.2.
+        max_slices_per_volume: keep at most this many slices per volume, the most foreground-rich
+            first then evenly spaced; 0 keeps all. Defaults to 0.
+    """
+
+    slice_size: int = 64
+    phantom_patients: int = 16
+    phantom_seed: int = 0
+    split_seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    max_slices_per_volume: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.slice_size < 16 or self.slice_size % 16:
+            raise ValueError(f"slice_size={self.slice_size}; expected a multiple of 16, at least 16")
+        if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1:
+            raise ValueError(
+                f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}; expected each in (0, 1)"
+            )
+        if self.val_fraction + self.test_fraction >= 0.8:
+            raise ValueError("val_fraction + test_fraction must leave at least 20% of patients for training")
+        if self.phantom_patients < 4:
+            raise ValueError(f"phantom_patients={self.phantom_patients}; expected at least 4 (W, A, V, test)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig(DataConfig):
+    """The backbone U-Net and its pre-training (DiceCE, Adam, model selection on V).
+
+    Args:
+        backbone: ``basic_unet`` (MONAI BasicUNet, default) or ``unet`` (MONAI UNet).
+        backbone_size: ``tiny`` (workshop CPU), ``small`` or ``paper`` (paper-like width, for a GPU).
+        backbone_checkpoint: path to a user's own trained MONAI state dict (``.pt`` holding
+            ``state_dict`` and ``init_args``); empty means pre-train here. Defaults to ``""``.
+        pretrain_epochs: epochs of pre-training. Defaults to 4.
+        pretrain_lr: Adam learning rate. Defaults to 1e-3.
+        batch_size: slices per batch for every stage. Defaults to 16.
+        finetune_epochs: extra epochs of the fair baseline (backbone fine-tuned for the budget the
+            retrofit gets in re-training). Defaults to 4.
+        finetune_lr: Adam learning rate of that fine-tune. Defaults to 3e-4.
+    """
+
+    backbone: str = "basic_unet"
+    backbone_size: Literal["tiny", "small", "paper"] = "tiny"
+    backbone_checkpoint: str = ""
+    pretrain_epochs: int = 4
+    pretrain_lr: float = 1e-3
+    batch_size: int = 16
+    finetune_epochs: int = 4
+    finetune_lr: float = 3e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backbone not in BACKBONE_NAMES:
+            raise ValueError(f"backbone={self.backbone!r}; expected one of {', '.join(BACKBONE_NAMES)}")
+        if self.backbone_size not in ("tiny", "small", "paper"):
+            raise ValueError(f"backbone_size={self.backbone_size!r}; expected tiny, small or paper")
+        for name in ("pretrain_epochs", "batch_size", "finetune_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(PretrainConfig):
+    """PC-DARTS search of the implanted cells, with a pruning policy (method.md).
+
+    Args:
+        policy: pruning policy, one of ``none shapley alpha js random``. Defaults to ``none``.
+        search_epochs: epoch cap (the full search length of ``none``). Defaults to 12.
+        warmup_epochs: weight-only epochs before architecture steps (PC-DARTS: 15 of 50). Defaults to 3.
+        partial_channels: K, 1/K of the cell channels go through the mixed op. Defaults to 4.
+        cell_channels: C, the cell width (divisible by K); 0 means min(skip channels, 32) rounded to K.
+        num_nodes: intermediate nodes per cell (DARTS: 4, 14 edges). Defaults to 4.
+        per_level_alpha: one α/β per skip level instead of one shared genotype (ablation).
+        weight_lr: SGD learning rate of the cell weights (cosine). Defaults to 0.025.
+        weight_momentum, weight_decay, grad_clip: SGD settings (0.9, 3e-4, 5).
+        arch_lr: Adam learning rate of α, β. Defaults to 6e-4.
+        arch_beta1, arch_beta2, arch_weight_decay: Adam settings (0.5, 0.999, 1e-3).
+        prune_interval: T, epochs between pruning rounds after the warm-up. Defaults to 1.
+        prune_per_round: r, ops removed per edge a round (never the last). Defaults to 2.
+        settle_epochs: epochs after every edge has one op. Defaults to 1.
+        shapley_permutations: M, antithetic permutation pairs a round. Defaults to 4.
+        shapley_truncation: τ, a permutation stops once |v(S) − v(∅)| ≤ τ·|v(N) − v(∅)| past half
+            of it... see ``shapnas.shapley``; 0 disables truncation. Defaults to 0.02.
+        shapley_momentum: momentum across rounds (Shapley-NAS: 0.8). Defaults to 0.8.
+        shapley_value: ``dice`` (soft foreground Dice) or ``dicece`` (−DiceCE). Defaults to ``dice``.
+        shapley_slices: V slices (foreground-rich) in the value batch. Defaults to 8.
+        js_window: epochs in the Jensen–Shannon stability window (policy ``js``). Defaults to 2.
+        js_threshold: JS divergence under which an edge counts as settled. Defaults to 0.01.
+    """
+
+    policy: str = "none"
+    search_epochs: int = 12
+    warmup_epochs: int = 3
+    partial_channels: int = 4
+    cell_channels: int = 0
+    num_nodes: int = 4
+    per_level_alpha: bool = False
+    weight_lr: float = 0.025
+    weight_momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 6e-4
+    arch_beta1: float = 0.5
+    arch_beta2: float = 0.999
+    arch_weight_decay: float = 1e-3
+    prune_interval: int = 1
+    prune_per_round: int = 2
+    settle_epochs: int = 1
+    shapley_permutations: int = 4
+    shapley_truncation: float = 0.02
+    shapley_momentum: float = 0.8
+    shapley_value: str = "dice"
+    shapley_slices: int = 8
+    js_window: int = 2
+    js_threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.policy not in POLICY_NAMES:
+            raise ValueError(f"policy={self.policy!r}; expected one of {', '.join(POLICY_NAMES)}")
+        if self.shapley_value not in ("dice", "dicece"):
+            raise ValueError(f"shapley_value={self.shapley_value!r}; expected 'dice' or 'dicece'")
+        if not 0 <= self.warmup_epochs < self.search_epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs}, search_epochs={self.search_epochs}; "
+                "expected 0 <= warmup_epochs < search_epochs"
+            )
+        if self.partial_channels < 1 or (self.cell_channels and self.cell_channels % self.partial_channels):
+            raise ValueError(
+                f"cell_channels={self.cell_channels}, partial_channels={self.partial_channels}; "
+                "expected K >= 1 and C divisible by K"
+            )
+        for name in ("prune_interval", "prune_per_round", "shapley_permutations", "shapley_slices", "num_nodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainConfig(SearchConfig):
+    """Re-training of the discrete cell implanted in the frozen backbone, and evaluation.
+
+    Args:
+        retrain_epochs: epochs of re-training (the fine-tuned baseline gets ``finetune_epochs``,
+            set equal by the profiles so the budgets match). Defaults to 4.
+        retrain_lr: Adam learning rate of the cells and gates. Defaults to 1e-3.
+        joint_finetune: also fine-tune the backbone while re-training. Defaults to False.
+    """
+
+    retrain_epochs: int = 4
+    retrain_lr: float = 1e-3
+    joint_finetune: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.retrain_epochs < 1:
+            raise ValueError(f"retrain_epochs={self.retrain_epochs}; expected at least 1")
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """Field values of a profile (``smoke``, ``workshop``, ``paper``) from ``shapnas/profiles``.
+
+    Raises:
+        ValueError: for an unknown profile name.
+    """
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"profile={name!r}; expected one of {', '.join(PROFILE_NAMES)}")
+    text = resources.files("shapnas.profiles").joinpath(f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def config_from_profile(cls: type[C], profile: str, **overrides: Any) -> C:
+    """A config of type ``cls`` from a profile's values (keys it lacks are ignored) plus overrides."""
+    values = {k: v for k, v in load_profile(profile).items() if k in set(cls.field_names())}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls.from_dict(values)
