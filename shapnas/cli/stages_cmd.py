@@ -1,0 +1,68 @@
+"""``python -m shapnas pretrain|finetune|search|retrain|evaluate``: one stage each, runnable without notebooks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from shapnas.cli.common import add_run_arguments, config_from_args
+from shapnas.runs import load_json
+
+__all__ = ["add_parser"]
+
+EXAMPLES = {
+    "pretrain": "python -m shapnas pretrain --dataset acdc --profile smoke\n"
+                "  python -m shapnas pretrain --dataset brats --data-dir /data/BraTS2021 --profile paper --seed 1\n"
+                "  python -m shapnas pretrain --dataset acdc --set backbone_checkpoint=my_unet.pt",
+    "finetune": "python -m shapnas finetune --dataset acdc --profile smoke",
+    "search": "python -m shapnas search --dataset acdc --policy none --profile workshop\n"
+              "  python -m shapnas search --dataset kits --policy shapley --profile workshop --set shapley_permutations=8",
+    "retrain": "python -m shapnas retrain --dataset acdc --policy shapley --profile workshop",
+    "evaluate": "python -m shapnas evaluate --dataset acdc --target shapley --profile workshop\n"
+                "  python -m shapnas evaluate --dataset acdc --target finetune --profile workshop",
+}
+HELP = {
+    "pretrain": "pre-train the backbone U-Net (or take --set backbone_checkpoint=PATH)",
+    "finetune": "fine-tune the backbone for the retrofit's budget (the fair baseline)",
+    "search": "implant cells into the frozen backbone and search them (PC-DARTS + pruning policy)",
+    "retrain": "re-train the discrete cell found by a search",
+    "evaluate": "evaluate a model on the test patients (Dice, HD95 per class)",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the five stage subcommands."""
+    for name in ("pretrain", "finetune", "search", "retrain", "evaluate"):
+        parser = subparsers.add_parser(
+            name, help=HELP[name], description=HELP[name] + ". A finished stage (metrics.json present) is skipped; "
+            "the stages it needs run first.", epilog="Examples:\n  " + EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_run_arguments(parser, policy=name not in ("pretrain", "finetune", "evaluate"))
+        if name == "evaluate":
+            parser.add_argument("--target", required=True,
+                                choices=("backbone", "finetune", "none", "shapley", "alpha", "js", "random"),
+                                help="which model: the backbone, the fine-tuned baseline, or a policy's re-trained cell")
+        parser.set_defaults(handler=run, stage=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the stage and print its metrics.json path and headline numbers."""
+    from shapnas import pipeline
+
+    cfg = config_from_args(args)
+    if args.stage == "pretrain":
+        stage = pipeline.run_pretrain(cfg)
+    elif args.stage == "finetune":
+        stage = pipeline.run_finetune(cfg)
+    elif args.stage == "search":
+        stage = pipeline.run_search(cfg)
+    elif args.stage == "retrain":
+        stage = pipeline.run_retrain(cfg)
+    else:
+        stage = pipeline.run_evaluate(cfg, args.target)
+    metrics = load_json(stage / "metrics.json")
+    headline = {k: metrics[k] for k in ("val_dice", "dice_mean", "hd95_mean", "epochs", "search_wall_s", "genotype_text")
+                if k in metrics}
+    print(f"{stage / 'metrics.json'}")
+    print(json.dumps(headline, indent=1))
+    return 0

@@ -1,0 +1,42 @@
+"""``python -m shapnas summary``: every finished evaluation under a results folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``summary``."""
+    parser = subparsers.add_parser(
+        "summary", help="table (or JSON) of every finished evaluation",
+        description="One record per finished eval stage: dataset, backbone, seed, method, run_dir, dice_mean, "
+                    "dice_per_class, hd95_mean, search_wall_s, epochs, genotype.",
+        epilog="Examples:\n  python -m shapnas summary --results results\n  python -m shapnas summary --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results", help="results folder (default: results)")
+    parser.add_argument("--json", action="store_true", help="print one JSON list")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the summary."""
+    from shapnas.summary import collect_summary
+
+    records = collect_summary(args.results)
+    if args.json:
+        print(json.dumps(records))
+        return 0
+    if not records:
+        print(f"no finished evaluations under {args.results}")
+        return 0
+    print(f"{'dataset':8} {'backbone':10} {'seed':>4} {'method':14} {'dice':>6} {'hd95':>7} {'search_s':>9} {'epochs':>6}")
+    for r in records:
+        hd = "nan" if r["hd95_mean"] is None else f"{r['hd95_mean']:.2f}"
+        dice = "nan" if r["dice_mean"] is None else f"{r['dice_mean']:.3f}"
+        wall = "" if r["search_wall_s"] is None else f"{r['search_wall_s']:.1f}"
+        print(f"{r['dataset']:8} {r['backbone']:10} {r['seed']:>4} {r['method']:14} {dice:>6} {hd:>7} {wall:>9} "
+              f"{r['epochs'] or '':>6}")
+    return 0

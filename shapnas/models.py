@@ -1,0 +1,111 @@
+"""Self-describing model checkpoints (``model.pt``) of backbones and retrofitted networks.
+
+A ``model.pt`` holds plain types and tensors only (``torch.load(..., weights_only=True)`` reads it)::
+
+    {"kind": "backbone" | "retrofit", "backbone": backbone payload (name, init_args, state_dict),
+     "genotype": genotype dict or None, "cell_channels": int, "state_dict": full model state,
+     "spec": {channel_names, class_names, label_values, modality}, "slice_size": int, "config": dict}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shapnas.backbones import adapt, backbone_payload, build_backbone
+from shapnas.genotype import Genotype
+from shapnas.retrofit import build_discrete
+from shapnas.runs import load_checkpoint, save_checkpoint
+
+__all__ = ["spec_dict", "save_model", "load_model", "new_backbone", "net_from_payload"]
+
+
+def spec_dict(spec: Any) -> dict[str, Any]:
+    """The parts of a :class:`~shapnas.layouts.DatasetSpec` a checkpoint needs, as plain types."""
+    return {
+        "name": spec.name,
+        "channel_names": list(spec.channel_names),
+        "class_names": list(spec.class_names),
+        "label_values": [int(v) for v in spec.label_values],
+        "modality": spec.modality,
+        "eval_regions": {k: list(v) for k, v in spec.eval_regions.items()},
+    }
+
+
+def new_backbone(name: str, in_channels: int, out_channels: int, size: str, seed: int) -> tuple[torch.nn.Module, dict]:
+    """A freshly initialised MONAI backbone; its init draws from a forked RNG seeded with ``seed``
+    (the global torch RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_backbone(name, in_channels, out_channels, size)
+
+
+def save_model(path: str | Path, *, kind: str, net: torch.nn.Module, backbone_name: str, init_args: dict[str, Any],
+               model: torch.nn.Module | None = None, genotype: Genotype | None = None, cell_channels: int = 0,
+               spec: Any, slice_size: int, config: dict[str, Any]) -> Path:
+    """Save a backbone (``kind='backbone'``) or a retrofitted discrete network (``kind='retrofit'``).
+
+    Args:
+        path: destination ``model.pt``.
+        kind: ``backbone`` or ``retrofit``.
+        net: the MONAI backbone (its state is stored in the backbone payload).
+        backbone_name: ``basic_unet`` or ``unet``.
+        init_args: the backbone's constructor arguments.
+        model: the retrofitted network (kind ``retrofit``).
+        genotype: its genotype (kind ``retrofit``).
+        cell_channels: the cell width used to build it.
+        spec: the dataset spec.
+        slice_size: the slice size it was trained at.
+        config: the stage config as a dict.
+
+    Returns:
+        The path written.
+    """
+    state = (model if model is not None else net).state_dict()
+    return save_checkpoint(path, {
+        "kind": kind,
+        "backbone": backbone_payload(net, backbone_name, init_args),
+        "genotype": genotype.to_dict() if genotype is not None else None,
+        "cell_channels": int(cell_channels),
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+        "spec": spec_dict(spec),
+        "slice_size": int(slice_size),
+        "config": config,
+    })
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the network saved by :func:`save_model` (eval mode, on ``device``).
+
+    Returns:
+        (model, checkpoint dict without tensors' duplicates): a MONAI backbone for kind ``backbone``,
+        a discrete :class:`~shapnas.retrofit.RetrofitUNet` for kind ``retrofit``.
+    """
+    checkpoint = load_checkpoint(path)
+    payload = checkpoint["backbone"]
+    net = net_from_payload(payload)
+    if checkpoint["kind"] == "backbone":
+        model = net
+    elif checkpoint["kind"] == "retrofit":
+        genotype = Genotype.from_dict(checkpoint["genotype"])
+        model = build_discrete(adapt(net), genotype, channels=int(checkpoint["cell_channels"]))
+    else:
+        raise ValueError(f"{path}: kind={checkpoint['kind']!r}; expected 'backbone' or 'retrofit'")
+    model.load_state_dict(checkpoint["state_dict"])
+    model.to(device).eval()
+    return model, checkpoint
+
+
+def net_from_payload(payload: dict[str, Any]) -> torch.nn.Module:
+    """The MONAI backbone stored in a backbone payload (``name``, ``init_args``, ``state_dict``)."""
+    from monai.networks.nets import BasicUNet, UNet
+
+    classes = {"basic_unet": BasicUNet, "unet": UNet}
+    if payload.get("name") not in classes:
+        raise ValueError(f"backbone name {payload.get('name')!r}; expected one of {', '.join(classes)}")
+    init_args = {k: tuple(v) if isinstance(v, list) else v for k, v in payload["init_args"].items()}
+    net = classes[payload["name"]](**init_args)
+    net.load_state_dict(payload["state_dict"])
+    return net

@@ -1,0 +1,283 @@
+"""The stages of a retrofit experiment, each writing one stage directory (skipped when finished).
+
+pretrain → search-<policy> → retrain-<policy> → eval-<policy>, beside the fair baseline
+finetune → eval-finetune and the untouched backbone eval-backbone (Benedykciuk et al., Sci. Rep. 2026;
+IAC, arXiv 2405.03420). Every stage runs alone from the CLI (``python -m shapnas <stage>``) and runs the
+stages it needs first, so a notebook or a cluster job can start anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shapnas.backbones import adapt, load_backbone
+from shapnas.config import PretrainConfig, RetrainConfig, SearchConfig
+from shapnas.data import PreparedData, prepare_data
+from shapnas.evaluate import evaluate_model
+from shapnas.genotype import Genotype
+from shapnas.ops import PRIMITIVES
+from shapnas.models import load_model, new_backbone, save_model
+from shapnas.retrofit import build_discrete, build_supernet
+from shapnas.runs import is_complete, load_json, save_json, stage_dir
+from shapnas.runtime import pick_device, seed_everything, torch_generator, versions
+from shapnas.search import SearchData, run_search_loop
+from shapnas.train import count_parameters, fit, validation_dice
+
+__all__ = [
+    "stage_path",
+    "run_pretrain",
+    "run_finetune",
+    "run_search",
+    "run_retrain",
+    "run_evaluate",
+    "implant_check",
+    "search_stage_name",
+    "load_search_supernet",
+]
+
+
+def stage_path(cfg: PretrainConfig, stage: str) -> Path:
+    """The directory of ``stage`` for the run of ``cfg`` (dataset, backbone, seed)."""
+    return stage_dir(cfg.results_root, cfg.dataset, cfg.backbone, cfg.seed, stage)
+
+
+def search_stage_name(cfg: SearchConfig) -> str:
+    """``search-<policy>``."""
+    return f"search-{cfg.policy}"
+
+
+def _start(cfg: PretrainConfig, stage: Path) -> tuple[torch.device, PreparedData]:
+    seed_everything(cfg.seed)
+    stage.mkdir(parents=True, exist_ok=True)
+    save_json(stage / "config.json", cfg.to_dict())
+    return pick_device(cfg.device), prepare_data(cfg)
+
+
+def _train_slices(data: PreparedData) -> tuple[torch.Tensor, torch.Tensor]:
+    w_images, w_labels = data.slices("train_w")
+    a_images, a_labels = data.slices("train_a")
+    return torch.cat([w_images, a_images]), torch.cat([w_labels, a_labels])
+
+
+def _finish(stage: Path, cfg: PretrainConfig, name: str, body: dict[str, Any]) -> Path:
+    record = {"schema": 1, "stage": name, "dataset": cfg.dataset, "backbone": cfg.backbone, "seed": cfg.seed,
+              "versions": versions(), **body}
+    save_json(stage / "metrics.json", record)  # last and atomic: the stage is complete
+    return stage
+
+
+def run_pretrain(cfg: PretrainConfig) -> Path:
+    """Pre-train the backbone (DiceCE, Adam, model selection on V), or take a user's trained checkpoint.
+
+    Args:
+        cfg: the pretrain config (``backbone_checkpoint`` non-empty: use that state dict, no training).
+
+    Returns:
+        The ``pretrain`` stage directory (``model.pt``, ``history.jsonl``, ``metrics.json``).
+    """
+    stage = stage_path(cfg, "pretrain")
+    if is_complete(stage):
+        return stage
+    device, data = _start(cfg, stage)
+    num_classes = len(data.spec.class_names)
+    in_channels = len(data.spec.channel_names)
+    val = data.slices("val")
+    start = time.perf_counter()
+    if cfg.backbone_checkpoint:
+        net, name, init_args = load_backbone(cfg.backbone_checkpoint, expected_in=in_channels, expected_out=num_classes)
+        if name != cfg.backbone:
+            raise ValueError(f"{cfg.backbone_checkpoint}: a {name!r} checkpoint, but backbone={cfg.backbone!r}")
+        net.to(device)
+        body = {"best_epoch": None, "epochs": 0, "source": str(cfg.backbone_checkpoint),
+                "val_dice": validation_dice(net, *val, num_classes=num_classes, device=device, batch_size=cfg.batch_size)}
+    else:
+        net, init_args = new_backbone(cfg.backbone, in_channels, num_classes, cfg.backbone_size, cfg.seed)
+        net.to(device)
+        result = fit(net, list(net.parameters()), _train_slices(data), val, epochs=cfg.pretrain_epochs,
+                     lr=cfg.pretrain_lr, batch_size=cfg.batch_size, device=device,
+                     generator=torch_generator(cfg.seed), num_classes=num_classes,
+                     history_path=stage / "history.jsonl", desc="pretrain")
+        body = {"best_epoch": result.best_epoch, "epochs": cfg.pretrain_epochs, "val_dice": result.best_val_dice}
+    save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone, init_args=init_args,
+               spec=data.spec, slice_size=cfg.slice_size, config=cfg.to_dict())
+    body.update(train_wall_s=time.perf_counter() - start, num_parameters=count_parameters(net),
+                num_trainable_parameters=count_parameters(net, trainable_only=True))
+    return _finish(stage, cfg, "pretrain", body)
+
+
+def run_finetune(cfg: PretrainConfig) -> Path:
+    """The fair baseline: the pre-trained backbone fine-tuned for ``finetune_epochs`` more epochs.
+
+    Returns:
+        The ``finetune`` stage directory.
+    """
+    stage = stage_path(cfg, "finetune")
+    if is_complete(stage):
+        return stage
+    pretrain = run_pretrain(cfg)
+    device, data = _start(cfg, stage)
+    net, checkpoint = load_model(pretrain / "model.pt", device)
+    num_classes = len(data.spec.class_names)
+    start = time.perf_counter()
+    result = fit(net, list(net.parameters()), _train_slices(data), data.slices("val"), epochs=cfg.finetune_epochs,
+                 lr=cfg.finetune_lr, batch_size=cfg.batch_size, device=device,
+                 generator=torch_generator(cfg.seed + 1), num_classes=num_classes,
+                 history_path=stage / "history.jsonl", desc="finetune")
+    save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone,
+               init_args=checkpoint["backbone"]["init_args"], spec=data.spec, slice_size=cfg.slice_size,
+               config=cfg.to_dict())
+    return _finish(stage, cfg, "finetune", {
+        "best_epoch": result.best_epoch, "epochs": cfg.finetune_epochs, "val_dice": result.best_val_dice,
+        "train_wall_s": time.perf_counter() - start, "num_parameters": count_parameters(net),
+        "num_trainable_parameters": count_parameters(net, trainable_only=True)})
+
+
+def _frozen_adapter(pretrain: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    net, checkpoint = load_model(pretrain / "model.pt", device)
+    return adapt(net), checkpoint
+
+
+def run_search(cfg: SearchConfig, *, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Implant cells into the frozen pre-trained backbone and search them with ``cfg.policy``.
+
+    A search killed mid-way resumes from its last epoch checkpoint.
+
+    Args:
+        cfg: the search config.
+        progress: show progress bars.
+        stop_after: stop after this many epochs of this call without finishing (resume tests).
+
+    Returns:
+        The ``search-<policy>`` stage directory (``genotype.json``, ``history.jsonl``, ``metrics.json``).
+    """
+    stage = stage_path(cfg, search_stage_name(cfg))
+    if is_complete(stage):
+        return stage
+    pretrain = run_pretrain(cfg)
+    device, data = _start(cfg, stage)
+    adapter, _ = _frozen_adapter(pretrain, device)
+    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
+                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed)).to(device)
+    model.freeze_backbone()
+    search_data = SearchData(train_w=data.slices("train_w"), train_a=data.slices("train_a"), val=data.slices("val"),
+                             num_classes=len(data.spec.class_names))
+    result = run_search_loop(model, search_data, cfg, stage, device, progress=progress, stop_after=stop_after)
+    if not result.finished:
+        return stage
+    save_json(stage / "genotype.json", result.genotype.to_dict())
+    last = result.history[-1]
+    return _finish(stage, cfg, search_stage_name(cfg), {
+        "policy": cfg.policy, "genotype": [list(t) for t in result.genotype.edges],
+        "genotype_text": str(result.genotype), "epochs": result.epochs, "search_wall_s": result.wall_s,
+        "time_train_s": result.time_train_s, "time_shapley_s": result.time_shapley_s,
+        "time_eval_s": result.time_eval_s, "val_dice": result.val_dice, "final_op_probs": last["op_probs"],
+        "final_edge_probs": last["edge_probs"], "cell_channels": model.cell_channels,
+        "primitives": list(PRIMITIVES)})
+
+
+def run_retrain(cfg: RetrainConfig) -> Path:
+    """Implant the discrete cell found by ``search-<policy>`` into the frozen backbone and re-train it.
+
+    Returns:
+        The ``retrain-<policy>`` stage directory (``model.pt``, ``history.jsonl``, ``metrics.json``).
+    """
+    stage = stage_path(cfg, f"retrain-{cfg.policy}")
+    if is_complete(stage):
+        return stage
+    pretrain = run_pretrain(cfg)
+    search = run_search(cfg)
+    device, data = _start(cfg, stage)
+    genotype = Genotype.from_dict(load_json(search / "genotype.json"))
+    adapter, checkpoint = _frozen_adapter(pretrain, device)
+    channels = int(load_json(search / "metrics.json").get("cell_channels", cfg.cell_channels))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_discrete(adapter, genotype, channels=channels).to(device)
+    if not cfg.joint_finetune:
+        model.freeze_backbone()
+    params = list(model.parameters()) if cfg.joint_finetune else list(model.weight_parameters())
+    num_classes = len(data.spec.class_names)
+    start = time.perf_counter()
+    result = fit(model, params, _train_slices(data), data.slices("val"), epochs=cfg.retrain_epochs, lr=cfg.retrain_lr,
+                 batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 2),
+                 num_classes=num_classes, history_path=stage / "history.jsonl", desc=f"retrain ({cfg.policy})")
+    save_model(stage / "model.pt", kind="retrofit", net=adapter.net, backbone_name=cfg.backbone,
+               init_args=checkpoint["backbone"]["init_args"], model=model, genotype=genotype, cell_channels=channels,
+               spec=data.spec, slice_size=cfg.slice_size, config=cfg.to_dict())
+    return _finish(stage, cfg, f"retrain-{cfg.policy}", {
+        "policy": cfg.policy, "genotype": [list(t) for t in genotype.edges], "best_epoch": result.best_epoch,
+        "epochs": cfg.retrain_epochs, "val_dice": result.best_val_dice, "train_wall_s": time.perf_counter() - start,
+        "num_parameters": count_parameters(model), "num_trainable_parameters": sum(p.numel() for p in params)})
+
+
+def run_evaluate(cfg: RetrainConfig, target: str) -> Path:
+    """Evaluate a model on the test patients: per patient volume, Dice and HD95 per class/region.
+
+    Args:
+        cfg: the config of the run.
+        target: ``backbone`` (pre-trained), ``finetune`` (fair baseline) or a policy name (its re-trained cell).
+
+    Returns:
+        The ``eval-<target>`` stage directory (``metrics.json`` with per-case TP/FP/FN).
+    """
+    sources = {"backbone": lambda: run_pretrain(cfg), "finetune": lambda: run_finetune(cfg)}
+    if target not in sources and target not in ("none", "shapley", "alpha", "js", "random"):
+        raise ValueError(f"target={target!r}; expected backbone, finetune or a policy name")
+    stage = stage_path(cfg, f"eval-{target}")
+    if is_complete(stage):
+        return stage
+    source = sources[target]() if target in sources else run_retrain(cfg.replace(policy=target))
+    device, data = _start(cfg, stage)
+    model, _ = load_model(source / "model.pt", device)
+    body = evaluate_model(model, data.volumes["test"], data.spec, device, cfg.batch_size)
+    return _finish(stage, cfg, f"eval-{target}", {"target": target, "source": source.name, **body})
+
+
+def implant_check(cfg: SearchConfig) -> dict[str, float | int]:
+    """Implant fresh cells (gates 0) into the pre-trained backbone and compare outputs on V slices.
+
+    Returns:
+        ``max_abs_diff`` between backbone and retrofitted logits (0 at implant time), and the parameter
+        counts of the backbone, the cells (search supernet) and the architecture (α, β).
+    """
+    pretrain = run_pretrain(cfg)
+    device = pick_device(cfg.device)
+    data = prepare_data(cfg)
+    adapter, _ = _frozen_adapter(pretrain, device)
+    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
+                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed)).to(device)
+    model.freeze_backbone()
+    model.eval()
+    images = data.slices("val")[0][: cfg.batch_size].to(device)
+    with torch.no_grad():
+        difference = (model(images) - adapter.net(images)).abs().max()
+    return {
+        "max_abs_diff": float(difference),
+        "backbone_parameters": count_parameters(adapter.net),
+        "cell_parameters": sum(p.numel() for p in model.weight_parameters()),
+        "architecture_parameters": sum(p.numel() for p in model.arch_parameters()),
+    }
+
+
+def load_search_supernet(cfg: SearchConfig) -> tuple[torch.nn.Module, PreparedData]:
+    """The supernet of a finished (or interrupted) search, restored from its last epoch checkpoint.
+
+    Returns:
+        (supernet in eval mode on the config's device, the prepared data).
+    """
+    from shapnas.runs import load_checkpoint
+    from shapnas.search import STATE_FILE
+
+    stage = stage_path(cfg, search_stage_name(cfg))
+    device = pick_device(cfg.device)
+    data = prepare_data(cfg)
+    adapter, _ = _frozen_adapter(stage_path(cfg, "pretrain"), device)
+    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
+                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed)).to(device)
+    model.load_state_dict(load_checkpoint(stage / STATE_FILE, map_location=device)["model"])
+    model.freeze_backbone()
+    return model.eval(), data
