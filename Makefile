@@ -11,7 +11,7 @@ SEED ?= 0
 export OMP_NUM_THREADS ?= 2
 export PYTHONHASHSEED := 0
 
-.PHONY: venv book test lab clean
+.PHONY: venv book test lab clean chromium
 
 venv: $(STAMP)
 
@@ -28,11 +28,17 @@ book: $(STAMP)
 	$(PY) -m shapnas run --datasets $(DATASETS) --profile $(PROFILE) --seed $(SEED)
 	$(PY) -m shapnas book
 
-test: $(STAMP)
+# The browser test needs Debian's chromium; it is installed here when missing (root, or sudo).
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
-	rm -rf _build book/datasets
+	rm -rf _build book/datasets artifacts

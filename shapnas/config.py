@@ -191,8 +191,10 @@ class SearchConfig(PretrainConfig):
         prune_per_round: r, ops removed per edge a round (never the last). Defaults to 2.
         settle_epochs: epochs after every edge has one op. Defaults to 1.
         shapley_permutations: M, antithetic permutation pairs a round. Defaults to 4.
-        shapley_truncation: τ, a permutation stops once |v(S) − v(∅)| ≤ τ·|v(N) − v(∅)| past half
-            of it... see ``shapnas.shapley``; 0 disables truncation. Defaults to 0.02.
+        shapley_truncation: τ, truncation of a permutation walk relative to the empty coalition: a walk
+            that adds players stops once |v(N) − v(S)| ≤ τ·|v(N) − v(∅)| (the rest get 0), its antithetic
+            walk that removes players stops once |v(S) − v(∅)| ≤ τ·|v(N) − v(∅)|; 0 disables truncation
+            (see ``shapnas.shapley``). Defaults to 0.02.
         shapley_momentum: momentum across rounds (Shapley-NAS: 0.8). Defaults to 0.8.
         shapley_value: ``dice`` (soft foreground Dice) or ``dicece`` (−DiceCE). Defaults to ``dice``.
         shapley_slices: V slices (foreground-rich) in the value batch. Defaults to 8.

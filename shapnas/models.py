@@ -44,6 +44,7 @@ def new_backbone(name: str, in_channels: int, out_channels: int, size: str, seed
 
 def save_model(path: str | Path, *, kind: str, net: torch.nn.Module, backbone_name: str, init_args: dict[str, Any],
                model: torch.nn.Module | None = None, genotype: Genotype | None = None, cell_channels: int = 0,
+               partial_channels: int = 4,
                spec: Any, slice_size: int, config: dict[str, Any]) -> Path:
     """Save a backbone (``kind='backbone'``) or a retrofitted discrete network (``kind='retrofit'``).
 
@@ -56,6 +57,7 @@ def save_model(path: str | Path, *, kind: str, net: torch.nn.Module, backbone_na
         model: the retrofitted network (kind ``retrofit``).
         genotype: its genotype (kind ``retrofit``).
         cell_channels: the cell width used to build it.
+        partial_channels: the search's K (sets the per-level width when ``cell_channels`` is 0).
         spec: the dataset spec.
         slice_size: the slice size it was trained at.
         config: the stage config as a dict.
@@ -69,6 +71,7 @@ def save_model(path: str | Path, *, kind: str, net: torch.nn.Module, backbone_na
         "backbone": backbone_payload(net, backbone_name, init_args),
         "genotype": genotype.to_dict() if genotype is not None else None,
         "cell_channels": int(cell_channels),
+        "partial_channels": int(partial_channels),
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
         "spec": spec_dict(spec),
         "slice_size": int(slice_size),
@@ -90,7 +93,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
         model = net
     elif checkpoint["kind"] == "retrofit":
         genotype = Genotype.from_dict(checkpoint["genotype"])
-        model = build_discrete(adapt(net), genotype, channels=int(checkpoint["cell_channels"]))
+        model = build_discrete(adapt(net), genotype, channels=int(checkpoint["cell_channels"]),
+                               k=int(checkpoint.get("partial_channels", 4)))
     else:
         raise ValueError(f"{path}: kind={checkpoint['kind']!r}; expected 'backbone' or 'retrofit'")
     model.load_state_dict(checkpoint["state_dict"])

@@ -196,7 +196,7 @@ def run_retrain(cfg: RetrainConfig) -> Path:
     channels = int(load_json(search / "metrics.json").get("cell_channels", cfg.cell_channels))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = build_discrete(adapter, genotype, channels=channels).to(device)
+        model = build_discrete(adapter, genotype, channels=channels, k=cfg.partial_channels).to(device)
     if not cfg.joint_finetune:
         model.freeze_backbone()
     params = list(model.parameters()) if cfg.joint_finetune else list(model.weight_parameters())
@@ -207,6 +207,7 @@ def run_retrain(cfg: RetrainConfig) -> Path:
                  num_classes=num_classes, history_path=stage / "history.jsonl", desc=f"retrain ({cfg.policy})")
     save_model(stage / "model.pt", kind="retrofit", net=adapter.net, backbone_name=cfg.backbone,
                init_args=checkpoint["backbone"]["init_args"], model=model, genotype=genotype, cell_channels=channels,
+               partial_channels=cfg.partial_channels,
                spec=data.spec, slice_size=cfg.slice_size, config=cfg.to_dict())
     return _finish(stage, cfg, f"retrain-{cfg.policy}", {
         "policy": cfg.policy, "genotype": [list(t) for t in genotype.edges], "best_epoch": result.best_epoch,

@@ -189,7 +189,8 @@ class ShapleyPolicy(PruningPolicy):
         if ctx.estimate_shapley is None:
             raise ValueError("the shapley policy needs an estimate_shapley callable in the context")
         result = ctx.estimate_shapley(ctx.players)
-        mean, stderr = np.asarray(result["mean"]), np.asarray(result["stderr"])
+        mean = np.asarray(result["mean"], dtype=float)
+        stderr = np.nan_to_num(np.asarray(result["stderr"], dtype=float), nan=0.0)  # NaN when M < 2
         lower = mean - stderr
         z = (lower - lower.mean()) / (lower.std() + 1e-12)
         scores = []

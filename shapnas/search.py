@@ -102,14 +102,14 @@ def _train_epoch(model, data: SearchData, cfg: SearchConfig, weight_opt, arch_op
             arch_loss = loss_fn(model(arch_images.to(device)), arch_labels.to(device))
             arch_loss.backward()
             arch_opt.step()
-            arch_losses.append(float(arch_loss))
+            arch_losses.append(arch_loss.detach().item())
         weight_opt.zero_grad(set_to_none=True)
         arch_opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(images.to(device)), labels.to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.weight_parameters()), cfg.grad_clip)
         weight_opt.step()
-        weight_losses.append(float(loss))
+        weight_losses.append(loss.detach().item())
     return float(np.mean(weight_losses)), (float(np.mean(arch_losses)) if arch_losses else None)
 
 

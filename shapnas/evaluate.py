@@ -1,0 +1,105 @@
+"""Patient-level evaluation: predict every slice of a case, stack them, and score the volume.
+
+Per case, the 2D predictions are stacked into a volume and scored per region (one per foreground class,
+or BraTS WT/TC/ET) with Dice, HD95 and TP/FP/FN (``shapnas.metrics``, nnU-Net semantics), as the paper
+reports patient-level Dice (Benedykciuk et al., Sci. Rep. 2026).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from shapnas.metrics import evaluate_volume, summarize_cases
+
+__all__ = ["predict_volume", "case_record", "evaluate_model"]
+
+
+@torch.no_grad()
+def predict_volume(model: nn.Module, image: np.ndarray | torch.Tensor, device: torch.device, batch_size: int,
+                   output_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Arg-max class of every pixel of every slice (eval mode, no grad; the model's mode is restored).
+
+    Args:
+        model: maps (B, C, H, W) to logits (B, K, H, W).
+        image: (S, C, H, W) float32 slices of one case.
+        device: where the model lives; batches are moved there.
+        batch_size: slices per forward pass.
+        output_size: (H', W') to resize the logits to (bilinear) before the arg-max, e.g. the input's
+            original in-plane size; None keeps (H, W). Defaults to None.
+
+    Returns:
+        (S, H', W') int64 class ids.
+
+    Raises:
+        ValueError: ``image`` is not 4D or ``batch_size < 1``.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image shape {tuple(image.shape)}; expected (S, C, H, W)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}; expected at least 1")
+    images = torch.as_tensor(image, dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        logits = model(images[start:start + batch_size].to(device))  # (b, K, H, W)
+        if output_size is not None and tuple(logits.shape[-2:]) != tuple(output_size):
+            logits = F.interpolate(logits.float(), size=tuple(output_size), mode="bilinear", align_corners=False)
+        out.append(logits.argmax(1).cpu())  # (b, H', W')
+    model.train(was_training)
+    if not out:
+        height, width = output_size if output_size is not None else images.shape[-2:]
+        return np.zeros((0, height, width), dtype=np.int64)
+    return torch.cat(out).numpy().astype(np.int64)
+
+
+def case_record(volume: Any, pred: np.ndarray, regions: dict[str, Sequence[int]]) -> dict[str, Any]:
+    """The per-case record of the eval ``metrics.json``.
+
+    Args:
+        volume: a :class:`~shapnas.volumes.Volume` (``label`` (S, H, W), ``spacing`` (x = W, y = H, slice) mm).
+        pred: (S, H, W) predicted class ids.
+        regions: region name -> contiguous class ids (``DatasetSpec.eval_regions``).
+
+    Returns:
+        ``{case_id, patient_id, regions: {name: {dice, hd95, tp, fp, fn, n_pred, n_ref}}}``; HD95 in mm.
+    """
+    spacing = (float(volume.spacing[2]), float(volume.spacing[1]), float(volume.spacing[0]))  # (S, H, W)
+    scores = evaluate_volume(pred, volume.label, {k: tuple(v) for k, v in regions.items()}, spacing)
+    return {"case_id": volume.case_id, "patient_id": volume.patient_id, "regions": scores}
+
+
+def evaluate_model(model: nn.Module, volumes: Sequence[Any], spec: Any, device: torch.device, batch_size: int,
+                   *, progress: bool = False) -> dict[str, Any]:
+    """Evaluate a model case by case on stacked 2D predictions.
+
+    Args:
+        model: maps (B, C, H, W) to logits (B, K, H, W) with K = ``len(spec.class_names)``.
+        volumes: the cases (:class:`~shapnas.volumes.Volume`), e.g. the test split.
+        spec: the :class:`~shapnas.layouts.DatasetSpec` (``eval_regions``; BraTS: WT, TC, ET).
+        device: where the model lives.
+        batch_size: slices per forward pass.
+        progress: show a progress bar over cases. Defaults to False.
+
+    Returns:
+        The body of ``eval-<target>/metrics.json``: ``dice_mean``, ``dice_per_class``, ``hd95_mean``,
+        ``hd95_per_class``, ``hd95_num_inf``, ``num_cases`` (``shapnas.metrics.summarize_cases``) and
+        ``per_case`` records (:func:`case_record`).
+
+    Raises:
+        ValueError: no volumes.
+    """
+    if not volumes:
+        raise ValueError("volumes is empty; expected at least one case to evaluate")
+    records = []
+    for volume in tqdm(volumes, desc="evaluate", leave=False, disable=not progress):
+        pred = predict_volume(model, volume.image, device, batch_size)  # (S, H, W)
+        records.append(case_record(volume, pred, spec.eval_regions))
+    return {**summarize_cases(records), "per_case": records}

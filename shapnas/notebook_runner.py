@@ -1,0 +1,333 @@
+"""Execute the companion notebooks with papermill, one dataset after another, into the book's source tree.
+
+Each notebook's ``parameters`` cell holds smoke-sized defaults whose names equal the fields of its config
+(``01_data`` → ``DataConfig`` … ``04_shapley_pruning`` → ``RetrainConfig``); a run injects a profile's values
+(``shapnas/profiles/*.yaml``) filtered to those names, plus dataset, seed, data_dir, results_root and device
+(papermill, stack.md §3). Executed copies go to ``book/datasets/<dataset>/<notebook>.ipynb`` (what the book
+renders) and to the run directory's ``executed/`` folder (provenance).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from shapnas.config import (BaseConfig, DataConfig, PretrainConfig, RetrainConfig, SearchConfig,
+                            config_from_profile, load_profile)
+from shapnas.runs import run_dir
+
+__all__ = [
+    "NOTEBOOKS",
+    "RESULTS_NOTEBOOK",
+    "NotebookError",
+    "select_notebooks",
+    "notebook_parameter_names",
+    "notebook_parameters",
+    "executed_path",
+    "execute_notebook",
+    "tag_for_book",
+    "terminal_text",
+    "run_notebooks",
+]
+
+# notebook stem -> the config its parameters cell builds (names must equal the config's fields)
+NOTEBOOKS: dict[str, type[BaseConfig]] = {
+    "01_data": DataConfig,
+    "02_retrofit": PretrainConfig,
+    "03_search": SearchConfig,
+    "04_shapley_pruning": RetrainConfig,
+    "05_ablations": RetrainConfig,
+    "06_stability": RetrainConfig,
+}
+RESULTS_NOTEBOOK = "results"  # book/results.ipynb: the cross-dataset page, run after the per-dataset ones
+BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device")
+# tags that hide papermill's cells in the HTML (jupyter-book / myst-nb cell tags)
+BOOK_TAGS = {"parameters": "remove-cell", "injected-parameters": "hide-input"}
+
+
+class NotebookError(RuntimeError):
+    """A notebook failed: the message names the notebook, the cell (index, source head) and the error."""
+
+
+def select_notebooks(spec: str | Sequence[str] | None) -> list[str]:
+    """Notebook stems from a selection such as ``"01,02"`` or ``["03_search"]``; ``None`` selects all.
+
+    Raises:
+        ValueError: a selection matching no notebook.
+    """
+    if spec is None:
+        return list(NOTEBOOKS)
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    chosen = []
+    for item in filter(None, items):
+        matches = [name for name in NOTEBOOKS if name == item or name.split("_")[0] == item.zfill(2)]
+        if not matches:
+            raise ValueError(f"notebook {item!r}; expected one of {', '.join(NOTEBOOKS)} (or 01..06)")
+        chosen.extend(m for m in matches if m not in chosen)
+    return [name for name in NOTEBOOKS if name in chosen]  # always in pipeline order
+
+
+def notebook_parameter_names(path: str | Path) -> list[str]:
+    """Names in the ``parameters``-tagged cell of a notebook (``papermill.inspect_notebook``)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(path)))
+
+
+def _portable(path: str | Path, start: Path, root: Path) -> str:
+    """``path`` relative to ``start`` when it lies inside ``root`` (so executed copies carry no machine path)."""
+    absolute = Path(path).resolve()
+    if absolute == root or root in absolute.parents:
+        return Path(os.path.relpath(absolute, start.resolve())).as_posix()
+    return str(absolute)
+
+
+def notebook_parameters(names: Sequence[str], cfg: RetrainConfig, given: set[str]) -> dict[str, Any]:
+    """The values papermill injects into one notebook.
+
+    Args:
+        names: the notebook's parameter names.
+        cfg: the full run config (profile values, then options, then overrides).
+        given: names set by the profile, the options or the overrides; other parameters keep the
+            notebook's own defaults (e.g. ``policy`` of ``04_shapley_pruning``).
+
+    Returns:
+        ``{name: value}`` for the names in both ``names`` and ``given``.
+    """
+    values = cfg.to_dict()
+    return {name: values[name] for name in names if name in given and name in values}
+
+
+def executed_path(root: str | Path, dataset: str | None, stem: str) -> Path:
+    """Where the book reads an executed notebook: ``book/datasets/<dataset>/<stem>.ipynb``
+    (``book/datasets/<stem>.ipynb`` for the cross-dataset page, ``dataset=None``)."""
+    base = Path(root) / "book" / "datasets"
+    return (base / dataset if dataset else base) / f"{stem}.ipynb"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_PROGRESS = re.compile(r"^(?P<desc>.*?):?\s*(?P<percent>\d+)%\|")
+
+
+def terminal_text(text: str) -> str:
+    """Stream text as a reader wants it in the book: colour and cursor codes dropped, each ``\\r`` returning to
+    the line start, and of the progress bars only the final state of each finished bar kept."""
+    text = _ANSI.sub(lambda m: "\n" if m.group().endswith("A") else "", text)  # cursor up: a nested bar ends
+    lines = [line.split("\r")[-1].rstrip() for line in text.split("\n")]
+    lines = [line for line in lines if line.strip()]
+    bars = {m.group("desc"): i for i, m in ((i, _PROGRESS.match(line)) for i, line in enumerate(lines)) if m}
+    shown = [line for i, line in enumerate(lines)
+             if not (m := _PROGRESS.match(line)) or (bars[m.group("desc")] == i and m.group("percent") == "100")]
+    return "\n".join(shown) + ("\n" if shown else "")
+
+
+def _scrub(text: str, replacements: dict[str, str]) -> str:
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    return text
+
+
+def _collapse_streams(outputs: list[Any], replacements: dict[str, str]) -> list[Any]:
+    """Merge consecutive stream outputs of the same name, keep what a reader needs, scrub machine paths."""
+    merged: list[Any] = []
+    for output in outputs:
+        if output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
+                and merged[-1].get("name") == output.get("name"):
+            merged[-1]["text"] += output["text"]
+        else:
+            merged.append(output)
+    for output in merged:
+        if output.get("output_type") == "stream":
+            output["text"] = _scrub(terminal_text(output["text"]), replacements)
+        elif output.get("output_type") == "error":
+            output["traceback"] = [_scrub(line, replacements) for line in output.get("traceback", [])]
+    return [o for o in merged if o.get("output_type") != "stream" or o["text"]]
+
+
+def tag_for_book(path: str | Path, root: str | Path | None = None) -> None:
+    """Prepare an executed copy for the book: papermill's cells tagged so the book hides them (defaults
+    removed, injected values one click away), progress bars reduced to their final state, and the paths of
+    this machine (the book root, the package source, the Python environment) shortened in printed text
+    (warnings, tracebacks).
+
+    Args:
+        path: the executed notebook, rewritten in place.
+        root: the book root, shown as ``.``; ``None`` leaves it.
+    """
+    source = Path(__file__).resolve().parents[1]  # where the shapnas package lives (an editable install)
+    replacements = {str(source): "<shapnas-source>", sys.prefix: "<python-env>"}
+    if root:
+        replacements[str(Path(root).resolve())] = "."
+    replacements = dict(sorted(replacements.items(), key=lambda item: -len(item[0])))  # innermost paths first
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        extra = [BOOK_TAGS[t] for t in tags if t in BOOK_TAGS and BOOK_TAGS[t] not in tags]
+        if extra:
+            cell.metadata["tags"] = [*tags, *extra]
+        if cell.cell_type == "code":
+            cell.outputs = _collapse_streams(cell.outputs, replacements)
+    nbformat.write(nb, str(path))
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """Kernels started inside inherit ``TQDM_DISABLE=1``: no progress bars in the executed pages."""
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
+def _failure(source: Path, output: Path, label: str, error: BaseException) -> NotebookError:
+    index = getattr(error, "cell_index", None)
+    head = "\n".join("    " + line for line in (getattr(error, "source", "") or "").splitlines()[:4])
+    what = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', str(error))}"
+    where = f"cell {index}" if index is not None else "a cell"
+    return NotebookError(f"notebook {source} ({label}) failed in {where}:\n{head}\n  {what}\n"
+                         f"  executed copy with the full traceback: {output}")
+
+
+def execute_notebook(source: str | Path, output: str | Path, parameters: dict[str, Any], *, label: str = "",
+                     timeout_s: int | None = None, root: str | Path | None = None) -> Path:
+    """Execute one notebook with papermill (kernel ``python3``, working directory = the output's folder).
+
+    Args:
+        source: the committed notebook (no outputs).
+        output: the executed copy to write (tagged for the book, written also when a cell fails).
+        parameters: values for the injected-parameters cell.
+        label: what the error message calls this run (e.g. the dataset).
+        timeout_s: per-cell time limit; ``None`` means none.
+        root: the book root (its path is shortened to ``.`` in printed outputs).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        NotebookError: a cell raised, the kernel died or a cell timed out.
+    """
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    source, output = Path(source), Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet_progress_bars():
+            papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name="python3",
+                                       cwd=str(output.parent), progress_bar=False, start_timeout=120,
+                                       execution_timeout=timeout_s)
+    except (PapermillExecutionError, DeadKernelError, CellTimeoutError) as error:
+        if output.exists():
+            tag_for_book(output, root)
+        raise _failure(source, output, label, error) from None
+    tag_for_book(output, root)
+    return output
+
+
+@dataclass(frozen=True)
+class _Job:
+    label: str
+    source: Path
+    output: Path
+    copy_to: Path
+    parameters: dict[str, Any]
+
+
+def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Callable[[str], RetrainConfig],
+          given: set[str]) -> list[_Job]:
+    """One job per (dataset, notebook), in order, with the parameters papermill injects."""
+    jobs = []
+    for dataset in datasets:
+        cfg = cfg_for(dataset)
+        executed_dir = run_dir(cfg.results_root, dataset, cfg.backbone, cfg.seed) / "executed"
+        for stem in stems:
+            source = root / "notebooks" / f"{stem}.ipynb"
+            if not source.exists():
+                raise FileNotFoundError(f"{source}: notebook not found (expected the committed notebooks/ folder)")
+            output = executed_path(root, dataset, stem)
+            values = notebook_parameters(notebook_parameter_names(source), cfg, given)
+            for key in ("results_root", "data_dir"):
+                if values.get(key):
+                    values[key] = _portable(values[key], output.parent, root)
+            jobs.append(_Job(f"{dataset} {stem}", source, output, executed_dir / f"{stem}.ipynb", values))
+    return jobs
+
+
+def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int = 0, root: str | Path = ".",
+                  data_dir: str = "", results_root: str | Path = "results", device: str = "auto",
+                  notebooks: str | Sequence[str] | None = None, overrides: dict[str, Any] | None = None,
+                  results_page: bool = True, timeout_s: int | None = None,
+                  log: Callable[[str], None] = print) -> list[Path]:
+    """Execute the notebooks for each dataset in order, then the cross-dataset results page.
+
+    Args:
+        datasets: dataset names, e.g. ``["acdc", "brats"]``.
+        profile: ``smoke``, ``workshop`` or ``paper`` (values injected where a notebook has the parameter).
+        seed: the run seed.
+        root: the book root (holds ``_config.yml``, ``notebooks/`` and ``book/``).
+        data_dir: a dataset root in its official layout (one dataset only); empty means phantom data.
+        results_root: the results folder.
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
+        notebooks: a selection such as ``"01,02"``; ``None`` runs all six.
+        overrides: further parameter values (config field names), e.g. ``{"search_epochs": 20}``.
+        results_page: also execute ``book/results.ipynb`` into ``book/datasets/results.ipynb``.
+        timeout_s: per-cell time limit.
+        log: where progress lines go.
+
+    Returns:
+        The executed copies in the book's source tree, in execution order.
+
+    Raises:
+        ValueError: a bad option (unknown dataset or field, ``data_dir`` with several datasets).
+        NotebookError: a notebook failed (its path, the cell and the error are in the message).
+    """
+    root = Path(root).resolve()
+    if data_dir and len(datasets) != 1:
+        raise ValueError(f"data_dir={data_dir!r} given for {len(datasets)} datasets; --data-dir needs exactly one")
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(RetrainConfig.field_names()))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; expected config field names")
+    given = set(load_profile(profile)) | set(BASE_PARAMETERS) | set(overrides)
+    base = {"seed": seed, "data_dir": str(data_dir), "results_root": str(Path(results_root).resolve()),
+            "device": device, **overrides}
+
+    def cfg_for(dataset: str) -> RetrainConfig:
+        return config_from_profile(RetrainConfig, profile, dataset=dataset, **base)
+
+    jobs = _jobs(datasets, select_notebooks(notebooks), root, cfg_for, given)
+    if results_page:
+        source = root / "book" / f"{RESULTS_NOTEBOOK}.ipynb"
+        output = executed_path(root, None, RESULTS_NOTEBOOK)
+        values = {"results_root": _portable(base["results_root"], output.parent, root)}
+        jobs.append(_Job("all datasets results", source, output, Path(base["results_root"]) / "executed" /
+                         f"{RESULTS_NOTEBOOK}.ipynb", values))
+    written = []
+    for number, job in enumerate(jobs, start=1):
+        log(f"[{number}/{len(jobs)}] {job.label}: running {job.source.name} ...")
+        start = time.perf_counter()
+        try:
+            execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s, root=root)
+        finally:
+            if job.output.exists():
+                job.copy_to.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(job.output, job.copy_to)
+        log(f"[{number}/{len(jobs)}] {job.label}: done in {time.perf_counter() - start:.1f} s -> {job.output}")
+        written.append(job.output)
+    return written

@@ -1,0 +1,1 @@
+"""Pure plotting functions: data in, ``matplotlib.figure.Figure`` (or a DataFrame) out; no global state."""

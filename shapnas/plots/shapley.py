@@ -1,0 +1,171 @@
+"""Figures of Shapley-guided pruning: values with error bars per round, what was pruned when, cost per epoch.
+
+Pure functions from search ``history.jsonl`` records (CONTRACTS.md: ``shapley`` = {round, players
+[[edge, op]], mean, stderr, ...} or null, ``pruned`` = [[edge, op], ...], ``active`` (E, P), timings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from shapnas.ops import PRIMITIVES
+from shapnas.plots.search import OP_SHORT, edge_labels
+
+__all__ = [
+    "shapley_rounds",
+    "player_label",
+    "plot_shapley_rounds",
+    "pruning_table",
+    "pruned_epochs",
+    "plot_pruning_timeline",
+    "plot_cost_per_epoch",
+]
+
+
+def shapley_rounds(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The Shapley rounds of a search, each with its ``epoch`` and what was ``pruned`` after it."""
+    return [{**r["shapley"], "epoch": r["epoch"], "pruned": r.get("pruned") or []} for r in history if r.get("shapley")]
+
+
+def player_label(edge: int, op: str, num_edges: int = 14) -> str:
+    """A short name for an (edge, op) player, e.g. ``n1←s0 sep3``."""
+    return f"{edge_labels(num_edges)[edge]} {OP_SHORT.get(op, op)}"
+
+
+def plot_shapley_rounds(history: Sequence[Mapping[str, Any]], max_rounds: int = 4) -> Figure:
+    """Shapley value ± standard error of every player, sorted, in up to ``max_rounds`` rounds.
+
+    Args:
+        history: search history records.
+        max_rounds: rounds shown (first, last and evenly between).
+
+    Returns:
+        One panel per round; the players pruned after that round are red.
+
+    Raises:
+        ValueError: a history without Shapley rounds (e.g. policy ``none``).
+    """
+    rounds = shapley_rounds(history)
+    if not rounds:
+        raise ValueError("no Shapley rounds in this history; expected a search with policy 'shapley'")
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(rounds) - 1, min(max_rounds, len(rounds)))})
+    num_edges = len(history[0]["op_probs"])
+    fig = Figure(figsize=(3.4 * len(picks) + 0.6, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(picks), squeeze=False)
+    for ax, index in zip(axes[0], picks):
+        record = rounds[index]
+        mean = np.asarray(record["mean"], dtype=float)
+        stderr = np.asarray(record.get("stderr") or np.zeros_like(mean), dtype=float)
+        order = np.argsort(mean)
+        pruned = {(int(e), str(o)) for e, o in record["pruned"]}
+        players = [(int(e), str(o)) for e, o in record["players"]]
+        colours = ["#c44e52" if players[i] in pruned else "#4c72b0" for i in order]
+        ax.errorbar(np.arange(len(order)), mean[order], yerr=stderr[order], fmt="none", ecolor="0.6", lw=0.8)
+        ax.scatter(np.arange(len(order)), mean[order], c=colours, s=12, zorder=3)
+        if len(order) <= 24:
+            ax.set_xticks(range(len(order)), [player_label(*players[i], num_edges) for i in order], rotation=90,
+                          fontsize=6)
+        else:
+            ax.set_xlabel("players, sorted by value")
+        ax.axhline(0, color="0.7", lw=0.6)
+        ax.set_title(f"round {record['round']} (epoch {record['epoch']}): {len(players)} players, "
+                     f"{len(pruned)} pruned", fontsize=8, pad=14)  # room for the axis' ×1e-n label
+    axes[0][0].set_ylabel("Shapley value (Δ soft Dice) ± s.e.")
+    return fig
+
+
+def pruning_table(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per pruned (edge, op): the epoch, the op, and its Shapley value ± s.e. when it was pruned."""
+    rows = []
+    num_edges = len(history[0]["op_probs"]) if history else 14
+    for record in history:
+        shapley = record.get("shapley") or {}
+        players = [(int(e), str(o)) for e, o in shapley.get("players", [])]
+        stderr = shapley.get("stderr") or [None] * len(players)
+        values = dict(zip(players, zip(shapley.get("mean", []), stderr)))
+        for edge, op in record.get("pruned") or []:
+            mean, stderr = values.get((int(edge), str(op)), (None, None))
+            rows.append({"epoch": record["epoch"], "edge": edge_labels(num_edges)[int(edge)], "op": op,
+                         "Shapley value": mean, "s.e.": stderr})
+    return pd.DataFrame(rows, columns=["epoch", "edge", "op", "Shapley value", "s.e."])
+
+
+def pruned_epochs(history: Sequence[Mapping[str, Any]], primitives: Sequence[str] = PRIMITIVES) -> np.ndarray:
+    """(E, P) array: the epoch after which each op was pruned, NaN when it survived (``none`` included)."""
+    num_edges = len(history[0]["op_probs"])
+    epochs = np.full((num_edges, len(primitives)), np.nan)
+    for record in history:
+        for edge, op in record.get("pruned") or []:
+            epochs[int(edge), list(primitives).index(op)] = record["epoch"]
+    return epochs
+
+
+def plot_pruning_timeline(history: Sequence[Mapping[str, Any]], primitives: Sequence[str] = PRIMITIVES) -> Figure:
+    """Which op was pruned when: an edges × ops grid coloured by the pruning epoch; survivors marked.
+
+    Args:
+        history: search history records (``pruned``, ``active``, ``op_probs``).
+        primitives: column names.
+
+    Returns:
+        The figure; the ops still active at the end (other than ``none``) carry a dot.
+    """
+    if not history:
+        raise ValueError("history is empty; expected at least one search epoch record")
+    epochs = pruned_epochs(history, primitives)
+    final_active = np.asarray(history[-1].get("active", np.ones_like(epochs, dtype=bool)), dtype=bool)
+    fig = Figure(figsize=(5.6, 0.3 * epochs.shape[0] + 1.6), layout="constrained")
+    ax = fig.subplots()
+    last = max(1, int(np.nanmax(epochs)) if np.isfinite(epochs).any() else 1)
+    image = ax.imshow(epochs, cmap="plasma_r", vmin=0, vmax=last, aspect="auto")
+    candidates = np.array([p != "none" for p in primitives])  # none is never a player
+    survivors = np.argwhere(final_active & ~np.isfinite(epochs) & candidates)
+    ax.scatter(survivors[:, 1], survivors[:, 0], marker="o", s=16, color="black", label="still active")
+    ax.set_xticks(range(len(primitives)), [OP_SHORT.get(p, p) for p in primitives], rotation=90, fontsize=7)
+    ax.set_yticks(range(epochs.shape[0]), edge_labels(epochs.shape[0]), fontsize=7)
+    ax.set_title("colour: epoch after which an op was pruned; ● still active", fontsize=8)
+    fig.colorbar(image, ax=ax, label="pruned after epoch", ticks=MaxNLocator(integer=True))
+    return fig
+
+
+def plot_cost_per_epoch(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
+    """Wall-clock per epoch and active ops per epoch of several searches (e.g. full vs Shapley-pruned).
+
+    Args:
+        histories: label -> search history records.
+
+    Returns:
+        Two panels: seconds per epoch (training + Shapley + evaluation; Shapley share dashed) and the
+        number of active non-``none`` ops; the cumulative wall-clock of each search is in the legend.
+    """
+    if not any(histories.values()):
+        raise ValueError("all histories are empty; expected at least one search epoch record")
+    fig = Figure(figsize=(8.4, 3.0), layout="constrained")
+    (time_ax, ops_ax) = fig.subplots(1, 2)
+    for label, history in histories.items():
+        if not history:
+            continue
+        epochs = [r["epoch"] for r in history]
+        total = [sum(r.get(k) or 0.0 for k in ("time_train_s", "time_shapley_s", "time_eval_s")) for r in history]
+        wall = history[-1].get("wall_s") or sum(total)
+        (line,) = time_ax.plot(epochs, total, ".-", label=f"{label} ({wall:.0f} s in all)")
+        shapley = [r.get("time_shapley_s") or 0.0 for r in history]
+        if any(r.get("shapley") for r in history):  # a search that ran Shapley rounds
+            time_ax.plot(epochs, shapley, "--", color=line.get_color(), lw=1, label=f"{label}: Shapley rounds")
+        ops_ax.plot(epochs, [r.get("num_active_ops") for r in history], ".-", color=line.get_color(), label=label)
+    time_ax.set(xlabel="epoch", ylabel="seconds per epoch", title="cost per epoch")
+    ops_ax.set(xlabel="epoch", ylabel="active non-none ops", title="search space size")
+    ops_ax.set_ylim(bottom=0)
+    for ax in (time_ax, ops_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    time_ax.set_ylim(bottom=0)
+    return fig
+

@@ -1,0 +1,330 @@
+"""The book: toc pruning, the HTML check, the method figures, the plot and table functions on hand-made
+records (CONTRACTS.md schemas), and a strict build of a smoke-profile execution (one dataset)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import yaml
+from matplotlib.figure import Figure
+
+from shapnas.book import (BookError, build_book, check_html, executed_toc, notebook_errors, toc_files,
+                          write_method_figures)
+from shapnas.ops import PRIMITIVES
+from shapnas.plots.results import (claims_table, claims_text, comparison_table, data_sources, metrics_table,
+                                   patient_scores, plot_patient_boxplots, speedup_table, speedups)
+from shapnas.plots.search import (edge_labels, pick_epochs, plot_arch_heatmaps, plot_cell_graph, plot_edge_weights,
+                                  plot_epoch_times)
+from shapnas.plots.shapley import (plot_cost_per_epoch, plot_pruning_timeline, plot_shapley_rounds, pruned_epochs,
+                                   pruning_table, shapley_rounds)
+from shapnas.plots.training import parameter_table, plot_parameter_counts, plot_training_curves
+from test_notebooks import ROOT, smoke_book  # noqa: F401  (session fixture shared with test_browser)
+
+E, P = 14, len(PRIMITIVES)
+
+
+# ------------------------------------------------------------------ hand-made records
+
+def _search_history(prune: bool) -> list[dict]:
+    """Four epochs of a search history: warm-up, then (if ``prune``) sep_conv_5x5 and dil_conv_5x5 pruned on every
+    edge after epoch 1 and max_pool_3x3 after epoch 2, with a Shapley round before each pruning."""
+    rng = np.random.default_rng(0)
+    active = np.ones((E, P), dtype=bool)
+    history, wall = [], 0.0
+    schedule = {1: ["sep_conv_5x5", "dil_conv_5x5"], 2: ["max_pool_3x3"]} if prune else {}
+    for epoch in range(4):
+        probs = rng.random((E, P)) * active
+        probs /= probs.sum(1, keepdims=True)
+        players = [[e, PRIMITIVES[p]] for e in range(E) for p in range(1, P) if active[e, p]]
+        pruned = [[e, op] for op in schedule.get(epoch, []) for e in range(E)]
+        shapley = None
+        if epoch in schedule:
+            mean = [(-1.0 if op in schedule[epoch] else 0.5) + 0.01 * i for i, (_, op) in enumerate(players)]
+            shapley = {"round": len([k for k in schedule if k <= epoch]), "players": players, "mean": mean,
+                       "stderr": [0.05] * len(players), "score": mean, "num_evals": 40, "evals_saved": 4,
+                       "eval_ms": 3.0}
+        times = {"time_train_s": 10.0 - 2 * epoch if prune else 10.0, "time_shapley_s": 1.0 if shapley else 0.0,
+                 "time_eval_s": 0.5}
+        wall += sum(times.values())
+        history.append({"epoch": epoch, "phase": "warmup" if epoch == 0 else "search", "train_loss": 1.0 / (epoch + 1),
+                        "arch_loss": None if epoch == 0 else 0.9, "val_dice": 0.5 + 0.1 * epoch,
+                        "op_probs": probs.tolist(), "edge_probs": rng.random(E).tolist(), "active": active.tolist(),
+                        "num_active_ops": int(active[:, 1:].sum()), "genotype": [[0, 0, "sep_conv_3x3"]],
+                        **times, "wall_s": wall, "pruned": pruned, "shapley": shapley})
+        for e, op in pruned:
+            active[e, PRIMITIVES.index(op)] = False
+    return history
+
+
+def _eval(dice: list[float], hd95: list[float]) -> dict:
+    cases = [{"case_id": f"p{i}", "patient_id": f"p{i}",
+              "regions": {"RV": {"dice": d, "hd95": h, "tp": 1, "fp": 0, "fn": 0, "n_pred": 1, "n_ref": 1},
+                          "LV": {"dice": None, "hd95": None, "tp": 0, "fp": 0, "fn": 0, "n_pred": 0, "n_ref": 0}}}
+             for i, (d, h) in enumerate(zip(dice, hd95))]
+    return {"schema": 1, "stage": "eval-x", "target": "x", "dice_mean": float(np.mean(dice)),
+            "dice_per_class": {"RV": float(np.mean(dice)), "LV": None}, "hd95_mean": float(np.mean(hd95)),
+            "hd95_per_class": {"RV": float(np.mean(hd95)), "LV": None}, "num_cases": len(dice), "per_case": cases}
+
+
+def _records(tmp_path: Path, seeds=(0,), gain=0.07, speed=(400.0, 100.0), data_dir="") -> list[dict]:
+    records = []
+    for seed in seeds:
+        run = tmp_path / "acdc" / "basic_unet" / f"seed-{seed}"
+        (run / "pretrain").mkdir(parents=True, exist_ok=True)
+        (run / "pretrain" / "config.json").write_text(json.dumps({"data_dir": data_dir}))
+        base = {"dataset": "acdc", "backbone": "basic_unet", "seed": seed, "run_dir": str(run), "dice_per_class": {},
+                "epochs": None, "genotype": None, "search_wall_s": None}
+        genotype = [[n, s, "sep_conv_3x3"] for n in range(4) for s in (0, 1)]
+        records += [
+            {**base, "method": "backbone", "dice_mean": 0.70, "hd95_mean": 5.0},
+            {**base, "method": "finetune", "dice_mean": 0.71, "hd95_mean": 4.8},
+            {**base, "method": "iac-none", "dice_mean": 0.70 + gain, "hd95_mean": 4.0, "search_wall_s": speed[0],
+             "epochs": 12, "genotype": genotype},
+            {**base, "method": "iac-shapley", "dice_mean": 0.70 + gain, "hd95_mean": 4.1, "search_wall_s": speed[1],
+             "epochs": 6, "genotype": genotype},
+        ]
+    return records
+
+
+# ------------------------------------------------------------------ plots: training, search, Shapley
+
+def test_training_curves_and_parameter_counts():
+    history = [{"epoch": e, "train_loss": 1 - 0.2 * e, "val_dice": d, "time_s": 1.0}
+               for e, d in enumerate([0.2, 0.6, 0.5])]
+    fig = plot_training_curves({"backbone": history, "empty": []})
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    best = [line for line in fig.axes[1].lines if line.get_marker() == "*"][0]
+    assert best.get_xdata()[0] == 1 and best.get_ydata()[0] == pytest.approx(0.6)
+    counts = {"max_abs_diff": 0.0, "backbone_parameters": 9000, "cell_parameters": 1000,
+              "architecture_parameters": 126}
+    table = parameter_table(counts)
+    assert list(table.index) == ["backbone", "cell", "architecture"]
+    assert table.loc["backbone", "parameters"] == "9,000" and table.loc["cell", "share"] == "9.9%"
+    assert len(plot_parameter_counts(counts).axes[0].patches) == 3
+    with pytest.raises(ValueError, match="parameters"):
+        parameter_table({"max_abs_diff": 0.0})
+
+
+def test_edge_labels_follow_the_darts_layout():
+    labels = edge_labels(14)
+    assert labels[:2] == ["n0←s0", "n0←s1"] and labels[2] == "n1←s0" and labels[13] == "n3←n2"
+    with pytest.raises(ValueError, match="13 edges"):
+        edge_labels(13)
+    assert pick_epochs(list(range(10)), 4) == [0, 3, 6, 9] and pick_epochs([1, 2], 4) == [0, 1]
+
+
+def test_search_figures():
+    history = _search_history(prune=True)
+    heat = plot_arch_heatmaps(history, count=3)
+    panels = [ax for ax in heat.axes if ax.get_title().startswith("epoch")]
+    assert [ax.get_title().split()[1] for ax in panels] == ["0", "2", "3"]
+    assert len(panels[-1].collections[0].get_offsets()) == 3 * E  # three pruned ops per edge are crossed out
+    assert plot_edge_weights(history).axes[0].get_images()[0].get_array().shape == (E, 4)
+    bars = plot_epoch_times(history).axes[0]
+    assert len(bars.patches) == 3 * 4
+    with pytest.raises(ValueError, match="empty"):
+        plot_epoch_times([])
+
+
+def test_cell_graphs():
+    genotype = [[n, s, op] for n in range(4) for s, op in ((0, "sep_conv_3x3"), (n + 1, "skip_connect"))]
+    graph = plot_cell_graph(genotype)
+    labels = [t.get_text() for t in graph.axes[0].texts]
+    assert labels.count("sep3") == 4 and labels.count("skip") == 4 and "n3" in labels
+    full = plot_cell_graph(None)
+    assert "14 edges" in full.axes[0].get_title()
+
+
+def test_shapley_rounds_and_pruning_records():
+    history = _search_history(prune=True)
+    rounds = shapley_rounds(history)
+    assert [(r["round"], r["epoch"]) for r in rounds] == [(1, 1), (2, 2)]
+    table = pruning_table(history)
+    assert len(table) == 3 * E and set(table["op"]) == {"sep_conv_5x5", "dil_conv_5x5", "max_pool_3x3"}
+    assert table["Shapley value"].lt(0).all() and table["s.e."].eq(0.05).all()
+    epochs = pruned_epochs(history)
+    assert epochs[5, PRIMITIVES.index("sep_conv_5x5")] == 1 and epochs[5, PRIMITIVES.index("max_pool_3x3")] == 2
+    assert np.isnan(epochs[:, PRIMITIVES.index("sep_conv_3x3")]).all()
+    fig = plot_shapley_rounds(history)
+    assert len(fig.axes) == 2 and "28 pruned" in fig.axes[0].get_title()
+    timeline = plot_pruning_timeline(history)
+    assert len(timeline.axes[0].collections[0].get_offsets()) == 4 * E  # survivors without none
+    cost = plot_cost_per_epoch({"full search": _search_history(False), "Shapley-pruned": history})
+    assert [line.get_label() for line in cost.axes[1].lines] == ["full search", "Shapley-pruned"]
+    assert list(cost.axes[1].lines[1].get_ydata()) == [7 * E, 7 * E, 5 * E, 4 * E]
+    with pytest.raises(ValueError, match="policy 'shapley'"):
+        plot_shapley_rounds(_search_history(False))
+
+
+# ------------------------------------------------------------------ results tables and the claims
+
+def test_metrics_table_and_patient_boxplots():
+    evals = {"backbone": _eval([0.6, 0.7], [5.0, 7.0]), "shapley": _eval([0.8, 0.9], [2.0, 3.0])}
+    table = metrics_table(evals)
+    assert list(table.index) == ["backbone (pre-trained)", "IAC, Shapley-pruned"]
+    assert table.loc["IAC, Shapley-pruned", "Dice mean (%)"] == "85.0" and table.loc["backbone (pre-trained)",
+                                                                                     "Dice LV (%)"] == "–"
+    scores = patient_scores(evals["shapley"])
+    assert scores["dice"].tolist() == [0.8, 0.9] and scores["hd95"].tolist() == [2.0, 3.0]
+    fig = plot_patient_boxplots(evals)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(table.index)
+
+
+def test_comparison_table_and_speedups(tmp_path):
+    records = _records(tmp_path, seeds=(0, 1))
+    speed = speedups(records)
+    assert speed["speedup"].tolist() == [4.0, 4.0]
+    shown = speedup_table(records)
+    assert shown.loc[("acdc", "basic_unet", 1), "speed-up"] == "4.00×"
+    assert shown["full search (s)"].tolist() == [400, 400]
+    table = comparison_table(records)
+    row = table.loc[("acdc", "IAC, Shapley-pruned")]
+    assert row["seeds"] == 2 and row["Dice (%)"] == "77.0 ± 0.0" and row["speed-up"] == "4.00×"
+    assert list(table.index.get_level_values("method")) == ["backbone (pre-trained)", "backbone fine-tuned",
+                                                             "IAC, full search", "IAC, Shapley-pruned"]
+    one = comparison_table(records, dataset="acdc", seed=1)
+    assert one.loc[("acdc", "IAC, full search"), "Dice (%)"] == "77.0" and one["seeds"].eq(1).all()
+    assert comparison_table(records, dataset="kits").empty
+
+
+def test_claims_verdicts_are_computed(tmp_path):
+    agree = claims_table(_records(tmp_path / "a", seeds=(0, 1, 2), gain=0.07, speed=(400.0, 100.0)))
+    assert agree.loc["IAC improves the pre-trained U-Net (Dice)", "verdict"].startswith("Agrees")
+    assert agree["agreement"].tolist() == ["Agrees", "Agrees", "Agrees", "Disagrees", "Agrees"]
+    assert "+7.0 points" in agree.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
+    assert agree.loc["Shapley pruning speeds up the search", "verdict"].startswith("Agrees")
+    assert agree.loc["More stable operation choices", "verdict"].startswith("Disagrees")  # equal Jaccard (1 = 1)
+    assert agree.loc["Improves or matches strong baselines", "verdict"].startswith("Agrees")
+    assert all("Phantom data for acdc" in v for v in agree["verdict"])
+    partly = claims_table(_records(tmp_path / "b", gain=0.02, speed=(300.0, 200.0), data_dir="/data/ACDC"))
+    assert partly.loc["IAC improves the pre-trained U-Net (Dice)", "verdict"].startswith("Partly")
+    assert partly.loc["Shapley pruning speeds up the search", "verdict"].startswith("Partly: the pruned search is "
+                                                                                    "faster (up to 1.50×)")
+    assert partly.loc["More stable operation choices", "verdict"].startswith("Not yet measurable")
+    assert not any("Phantom" in v for v in partly["verdict"])
+    worse = claims_table(_records(tmp_path / "c", gain=-0.05, speed=(100.0, 150.0)))
+    assert worse.loc["IAC with the full search (Dice)", "verdict"].startswith("Disagrees")
+    assert worse.loc["Shapley pruning speeds up the search", "verdict"].startswith("Disagrees")
+    flat = claims_table(_records(tmp_path / "e", gain=0.0004))  # +0.04 points: no gain at the reported precision
+    assert flat.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Disagrees"
+    empty = claims_table([])
+    assert (empty["measured"] == "not run yet").sum() == 4
+    text = claims_text(partly)
+    assert text.count("\n- **") == 4 and "**Shapley pruning speeds up the search.** Partly" in text
+    assert data_sources(_records(tmp_path / "d", data_dir="x")) == {"acdc": "real"}
+
+
+def test_method_figures_are_written(tmp_path):
+    paths = write_method_figures(tmp_path)
+    assert [p.name for p in paths] == ["retrofit_unet.png", "cell_dag.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in paths)
+    assert all((ROOT / "book" / "images" / p.name).exists() for p in paths)  # committed copies the book uses
+
+
+# ------------------------------------------------------------------ toc and HTML check on hand-made trees
+
+def _tiny_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "book" / "datasets" / "acdc").mkdir(parents=True)
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    (root / "book" / "datasets" / "acdc" / "01_data.ipynb").write_text("{}")
+    toc = {"format": "jb-book", "root": "book/intro", "parts": [
+        {"caption": "ACDC", "chapters": [{"file": "book/datasets/acdc/01_data"}, {"file": "book/datasets/acdc/02_x"}]},
+        {"caption": "KiTS", "chapters": [{"file": "book/datasets/kits/01_data"}]}]}
+    (root / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    return root
+
+
+def test_executed_toc_drops_missing_pages_without_touching_the_committed_toc(tmp_path):
+    root = _tiny_root(tmp_path)
+    committed = (root / "_toc.yml").read_text()
+    path, missing = executed_toc(root)
+    assert path == root / "_build" / "_toc_executed.yml"
+    assert missing == ["book/datasets/acdc/02_x", "book/datasets/kits/01_data"]
+    generated = yaml.safe_load(path.read_text())
+    assert toc_files(generated) == ["book/intro", "book/datasets/acdc/01_data"]
+    assert [p["caption"] for p in generated["parts"]] == ["ACDC"]
+    assert (root / "_toc.yml").read_text() == committed
+    (root / "book" / "datasets" / "acdc" / "02_x.md").write_text("# x\n")
+    (root / "book" / "datasets" / "kits").mkdir()
+    (root / "book" / "datasets" / "kits" / "01_data.ipynb").write_text("{}")
+    assert executed_toc(root) == (root / "_toc.yml", [])
+    (root / "book" / "datasets" / "msd").mkdir()
+    (root / "book" / "datasets" / "msd" / "01_data.ipynb").write_text("{}")
+    path, missing = executed_toc(root)
+    assert missing == [] and [p["caption"] for p in yaml.safe_load(path.read_text())["parts"]] == [
+        "ACDC", "KiTS", "MSD (not in _toc.yml)"]
+    (root / "book" / "datasets" / "msd" / "01_data.ipynb").unlink()
+    (root / "book" / "intro.md").unlink()
+    with pytest.raises(BookError, match="root"):
+        executed_toc(root)
+
+
+def test_check_html_finds_broken_links_images_and_anchors(tmp_path):
+    html = tmp_path / "html"
+    (html / "book").mkdir(parents=True)
+    (html / "_images").mkdir()
+    (html / "_images" / "a.png").write_bytes(b"png")
+    (html / "book" / "intro.html").write_text(
+        '<h1 id="top">x</h1><a href="other.html#sec">ok</a><a href="#top">self</a><img src="../_images/a.png">'
+        '<a href="https://example.org/x">external</a><a href="mailto:a@b">mail</a>')
+    (html / "book" / "other.html").write_text(
+        '<section id="sec"></section><a href="missing.html">broken</a><img src="../_images/b.png">'
+        '<a href="intro.html#nowhere">bad anchor</a>')
+    problems = check_html(html, ["book/intro", "book/other", "book/absent"])
+    assert problems[0] == "page 'book/absent' was not rendered (book/absent.html missing)"
+    assert len(problems) == 4
+    assert any("missing.html" in p and "missing file" in p for p in problems)
+    assert any("b.png" in p for p in problems) and any("#nowhere" in p and "anchor" in p for p in problems)
+    assert not [p for p in problems if "intro.html:" in p]
+
+
+def test_notebook_errors_are_reported(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1/0", outputs=[
+        nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])])])
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, str(path))
+    assert notebook_errors([path]) == [f"{path}: cell 0 has an error output (ZeroDivisionError: division by zero)"]
+
+
+# ------------------------------------------------------------------ the strict build of a smoke execution
+
+@pytest.fixture(scope="session")
+def built_book(smoke_book) -> Path:
+    """``_build/html/index.html`` of the smoke book, built strictly once per session (cached on disk)."""
+    index = smoke_book / "_build" / "html" / "index.html"
+    if not (smoke_book / ".built").exists():
+        shutil.rmtree(smoke_book / "_build", ignore_errors=True)
+        assert build_book(smoke_book, strict=True, log=lambda line: None) == index
+        (smoke_book / ".built").write_text("ok\n")
+    return index
+
+
+@pytest.mark.slow
+def test_book_builds_strictly_and_passes_the_html_check(built_book, smoke_book):
+    html = built_book.parent
+    toc = yaml.safe_load((smoke_book / "_build" / "_toc_executed.yml").read_text())
+    pages = toc_files(toc)
+    assert "book/datasets/acdc/04_shapley_pruning" in pages and "book/datasets/results" in pages
+    assert not [p for p in pages if "/kits/" in p or "/brats/" in p]  # not executed, left out
+    assert check_html(html, pages) == []
+    assert (smoke_book / "_toc.yml").read_text() == (ROOT / "_toc.yml").read_text()
+    page = (html / "book" / "datasets" / "acdc" / "02_retrofit.html").read_text()
+    assert page.count("<img") >= 3 and "largest |backbone - retrofit| at gate 0" in page
+    assert "tag_remove-cell" not in page and "smoke_book" not in page  # parameters removed; no machine paths
+    results = (html / "book" / "datasets" / "results.html").read_text()
+    assert "Shapley pruning speeds up the search" in results and "Phantom data for acdc" in results
+
+
+@pytest.mark.slow
+def test_book_build_fails_loudly_on_a_warning(smoke_book, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(smoke_book, root, ignore=shutil.ignore_patterns("_build", "results"))
+    (root / "book" / "workshop.md").write_text("# Workshop\n\nA reference to {doc}`no_such_page`.\n")
+    with pytest.raises(BookError, match="no_such_page"):
+        build_book(root, log=lambda line: None)

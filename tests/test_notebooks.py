@@ -1,0 +1,211 @@
+"""The companion notebooks: parameters equal the configs' fields, thin Pythia anatomy, the papermill runner,
+and nbval over a smoke-profile execution of one dataset (shared with test_book and test_browser)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from shapnas.config import DataConfig, RetrainConfig, config_from_profile, load_profile
+from shapnas.notebook_runner import (NOTEBOOKS, NotebookError, notebook_parameter_names, notebook_parameters,
+                                     run_notebooks, select_notebooks, tag_for_book, terminal_text)
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [ROOT / "notebooks" / f"{stem}.ipynb" for stem in NOTEBOOKS] + [ROOT / "book" / "results.ipynb"]
+ANATOMY = ["Overview", "Prerequisites", "Parameters", "Imports", "Config", "Summary"]
+
+
+@pytest.mark.parametrize("stem", list(NOTEBOOKS))
+def test_parameters_equal_config_fields(stem):
+    names = notebook_parameter_names(ROOT / "notebooks" / f"{stem}.ipynb")
+    assert names == NOTEBOOKS[stem].field_names()
+
+
+@pytest.mark.parametrize("stem", list(NOTEBOOKS))
+def test_parameter_defaults_are_smoke_sized_and_valid(stem):
+    import papermill
+
+    info = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
+    values = {name: ast.literal_eval(p["default"]) for name, p in info.items()}
+    cfg = NOTEBOOKS[stem](**values)  # validates
+    smoke = {k: v for k, v in load_profile("smoke").items() if k in values}
+    assert {k: values[k] for k in smoke} == smoke
+    assert values["data_dir"] == "" and values["device"] == "auto"
+    assert all(p["help"] for p in info.values()), "every parameter has a trailing comment"
+    expected_policy = {"03_search": "none", "04_shapley_pruning": "shapley"}.get(stem)
+    if expected_policy:
+        assert cfg.policy == expected_policy
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_thin(path):
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+    for cell in code:
+        python = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))  # no magics
+        statements = [type(node) for node in ast.walk(ast.parse(python))]
+        for forbidden in (ast.FunctionDef, ast.ClassDef, ast.For, ast.While, ast.Lambda):
+            assert forbidden not in statements, f"{path.name}: a {forbidden.__name__} in {cell.source[:60]!r}"
+        exempt = "parameters" in cell.metadata.get("tags", []) or cell.source.startswith(("cfg = ", "%matplotlib"))
+        assert exempt or len(cell.source.splitlines()) <= 10, f"{path.name}: a long code cell {cell.source[:60]!r}"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    assert nb.cells[0].source.startswith("# "), "the notebook starts with its title"
+
+
+@pytest.mark.parametrize("stem", list(NOTEBOOKS))
+def test_pythia_anatomy_in_order(stem):
+    nb = nbformat.read(str(ROOT / "notebooks" / f"{stem}.ipynb"), as_version=4)
+    headings = [line[3:].strip() for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                if line.startswith("## ")]
+    positions = [headings.index(h) for h in ANATOMY]
+    assert positions == sorted(positions), headings
+    assert "Files written" in nb.cells[0].source
+    config_cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("cfg = "))
+    assert config_cell.source.startswith(f"cfg = {NOTEBOOKS[stem].__name__}(")
+
+
+def test_select_notebooks():
+    assert select_notebooks("02,01") == ["01_data", "02_retrofit"]
+    assert select_notebooks(["04_shapley_pruning"]) == ["04_shapley_pruning"]
+    assert select_notebooks(None) == list(NOTEBOOKS)
+    assert select_notebooks("6") == ["06_stability"]
+    with pytest.raises(ValueError, match="07"):
+        select_notebooks("01,07")
+
+
+def test_notebook_parameters_keep_notebook_defaults_for_unset_names():
+    cfg = config_from_profile(RetrainConfig, "workshop", dataset="kits", seed=3)
+    given = set(load_profile("workshop")) | {"dataset", "seed"}
+    values = notebook_parameters(DataConfig.field_names(), cfg, given)
+    assert values["dataset"] == "kits" and values["seed"] == 3 and values["slice_size"] == 64
+    assert "search_epochs" not in values  # not a DataConfig field
+    assert "phantom_seed" not in values  # not set by the profile: the notebook default stays
+    searched = notebook_parameters(RetrainConfig.field_names(), cfg, given)
+    assert "policy" not in searched and searched["search_epochs"] == 12
+
+
+def test_progress_bars_are_reduced_to_what_a_terminal_shows(tmp_path):
+    assert terminal_text("\rtrain 1/2:   0%|  | 0/4\rtrain 1/2: 100%|##| 4/4\r              \r") == ""
+    assert terminal_text("epoch 1\nbar 10%\rbar 100%\nend") == "epoch 1\nbar 100%\nend\n"
+    nested = ("outer:   0%|   | 0/2 [00:00]\ninner:   0%|   | 0/3\x1b[A{root}/x.py:1: UserWarning: w\n"
+              "inner: 100%|###| 3/3\x1b[A\nouter:  50%|#  | 1/2 [00:01]\ninner: 100%|###| 3/3\x1b[A\n"
+              "outer: 100%|###| 2/2 [00:02, loss=0.5]\n")
+    assert terminal_text(nested) == ("{root}/x.py:1: UserWarning: w\ninner: 100%|###| 3/3\n"
+                                     "outer: 100%|###| 2/2 [00:02, loss=0.5]\n")
+    streams = [nbformat.v4.new_output("stream", name="stderr", text=t)
+               for t in ("\rbar:  0%|  | 0/1", "\rbar: 50%|# | 1/2", nested.format(root=tmp_path))]
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x", outputs=[*streams, nbformat.v4.new_output("stream", name="stdout", text="ok")]),
+        nbformat.v4.new_code_cell("1", metadata={"tags": ["injected-parameters"]})])
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, str(path))
+    tag_for_book(path, root=tmp_path)
+    cells = nbformat.read(str(path), as_version=4).cells
+    assert [o.name for o in cells[0].outputs] == ["stderr", "stdout"]
+    assert cells[0].outputs[0].text == terminal_text(nested.format(root="."))  # machine path shortened
+    assert cells[1].metadata.tags == ["injected-parameters", "hide-input"]
+
+
+def test_data_dir_needs_a_single_dataset(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        run_notebooks(["acdc", "kits"], data_dir=str(tmp_path), root=ROOT, results_root=tmp_path)
+
+
+def test_unknown_override_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="search_epoch"):
+        run_notebooks(["acdc"], root=ROOT, results_root=tmp_path, overrides={"search_epoch": 3})
+
+
+def test_failed_cell_names_notebook_cell_and_error(tmp_path):
+    root = tmp_path / "root"
+    (root / "notebooks").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# broken"),
+        nbformat.v4.new_code_cell('dataset = "acdc"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("value = 1\nraise ValueError(f'bad value {value} in {dataset}')"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, str(root / "notebooks" / "01_data.ipynb"))
+    with pytest.raises(NotebookError) as failure:
+        run_notebooks(["brats"], notebooks="01", root=root, results_root=tmp_path / "results", results_page=False,
+                      log=lambda line: None)
+    message = str(failure.value)
+    assert "01_data.ipynb" in message and "cell 3" in message  # index 3: after papermill's injected cell
+    assert "raise ValueError" in message and "ValueError: bad value 1 in brats" in message
+    executed = root / "book" / "datasets" / "brats" / "01_data.ipynb"
+    assert executed.exists() and str(executed) in message
+    assert (tmp_path / "results" / "brats" / "basic_unet" / "seed-0" / "executed" / "01_data.ipynb").exists()
+
+
+# ------------------------------------------------------------------ smoke execution shared with the book tests
+
+def _copy_book_sources(root: Path) -> None:
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("datasets", ".ipynb_checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory) -> Path:
+    """A book root in a temporary folder with one dataset (acdc) executed at the smoke profile.
+
+    Cached on disk for the session, so test_book and test_browser (which import this fixture) reuse it.
+    """
+    root = tmp_path_factory.getbasetemp() / "smoke-book"
+    done = root / ".executed"
+    if not done.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        _copy_book_sources(root)
+        run_notebooks(["acdc"], profile="smoke", seed=0, root=root, results_root=root / "results", device="cpu",
+                      log=lambda line: None)
+        done.write_text("ok\n")
+    return root
+
+
+@pytest.mark.slow
+def test_runner_writes_tagged_copies_with_portable_paths(smoke_book):
+    executed = sorted((smoke_book / "book" / "datasets" / "acdc").glob("*.ipynb"))
+    assert [p.stem for p in executed] == sorted(NOTEBOOKS)
+    nb = nbformat.read(str(executed[0]), as_version=4)
+    tags = [c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code"]
+    assert ["parameters", "remove-cell"] in tags and ["injected-parameters", "hide-input"] in tags
+    injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'results_root = "../../../results"' in injected and str(smoke_book) not in injected
+    assert nb.metadata.papermill.parameters["slice_size"] == load_profile("smoke")["slice_size"]
+    copies = smoke_book / "results" / "acdc" / "basic_unet" / "seed-0" / "executed"
+    assert sorted(p.stem for p in copies.glob("*.ipynb")) == sorted(NOTEBOOKS)
+    assert (smoke_book / "book" / "datasets" / "results.ipynb").exists()
+    for path in [*executed, smoke_book / "book" / "datasets" / "results.ipynb"]:
+        outputs = [o for c in nbformat.read(str(path), as_version=4).cells for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.output_type == "error"], path.name
+        streams = [o.text for o in outputs if o.output_type == "stream"]
+        assert not [t for t in streams if "\r" in t or len(t.splitlines()) > 20], f"{path.name}: long logs"
+        assert not [t for t in streams if str(ROOT) in t or str(smoke_book) in t], f"{path.name}: machine paths"
+
+
+@pytest.mark.slow
+def test_nbval_on_smoke_execution(smoke_book):
+    """nbval re-runs every executed notebook (stages are skipped, so it is quick) and compares the cells marked
+    ``# NBVAL_CHECK_OUTPUT``."""
+    paths = sorted((smoke_book / "book" / "datasets" / "acdc").glob("*.ipynb"))
+    paths.append(smoke_book / "book" / "datasets" / "results.ipynb")
+    checked = sum("NBVAL_CHECK_OUTPUT" in c.source for p in paths
+                  for c in nbformat.read(str(p), as_version=4).cells if c.cell_type == "code")
+    assert checked >= 5
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+         "--nbval-sanitize-with", str(ROOT / "tests" / "sanitize.cfg"), *map(str, paths)],
+        cwd=smoke_book, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+

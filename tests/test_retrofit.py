@@ -1,0 +1,238 @@
+"""The retrofitted U-Net: exact at implant time, architecture parameters, pruning, coalitions, freezing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from shapnas.backbones import BACKBONE_SIZES, adapt, build_backbone
+from shapnas.genotype import Genotype
+from shapnas.retrofit import ArchitectureParameters, build_discrete, build_supernet, cell_width
+
+E, P = 14, 8
+GENOTYPE = Genotype(edges=((0, 0, "sep_conv_3x3"), (0, 1, "skip_connect"), (1, 0, "max_pool_3x3"),
+                           (1, 2, "dil_conv_5x5"), (2, 1, "avg_pool_3x3"), (2, 3, "sep_conv_5x5"),
+                           (3, 0, "dil_conv_3x3"), (3, 4, "skip_connect")))
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _backbone(name="basic_unet", size="tiny", seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_backbone(name, 1, 3, size)[0].eval()
+
+
+def _x(seed=1, size=32):
+    return torch.randn(2, 1, size, size, generator=_gen(seed))
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_SIZES))
+@pytest.mark.parametrize("per_level_alpha", [False, True])
+def test_fresh_supernet_reproduces_backbone_exactly(name, per_level_alpha):
+    net = _backbone(name)
+    x = _x()
+    with torch.no_grad():
+        expected = net(x)
+    model = build_supernet(adapt(net), per_level_alpha=per_level_alpha, generator=_gen()).freeze_backbone()
+    model.train()  # cells computed, with gradients
+    out = model(x)
+    assert torch.equal(out, expected)
+    out.sum().backward()
+    assert model.gates.grad is not None and model.gates.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_SIZES))
+def test_fresh_discrete_network_reproduces_backbone_exactly(name):
+    net = _backbone(name)
+    x = _x(2)
+    with torch.no_grad():
+        expected = net(x)
+    model = build_discrete(adapt(net), GENOTYPE, generator=_gen()).freeze_backbone().train()
+    assert torch.equal(model(x), expected)
+    assert model.genotype() == GENOTYPE and model.arch is None
+    with pytest.raises(ValueError, match="discrete"):
+        model(x, coalition=torch.ones(E, P, dtype=torch.bool))
+
+
+def test_gates_open_the_cells():
+    model = build_supernet(adapt(_backbone()), generator=_gen()).freeze_backbone().eval()
+    x = _x()
+    with torch.no_grad():
+        before = model(x)
+        model.gates.fill_(0.5)
+        assert not torch.allclose(model(x), before)
+
+
+def test_architecture_parameters_init_and_distributions():
+    arch = ArchitectureParameters(4, generator=_gen(5))
+    twin = ArchitectureParameters(4, generator=_gen(5))
+    assert torch.equal(arch.alphas, twin.alphas) and arch.alphas.shape == (E, P) and arch.betas.shape == (E,)
+    assert 1e-4 < float(arch.alphas.detach().std()) < 1e-2
+    probs = arch.op_probs()
+    assert torch.allclose(probs.sum(1), torch.ones(E))
+    edge_probs = arch.edge_probs()
+    for start, count in [(0, 2), (2, 3), (5, 4), (9, 5)]:
+        assert torch.allclose(edge_probs[start:start + count].sum(), torch.tensor(1.0))
+    with torch.no_grad():
+        arch.betas[9:14] = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])
+    expected = torch.softmax(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0]), 0)
+    assert torch.allclose(arch.edge_probs()[9:], expected)
+
+
+def test_pruning_rules_and_masked_softmax():
+    arch = ArchitectureParameters(4, generator=_gen(6))
+    arch.prune(3, 5)
+    probs = arch.op_probs()
+    assert probs[3, 5] == 0 and torch.allclose(probs[3].sum(), torch.tensor(1.0))
+    assert (3, 5) not in arch.players() and len(arch.players()) == E * (P - 1) - 1
+    assert arch.num_active(3) == P - 2
+    with pytest.raises(ValueError, match="already pruned"):
+        arch.prune(3, 5)
+    with pytest.raises(ValueError, match="'none' is never pruned"):
+        arch.prune(3, 0)
+    with pytest.raises(ValueError, match="outside"):
+        arch.prune(14, 1)
+    for op in range(1, P - 1):
+        if op != 5:
+            arch.prune(3, op)
+    assert arch.num_active(3) == 1
+    with pytest.raises(ValueError, match="last active op"):
+        arch.prune(3, P - 1)
+    alphas = arch.alphas.detach()
+    expected = torch.softmax(alphas[3, [0, P - 1]], 0)
+    assert torch.allclose(arch.op_probs()[3, [0, P - 1]], expected)
+
+
+def test_coalition_zeroes_weights_without_renormalising():
+    arch = ArchitectureParameters(4, generator=_gen(7))
+    coalition = torch.rand(E, P, generator=_gen(8)) > 0.5
+    assert torch.equal(arch.op_probs(coalition), arch.op_probs() * coalition)
+    with pytest.raises(ValueError, match="coalition shape"):
+        arch.op_probs(torch.ones(3, 3, dtype=torch.bool))
+
+
+def test_decode_from_with_coalition_matches_manual_cells():
+    model = build_supernet(adapt(_backbone()), generator=_gen()).freeze_backbone().eval()
+    with torch.no_grad():
+        model.gates.copy_(torch.tensor([0.3, -0.2, 0.5, 0.1]))
+    x = _x(3)
+    coalition = torch.rand(E, P, generator=_gen(9)) > 0.4
+    arch = model.arch[0]
+    with torch.no_grad():
+        features = model.encode(x)
+        out = model.decode_from(features, coalition=coalition)
+        skips, bottom = features
+        manual = [s + g * cell(s, arch.op_probs() * coalition, arch.edge_probs(), arch.active)
+                  for s, g, cell in zip(skips, model.gates, model.cells)]
+        assert torch.allclose(out, model.adapter.decode(manual, bottom), atol=1e-6)
+        assert torch.allclose(model(x, coalition=coalition), out)
+
+
+def test_pruned_supernet_equals_unpruned_with_zero_probability():
+    model = build_supernet(adapt(_backbone()), generator=_gen(), per_level_alpha=True).freeze_backbone().train()
+    with torch.no_grad():
+        model.gates.fill_(0.5)
+    twin = copy.deepcopy(model)
+    for edge, op in [(0, 4), (5, 1), (13, 7)]:
+        model.prune(edge, op)
+        for arch in twin.arch:
+            with torch.no_grad():
+                arch.alphas[edge, op] = float("-inf")  # probability exactly 0, op still computed
+    assert all(not bool(arch.active[0, 4]) for arch in model.arch)
+    assert torch.allclose(model(_x(4)), twin(_x(4)), atol=1e-5)
+    assert len(model.arch[0].players()) == E * (P - 1) - 3
+
+
+def test_prune_checks_every_level_before_changing_any():
+    model = build_supernet(adapt(_backbone()), generator=_gen(), per_level_alpha=True)
+    model.arch[2].active[1, 2] = False
+    with pytest.raises(ValueError, match="already pruned"):
+        model.prune(1, 2)
+    assert bool(model.arch[0].active[1, 2])
+
+
+def test_freeze_backbone_and_train_mode():
+    model = build_supernet(adapt(_backbone("unet")), generator=_gen()).freeze_backbone()
+    model.train()
+    assert not model.adapter.training and not model.adapter.net.training
+    assert all(cell.training for cell in model.cells)
+    assert all(not p.requires_grad for p in model.adapter.parameters())
+    skips, bottom = model.encode(_x())
+    assert not bottom.requires_grad and not any(s.requires_grad for s in skips)
+    weights = {id(p) for p in model.weight_parameters()}
+    assert id(model.gates) in weights and all(id(p) in weights for p in model.cells.parameters())
+    assert not weights & {id(p) for p in model.adapter.parameters()}
+    assert model.arch_parameters() == [model.arch[0].alphas, model.arch[0].betas]
+
+
+def test_search_steps_leave_the_backbone_untouched():
+    net = _backbone()
+    frozen = copy.deepcopy(net.state_dict())
+    model = build_supernet(adapt(net), generator=_gen()).freeze_backbone().train()
+    weight_opt = torch.optim.SGD(model.weight_parameters(), lr=0.1)
+    arch_opt = torch.optim.Adam(model.arch_parameters(), lr=0.1)
+    cell_buffers = copy.deepcopy(model.cells.state_dict())
+    for step in range(2):
+        weight_opt.zero_grad()
+        arch_opt.zero_grad()
+        model(_x(step)).square().mean().backward()
+        weight_opt.step()
+        arch_opt.step()
+    assert all(torch.equal(v, frozen[k]) for k, v in net.state_dict().items())
+    assert float(model.gates.detach().abs().sum()) > 0
+    assert not torch.equal(model.cells.state_dict()["0.preprocess.op.2.running_mean"],
+                           cell_buffers["0.preprocess.op.2.running_mean"])
+    assert model.genotype().num_nodes == 4
+
+
+def test_state_dict_round_trip_keeps_pruning():
+    model = build_supernet(adapt(_backbone()), generator=_gen()).freeze_backbone().eval()
+    with torch.no_grad():
+        model.gates.fill_(0.2)
+    model.prune(2, 3)
+    fresh = build_supernet(adapt(_backbone()), generator=_gen(1)).freeze_backbone().eval()
+    fresh.load_state_dict(model.state_dict())
+    assert not bool(fresh.arch[0].active[2, 3])
+    with torch.no_grad():
+        assert torch.equal(fresh(_x(5)), model(_x(5)))
+
+
+def test_per_level_genotype_and_cell_op_probs():
+    model = build_supernet(adapt(_backbone()), generator=_gen(), per_level_alpha=True)
+    assert len(model.arch) == 4 and model.cell_op_probs().shape == (4, E, P)
+    with torch.no_grad():
+        for arch in model.arch:
+            arch.alphas.zero_()
+            arch.alphas[:, 5] = 3.0  # sep_conv_5x5 everywhere
+    assert {op for _, _, op in model.genotype().edges} == {"sep_conv_5x5"}
+    shared = build_supernet(adapt(_backbone()), generator=_gen())
+    probs = shared.cell_op_probs()
+    assert torch.equal(probs[0], probs[3])
+
+
+@pytest.mark.parametrize("skip, k, channels, expected", [(8, 4, 0, 8), (64, 4, 0, 32), (2, 4, 0, 4), (30, 4, 0, 28),
+                                                         (64, 4, 16, 16), (32, 1, 0, 32)])
+def test_cell_width(skip, k, channels, expected):
+    assert cell_width(skip, k, channels) == expected
+
+
+def test_cell_width_and_supernet_widths():
+    with pytest.raises(ValueError, match="multiple"):
+        cell_width(16, 4, 6)
+    model = build_supernet(adapt(_backbone("basic_unet", "paper")), generator=_gen())
+    assert [cell.channels for cell in model.cells] == [32, 32, 32, 32]
+    assert [cell.in_channels for cell in model.cells] == [32, 32, 64, 128]
+
+
+def test_same_generator_same_supernet():
+    a = build_supernet(adapt(_backbone()), generator=_gen(3))
+    b = build_supernet(adapt(_backbone()), generator=_gen(3))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
