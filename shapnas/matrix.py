@@ -154,7 +154,7 @@ def _run_config(dataset: str, seed: int, profile: str, results: Path, backbone: 
 def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence[str], *, profile: str,
                results: str | Path, backbone: str | None = None, overrides: Sequence[str] = (),
                data_dirs: dict[str, str] | None = None, stages: Sequence[str] | None = None,
-               python: str = sys.executable) -> list[Job]:
+               chained: bool = False, baselines: bool = True, python: str = sys.executable) -> list[Job]:
     """Expand the matrix into stage jobs, in an order where every job follows its prerequisites.
 
     Args:
@@ -168,6 +168,10 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
         data_dirs: dataset name -> data root in its official layout (default: phantom data).
         stages: keep only jobs of these kinds (see ``STAGE_KINDS``); prerequisites outside the selection are
             dropped (a stage runs the stages it needs itself). None keeps all.
+        chained: one process per evaluation instead of one per stage: per (dataset, seed) a ``pretrain`` job,
+            then one ``evaluate`` job per target that runs the stages it needs (finetune, or search and
+            retrain) itself. Saves an interpreter start and data load per stage, for small CPU runs.
+        baselines: also fine-tune the backbone and evaluate the backbone and the fine-tuned backbone.
         python: the interpreter of the commands.
 
     Returns:
@@ -203,9 +207,14 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
 
             pretrain = job("pretrain", "pretrain", [], [] if data_dir else first_pretrain)
             first_pretrain = first_pretrain or [pretrain]
-            finetune = job("finetune", "finetune", [], [pretrain])
-            job("evaluate", "eval-backbone", ["--target", "backbone"], [pretrain])
-            job("evaluate", "eval-finetune", ["--target", "finetune"], [finetune])
+            if chained:
+                for target in (("backbone", "finetune") if baselines else ()) + tuple(policies):
+                    job("evaluate", f"eval-{target}", ["--target", target], [pretrain])
+                continue
+            if baselines:
+                finetune = job("finetune", "finetune", [], [pretrain])
+                job("evaluate", "eval-backbone", ["--target", "backbone"], [pretrain])
+                job("evaluate", "eval-finetune", ["--target", "finetune"], [finetune])
             for policy in policies:
                 search = job("search", f"search-{policy}", ["--policy", policy], [pretrain])
                 retrain = job("retrain", f"retrain-{policy}", ["--policy", policy], [search])

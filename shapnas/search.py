@@ -29,7 +29,7 @@ from shapnas.runs import append_jsonl, load_checkpoint, read_jsonl, save_checkpo
 from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch
 from shapnas.train import dice_ce_loss, iterate_batches, validation_dice
 
-__all__ = ["SearchData", "SearchResult", "run_search_loop", "epoch_generators"]
+__all__ = ["SearchData", "SearchResult", "run_search_loop", "epoch_generators", "train_search_epoch"]
 
 STATE_FILE = "search_state.pt"
 HISTORY_FILE = "history.jsonl"
@@ -83,7 +83,7 @@ def _optimizers(model: torch.nn.Module, cfg: SearchConfig) -> tuple[torch.optim.
     return weight_opt, arch_opt, schedule
 
 
-def _train_epoch(model, data: SearchData, cfg: SearchConfig, weight_opt, arch_opt, arch_steps: bool,
+def train_search_epoch(model, data: SearchData, cfg: SearchConfig, weight_opt, arch_opt, arch_steps: bool,
                  generator: torch.Generator, device: torch.device, progress: bool) -> tuple[float, float | None]:
     """One epoch of alternating steps; returns mean weight loss and mean architecture loss (or None)."""
     loss_fn = dice_ce_loss()
@@ -192,7 +192,7 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
         torch_gen, np_gen = epoch_generators(cfg.seed, epoch)
         phase = "warmup" if epoch < cfg.warmup_epochs else ("settle" if settle_left is not None else "search")
         tick = time.perf_counter()
-        train_loss, arch_loss = _train_epoch(model, data, cfg, weight_opt, arch_opt, phase != "warmup",
+        train_loss, arch_loss = train_search_epoch(model, data, cfg, weight_opt, arch_opt, phase != "warmup",
                                              torch_gen, device, progress)
         schedule.step()
         times["train"] += (t_train := time.perf_counter() - tick)

@@ -30,6 +30,7 @@ __all__ = [
     "validation_dice",
     "fit",
     "count_parameters",
+    "train_epoch",
 ]
 
 CheckpointFn = Callable[[int, nn.Module, dict[str, Any]], None]
@@ -159,7 +160,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, params: list[nn.Parameter],
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, params: list[nn.Parameter],
                  batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, grad_clip: float | None,
                  desc: str, progress: bool) -> float:
     """One pass over ``batches``; returns the mean batch loss."""
@@ -241,7 +242,7 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter], train: tuple[torch.Ten
     for epoch in range(len(history), epochs):
         tick = time.perf_counter()
         batches = list(iterate_batches(*train, batch_size, generator, shuffle=True))
-        train_loss = _train_epoch(model, optimizer, loss_fn, params, batches, device, grad_clip,
+        train_loss = train_epoch(model, optimizer, loss_fn, params, batches, device, grad_clip,
                                   f"{desc} {epoch + 1}/{epochs}", progress)
         val_dice = validation_dice(model, *val, num_classes=num_classes, device=device, batch_size=batch_size)
         if val_dice > best_dice:

@@ -1,0 +1,99 @@
+"""One supernet search epoch against one backbone training epoch, on the same data in the same process.
+
+For the profile's config on one dataset: the backbone epoch trains every backbone weight on the training
+patients (train-W ∪ train-A, as pre-training does); the supernet epoch is one PC-DARTS search epoch after
+the warm-up (a weight step on a train-W batch and an architecture step on a train-A batch, all 8 ops on
+every edge, frozen backbone), so both see the same slices. Each epoch is timed ``--repeats`` times,
+interleaved, and the minimum is kept (robust to other load on the machine). The last line is one JSON
+object with ``supernet_epoch_s``, ``backbone_epoch_s`` and their ``ratio`` (issue target: well under 10 on
+CPU).
+
+    python benchmarks/search_epoch.py --dataset acdc --profile workshop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from shapnas.backbones import adapt
+from shapnas.config import SearchConfig, config_from_profile
+from shapnas.data import prepare_data
+from shapnas.models import new_backbone
+from shapnas.retrofit import build_supernet
+from shapnas.runtime import pick_device, seed_everything, torch_generator
+from shapnas.search import SearchData, _optimizers, train_search_epoch
+from shapnas.train import dice_ce_loss, iterate_batches, train_epoch
+
+
+def backbone_epoch(net: torch.nn.Module, data: SearchData, cfg: SearchConfig, device: torch.device) -> float:
+    """Seconds of one Adam epoch of the whole backbone over train-W ∪ train-A."""
+    images = torch.cat([data.train_w[0], data.train_a[0]])  # (N, C, H, W)
+    labels = torch.cat([data.train_w[1], data.train_a[1]])  # (N, 1, H, W)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.pretrain_lr)
+    batches = list(iterate_batches(images, labels, cfg.batch_size, torch_generator(cfg.seed), shuffle=True))
+    start = time.perf_counter()
+    train_epoch(net, optimizer, dice_ce_loss(), list(net.parameters()), batches, device, None, "backbone", False)
+    return time.perf_counter() - start
+
+
+def supernet_epoch(model: torch.nn.Module, data: SearchData, cfg: SearchConfig, device: torch.device,
+                   optimizers: tuple) -> float:
+    """Seconds of one search epoch with architecture steps (all ops active)."""
+    weight_opt, arch_opt, _ = optimizers
+    start = time.perf_counter()
+    train_search_epoch(model, data, cfg, weight_opt, arch_opt, True, torch_generator(cfg.seed), device, False)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="acdc", help="dataset (phantom data unless --data-dir)")
+    parser.add_argument("--data-dir", default="", help="dataset root in its official layout")
+    parser.add_argument("--profile", default="workshop", help="parameter profile (default: workshop)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each kind (default: 3)")
+    parser.add_argument("--results", default="", help="results folder for the data cache (default: temporary)")
+    args = parser.parse_args()
+
+    root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
+    cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, data_dir=args.data_dir,
+                              seed=args.seed, results_root=root)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    prepared = prepare_data(cfg)
+    data = SearchData(train_w=prepared.slices("train_w"), train_a=prepared.slices("train_a"),
+                      val=prepared.slices("val"), num_classes=len(prepared.spec.class_names))
+    in_channels, num_classes = len(prepared.spec.channel_names), len(prepared.spec.class_names)
+    net, _ = new_backbone(cfg.backbone, in_channels, num_classes, cfg.backbone_size, cfg.seed)
+    net.to(device)
+    frozen, _ = new_backbone(cfg.backbone, in_channels, num_classes, cfg.backbone_size, cfg.seed)
+    model = build_supernet(adapt(frozen.to(device)), channels=cfg.cell_channels, k=cfg.partial_channels,
+                           num_nodes=cfg.num_nodes, per_level_alpha=cfg.per_level_alpha,
+                           generator=torch_generator(cfg.seed)).to(device)
+    model.freeze_backbone()
+    optimizers = _optimizers(model, cfg)
+    backbone_epoch(net, data, cfg, device)  # warm-up of both (allocator, kernels), not timed
+    supernet_epoch(model, data, cfg, device, optimizers)
+    backbone_s, supernet_s = [], []
+    for _ in range(args.repeats):
+        backbone_s.append(backbone_epoch(net, data, cfg, device))
+        supernet_s.append(supernet_epoch(model, data, cfg, device, optimizers))
+    result = {
+        "dataset": args.dataset, "profile": args.profile, "device": str(device),
+        "threads": torch.get_num_threads(), "slices_train": int(data.train_w[0].shape[0] + data.train_a[0].shape[0]),
+        "slice_size": cfg.slice_size, "batch_size": cfg.batch_size,
+        "backbone_epoch_s": min(backbone_s), "supernet_epoch_s": min(supernet_s),
+        "ratio": min(supernet_s) / min(backbone_s),
+    }
+    for key, value in result.items():
+        print(f"{key:18} {value:.3f}" if isinstance(value, float) else f"{key:18} {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

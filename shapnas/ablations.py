@@ -1,0 +1,238 @@
+"""Ablations and seeds of the Shapley-guided search as jobs of the run matrix (Dask distributed).
+
+Benedykciuk et al. (Sci. Rep. 2026) compare Shapley-guided pruning with the full search and with other
+pruning rules, over seeds; the settings of the estimator and of the schedule are ours to vary (method.md
+lists which are reconstructed). A plan per profile says which datasets and seeds, which policies are
+compared on the *main* runs (same schedule, default settings), and which *variants* change one setting of
+the ``shapley`` search::
+
+    <results>/<dataset>/<backbone>/seed-<k>/...              main runs: every policy, plan.seeds
+    <results>/ablations/<variant>/<dataset>/<backbone>/...    one setting changed (M, T/r, value, τ, α, K)
+    <results>/ablations/plan.json                             the plan that was run (read by the notebooks)
+
+A variant re-uses the main run's pre-trained backbone (``backbone_checkpoint``) and data, so it differs
+from the main ``shapley`` run only in its setting. Every evaluation is one chained job (search, re-train and
+test in one process, :func:`shapnas.matrix.build_jobs` with ``chained=True``); finished jobs are skipped, so
+running it again completes only what is missing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shapnas.matrix import Job, JobResult, build_jobs, open_client, run_jobs
+from shapnas.runs import load_json, save_json
+from shapnas.summary import collect_summary
+
+__all__ = ["Variant", "AblationPlan", "ablation_plan", "ablation_root", "build_ablation_jobs", "run_ablations",
+           "load_plan", "ablation_records", "PLAN_FILE"]
+
+PLAN_FILE = "plan.json"
+ALL_POLICIES = ("none", "shapley", "alpha", "js", "random")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One changed setting of the ``shapley`` search.
+
+    Args:
+        name: folder name under ``<results>/ablations/`` (e.g. ``M-1``).
+        axis: what is ablated (e.g. ``permutations M``); variants of one axis are compared with the default.
+        setting: the value in words (e.g. ``M = 1``).
+        overrides: config fields and values of this variant.
+    """
+
+    name: str
+    axis: str
+    setting: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+# One alternative per axis for the workshop (CPU) plan; the paper plan adds the other side of each axis.
+WORKSHOP_VARIANTS = (
+    Variant("M-1", "permutations M", "M = 1", {"shapley_permutations": 1}),
+    Variant("T2", "schedule T/r", "T = 2, r = 2", {"prune_interval": 2}),
+    Variant("value-dicece", "value function", "−DiceCE", {"shapley_value": "dicece"}),
+    Variant("tau-0", "truncation τ", "τ = 0", {"shapley_truncation": 0.0}),
+    Variant("per-level-alpha", "α sharing", "per level", {"per_level_alpha": True}),
+    Variant("K-8", "partial channels K", "K = 8", {"partial_channels": 8}),
+)
+PAPER_VARIANTS = WORKSHOP_VARIANTS + (
+    Variant("M-8", "permutations M", "M = 8", {"shapley_permutations": 8}),
+    Variant("r1", "schedule T/r", "T = 1, r = 1", {"prune_per_round": 1}),
+    Variant("tau-0.1", "truncation τ", "τ = 0.1", {"shapley_truncation": 0.1}),
+    Variant("K-2", "partial channels K", "K = 2", {"partial_channels": 2}),
+)
+
+
+@dataclass(frozen=True)
+class AblationPlan:
+    """What the ablations of a profile run.
+
+    Args:
+        datasets: datasets with ablations (the others get the main runs only).
+        seeds: seeds of every compared run (stability needs at least 3).
+        policies: pruning policies compared on the main runs.
+        variant_seeds: seeds of the variants.
+        variants: the changed settings of the ``shapley`` search.
+    """
+
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    policies: tuple[str, ...] = ALL_POLICIES
+    variant_seeds: tuple[int, ...] = ()
+    variants: tuple[Variant, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types (for ``plan.json``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AblationPlan:
+        """Inverse of :meth:`to_dict`."""
+        return cls(datasets=tuple(data["datasets"]), seeds=tuple(data["seeds"]), policies=tuple(data["policies"]),
+                   variant_seeds=tuple(data["variant_seeds"]),
+                   variants=tuple(Variant(**v) for v in data["variants"]))
+
+
+def ablation_plan(profile: str) -> AblationPlan:
+    """The plan of a profile.
+
+    ``smoke`` (tests): one dataset, two seeds, two policies and one variant. ``workshop`` (a 2-core CPU within
+    ``make book``'s time target): two datasets, three seeds for every policy, two seeds for one alternative
+    per ablation axis. ``paper``: all four datasets, five seeds, both sides of every axis.
+
+    Args:
+        profile: ``smoke``, ``workshop`` or ``paper``.
+
+    Returns:
+        The plan.
+    """
+    if profile == "smoke":
+        return AblationPlan(datasets=("acdc",), seeds=(0, 1), policies=("none", "shapley"), variant_seeds=(0,),
+                            variants=(WORKSHOP_VARIANTS[0],))
+    if profile == "workshop":
+        return AblationPlan(datasets=("acdc", "kits"), seeds=(0, 1, 2), variant_seeds=(0, 1),
+                            variants=WORKSHOP_VARIANTS)
+    if profile == "paper":
+        return AblationPlan(datasets=("acdc", "brats", "kits", "amos"), seeds=(0, 1, 2, 3, 4),
+                            variant_seeds=(0, 1, 2), variants=PAPER_VARIANTS)
+    raise ValueError(f"profile={profile!r}; expected smoke, workshop or paper")
+
+
+def ablation_root(results: str | Path, variant: str) -> Path:
+    """``<results>/ablations/<variant>``."""
+    return Path(results) / "ablations" / variant
+
+
+def _overrides(values: dict[str, Any]) -> list[str]:
+    return [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in values.items()]
+
+
+def build_ablation_jobs(plan: AblationPlan, *, profile: str, results: str | Path, datasets: Sequence[str] | None = None,
+                        backbone: str | None = None, data_dirs: dict[str, str] | None = None,
+                        overrides: Sequence[str] = (), python: str = sys.executable) -> tuple[list[Job], list[Job]]:
+    """The jobs of ``plan``: the main runs first, then the variants (which need the main pre-training).
+
+    Args:
+        plan: the ablation plan.
+        profile: parameter profile of every run.
+        results: the results folder.
+        datasets: restrict to these datasets of the plan (None: all of the plan's).
+        backbone: backbone name (None: the profile's).
+        data_dirs: dataset -> data root in its official layout (default: the phantom data).
+        overrides: ``KEY=VALUE`` config overrides of every run.
+        python: interpreter of the commands.
+
+    Returns:
+        (main jobs, variant jobs).
+    """
+    results = Path(results).resolve()
+    chosen = [d for d in plan.datasets if datasets is None or d in datasets]
+    data_dirs = dict(data_dirs or {})
+    main = build_jobs(chosen, plan.seeds, plan.policies, profile=profile, results=results, backbone=backbone,
+                      overrides=overrides, data_dirs=data_dirs, chained=True, python=python)
+    variants: list[Job] = []
+    for dataset in chosen:
+        data_dir = data_dirs.get(dataset) or str(results / "phantoms" / dataset)
+        for seed in plan.variant_seeds:
+            pretrain_ids = [j for j in main if j.id.startswith(f"{dataset}-") and j.id.endswith(f"seed{seed}-pretrain")]
+            checkpoint = pretrain_ids[0].output.parent / "model.pt"
+            for variant in plan.variants:
+                jobs = build_jobs([dataset], [seed], ["shapley"], profile=profile,
+                                  results=ablation_root(results, variant.name), backbone=backbone,
+                                  overrides=[*overrides, *_overrides(variant.overrides),
+                                             f"backbone_checkpoint={checkpoint}"],
+                                  data_dirs={dataset: data_dir}, chained=True, baselines=False, python=python)
+                variants += [Job(f"{variant.name}-{j.id}", j.argv, j.log, j.output,
+                                 tuple(f"{variant.name}-{d}" for d in j.deps), j.kind) for j in jobs]
+    return main, variants
+
+
+def run_ablations(plan: AblationPlan, *, profile: str, results: str | Path, datasets: Sequence[str] | None = None,
+                  scheduler: str | None = None, workers: int | None = None, progress: bool = True,
+                  **job_options: Any) -> list[JobResult]:
+    """Run (what is missing of) ``plan`` on Dask and write ``<results>/ablations/plan.json``.
+
+    Args:
+        plan: the ablation plan.
+        profile: parameter profile of every run.
+        results: the results folder.
+        datasets: restrict to these datasets of the plan.
+        scheduler: an existing Dask scheduler address (None: a local cluster).
+        workers: local workers (None: the matrix default).
+        progress: a progress bar and a line per finished job.
+        **job_options: ``backbone``, ``data_dirs``, ``overrides`` of :func:`build_ablation_jobs`.
+
+    Returns:
+        The results of every job (main runs, then variants).
+    """
+    main, variants = build_ablation_jobs(plan, profile=profile, results=results, datasets=datasets, **job_options)
+    save_json(Path(results) / "ablations" / PLAN_FILE, {"profile": profile, **plan.to_dict()})
+    if all(job.done() for job in main + variants):
+        return [JobResult(j.id, "done", None, str(j.log), "output exists") for j in main + variants]
+    with open_client(scheduler, workers) as (client, placement):
+        outcome = run_jobs(main, client, placement=placement, progress=progress)
+        outcome += run_jobs(variants, client, placement=placement, progress=progress)
+    return outcome
+
+
+def load_plan(results: str | Path) -> AblationPlan | None:
+    """The plan written by :func:`run_ablations`, or None when the ablations have not been run."""
+    path = Path(results) / "ablations" / PLAN_FILE
+    return AblationPlan.from_dict(load_json(path)) if path.exists() else None
+
+
+def ablation_records(results: str | Path, dataset: str) -> list[dict[str, Any]]:
+    """Every finished evaluation of the ablations of ``dataset``, one record per (axis, setting, seed).
+
+    The main runs give the policy axis (``axis='policy'``) and the default side of every variant axis
+    (``setting='default'``, the ``shapley`` runs of the variant seeds).
+
+    Args:
+        results: the results folder.
+        dataset: the dataset.
+
+    Returns:
+        :func:`shapnas.summary.collect_summary` records (only ``iac-*`` methods) with ``axis``, ``setting``
+        and ``variant`` added; empty when the plan has not been run.
+    """
+    plan = load_plan(results)
+    if plan is None:
+        return []
+    main = [r for r in collect_summary(results) if r["dataset"] == dataset and r["method"].startswith("iac-")
+            and r["seed"] in plan.seeds]
+    records = [{**r, "axis": "policy", "setting": r["method"].removeprefix("iac-"), "variant": "main"} for r in main]
+    for axis in dict.fromkeys(v.axis for v in plan.variants):
+        records += [{**r, "axis": axis, "setting": "default", "variant": "main"} for r in main
+                    if r["method"] == "iac-shapley" and r["seed"] in plan.variant_seeds]
+        for variant in (v for v in plan.variants if v.axis == axis):
+            records += [{**r, "axis": axis, "setting": variant.setting, "variant": variant.name}
+                        for r in collect_summary(ablation_root(results, variant.name))
+                        if r["dataset"] == dataset and r["method"] == "iac-shapley"]
+    return records
+
