@@ -6,9 +6,12 @@ lists which are reconstructed). A plan per profile says which datasets and seeds
 compared on the *main* runs (same schedule, default settings), and which *variants* change one setting of
 the ``shapley`` search::
 
-    <results>/<dataset>/<backbone>/seed-<k>/...              main runs: every policy, plan.seeds
-    <results>/ablations/<variant>/<dataset>/<backbone>/...    one setting changed (M, T/r, value, τ, α, K)
-    <results>/ablations/plan.json                             the plan that was run (read by the notebooks)
+    <results>/ablations/main/<dataset>/<backbone>/seed-<k>/...   main runs: every policy, plan.seeds
+    <results>/ablations/<variant>/<dataset>/<backbone>/...       one setting changed (M, T/r, value, τ, α, K)
+    <results>/ablations/plan.json                                the plan that was run (read by the notebooks)
+
+A plan may shrink every run (``scale``: e.g. smaller slices and fewer epochs on the workshop's CPU), so
+its runs live apart from the book's main runs under ``<results>/<dataset>/``.
 
 A variant re-uses the main run's pre-trained backbone (``backbone_checkpoint``) and data, so it differs
 from the main ``shapley`` run only in its setting. Every evaluation is one chained job (search, re-train and
@@ -29,7 +32,7 @@ from shapnas.runs import load_json, save_json
 from shapnas.summary import collect_summary
 
 __all__ = ["Variant", "AblationPlan", "ablation_plan", "ablation_root", "build_ablation_jobs", "run_ablations",
-           "load_plan", "ablation_records", "PLAN_FILE"]
+           "load_plan", "ablation_records", "stability_records", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"
 ALL_POLICIES = ("none", "shapley", "alpha", "js", "random")
@@ -69,23 +72,32 @@ PAPER_VARIANTS = WORKSHOP_VARIANTS + (
 )
 
 
+# The workshop plan's runs: 4× fewer pixels and 8 search epochs (2 warm-up), so 50 searches fit a laptop.
+WORKSHOP_SCALE = {"slice_size": 32, "search_epochs": 8, "warmup_epochs": 2, "finetune_epochs": 3,
+                  "retrain_epochs": 3}
+
+
 @dataclass(frozen=True)
 class AblationPlan:
     """What the ablations of a profile run.
 
     Args:
+        profile: the parameter profile of every run.
         datasets: datasets with ablations (the others get the main runs only).
         seeds: seeds of every compared run (stability needs at least 3).
         policies: pruning policies compared on the main runs.
         variant_seeds: seeds of the variants.
         variants: the changed settings of the ``shapley`` search.
+        scale: config overrides of every run of the plan (its size, when smaller than the profile's).
     """
 
+    profile: str
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
     policies: tuple[str, ...] = ALL_POLICIES
     variant_seeds: tuple[int, ...] = ()
     variants: tuple[Variant, ...] = ()
+    scale: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types (for ``plan.json``)."""
@@ -94,7 +106,7 @@ class AblationPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AblationPlan:
         """Inverse of :meth:`to_dict`."""
-        return cls(datasets=tuple(data["datasets"]), seeds=tuple(data["seeds"]), policies=tuple(data["policies"]),
+        return cls(profile=data["profile"], scale=dict(data.get("scale", {})), datasets=tuple(data["datasets"]), seeds=tuple(data["seeds"]), policies=tuple(data["policies"]),
                    variant_seeds=tuple(data["variant_seeds"]),
                    variants=tuple(Variant(**v) for v in data["variants"]))
 
@@ -103,8 +115,10 @@ def ablation_plan(profile: str) -> AblationPlan:
     """The plan of a profile.
 
     ``smoke`` (tests): one dataset, two seeds, two policies and one variant. ``workshop`` (a 2-core CPU within
-    ``make book``'s time target): two datasets, three seeds for every policy, two seeds for one alternative
-    per ablation axis. ``paper``: all four datasets, five seeds, both sides of every axis.
+    ``make book``'s time target): two datasets (ACDC, KiTS), three seeds for every policy, two seeds for one
+    alternative per ablation axis, every run at 32×32 slices with 8 search epochs (the workshop profile
+    itself uses 64×64 and 12). ``paper``: all four datasets, five seeds, both sides of every axis, the
+    profile's own size.
 
     Args:
         profile: ``smoke``, ``workshop`` or ``paper``.
@@ -113,19 +127,19 @@ def ablation_plan(profile: str) -> AblationPlan:
         The plan.
     """
     if profile == "smoke":
-        return AblationPlan(datasets=("acdc",), seeds=(0, 1), policies=("none", "shapley"), variant_seeds=(0,),
+        return AblationPlan(profile=profile, datasets=("acdc",), seeds=(0, 1), policies=("none", "shapley"), variant_seeds=(0,),
                             variants=(WORKSHOP_VARIANTS[0],))
     if profile == "workshop":
-        return AblationPlan(datasets=("acdc", "kits"), seeds=(0, 1, 2), variant_seeds=(0, 1),
-                            variants=WORKSHOP_VARIANTS)
+        return AblationPlan(profile=profile, datasets=("acdc", "kits"), seeds=(0, 1, 2), variant_seeds=(0, 1),
+                            variants=WORKSHOP_VARIANTS, scale=WORKSHOP_SCALE)
     if profile == "paper":
-        return AblationPlan(datasets=("acdc", "brats", "kits", "amos"), seeds=(0, 1, 2, 3, 4),
+        return AblationPlan(profile=profile, datasets=("acdc", "brats", "kits", "amos"), seeds=(0, 1, 2, 3, 4),
                             variant_seeds=(0, 1, 2), variants=PAPER_VARIANTS)
     raise ValueError(f"profile={profile!r}; expected smoke, workshop or paper")
 
 
-def ablation_root(results: str | Path, variant: str) -> Path:
-    """``<results>/ablations/<variant>``."""
+def ablation_root(results: str | Path, variant: str = "main") -> Path:
+    """``<results>/ablations/<variant>`` (``main``: the plan's runs of every policy)."""
     return Path(results) / "ablations" / variant
 
 
@@ -133,14 +147,13 @@ def _overrides(values: dict[str, Any]) -> list[str]:
     return [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in values.items()]
 
 
-def build_ablation_jobs(plan: AblationPlan, *, profile: str, results: str | Path, datasets: Sequence[str] | None = None,
+def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
                         backbone: str | None = None, data_dirs: dict[str, str] | None = None,
                         overrides: Sequence[str] = (), python: str = sys.executable) -> tuple[list[Job], list[Job]]:
     """The jobs of ``plan``: the main runs first, then the variants (which need the main pre-training).
 
     Args:
         plan: the ablation plan.
-        profile: parameter profile of every run.
         results: the results folder.
         datasets: restrict to these datasets of the plan (None: all of the plan's).
         backbone: backbone name (None: the profile's).
@@ -154,16 +167,18 @@ def build_ablation_jobs(plan: AblationPlan, *, profile: str, results: str | Path
     results = Path(results).resolve()
     chosen = [d for d in plan.datasets if datasets is None or d in datasets]
     data_dirs = dict(data_dirs or {})
-    main = build_jobs(chosen, plan.seeds, plan.policies, profile=profile, results=results, backbone=backbone,
+    overrides = [*_overrides(plan.scale), *overrides]
+    main_root = ablation_root(results)
+    main = build_jobs(chosen, plan.seeds, plan.policies, profile=plan.profile, results=main_root, backbone=backbone,
                       overrides=overrides, data_dirs=data_dirs, chained=True, python=python)
     variants: list[Job] = []
     for dataset in chosen:
-        data_dir = data_dirs.get(dataset) or str(results / "phantoms" / dataset)
+        data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
         for seed in plan.variant_seeds:
             pretrain_ids = [j for j in main if j.id.startswith(f"{dataset}-") and j.id.endswith(f"seed{seed}-pretrain")]
             checkpoint = pretrain_ids[0].output.parent / "model.pt"
             for variant in plan.variants:
-                jobs = build_jobs([dataset], [seed], ["shapley"], profile=profile,
+                jobs = build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
                                   results=ablation_root(results, variant.name), backbone=backbone,
                                   overrides=[*overrides, *_overrides(variant.overrides),
                                              f"backbone_checkpoint={checkpoint}"],
@@ -173,14 +188,13 @@ def build_ablation_jobs(plan: AblationPlan, *, profile: str, results: str | Path
     return main, variants
 
 
-def run_ablations(plan: AblationPlan, *, profile: str, results: str | Path, datasets: Sequence[str] | None = None,
+def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
                   scheduler: str | None = None, workers: int | None = None, progress: bool = True,
                   **job_options: Any) -> list[JobResult]:
     """Run (what is missing of) ``plan`` on Dask and write ``<results>/ablations/plan.json``.
 
     Args:
         plan: the ablation plan.
-        profile: parameter profile of every run.
         results: the results folder.
         datasets: restrict to these datasets of the plan.
         scheduler: an existing Dask scheduler address (None: a local cluster).
@@ -191,8 +205,8 @@ def run_ablations(plan: AblationPlan, *, profile: str, results: str | Path, data
     Returns:
         The results of every job (main runs, then variants).
     """
-    main, variants = build_ablation_jobs(plan, profile=profile, results=results, datasets=datasets, **job_options)
-    save_json(Path(results) / "ablations" / PLAN_FILE, {"profile": profile, **plan.to_dict()})
+    main, variants = build_ablation_jobs(plan, results=results, datasets=datasets, **job_options)
+    save_json(Path(results) / "ablations" / PLAN_FILE, plan.to_dict())
     if all(job.done() for job in main + variants):
         return [JobResult(j.id, "done", None, str(j.log), "output exists") for j in main + variants]
     with open_client(scheduler, workers) as (client, placement):
@@ -224,7 +238,7 @@ def ablation_records(results: str | Path, dataset: str) -> list[dict[str, Any]]:
     plan = load_plan(results)
     if plan is None:
         return []
-    main = [r for r in collect_summary(results) if r["dataset"] == dataset and r["method"].startswith("iac-")
+    main = [r for r in collect_summary(ablation_root(results)) if r["dataset"] == dataset and r["method"].startswith("iac-")
             and r["seed"] in plan.seeds]
     records = [{**r, "axis": "policy", "setting": r["method"].removeprefix("iac-"), "variant": "main"} for r in main]
     for axis in dict.fromkeys(v.axis for v in plan.variants):
@@ -236,3 +250,25 @@ def ablation_records(results: str | Path, dataset: str) -> list[dict[str, Any]]:
                         if r["dataset"] == dataset and r["method"] == "iac-shapley"]
     return records
 
+
+
+def stability_records(results: str | Path, dataset: str, backbone: str) -> list[dict[str, Any]]:
+    """The plan's searches of ``dataset`` (every policy, the plan's seeds), as the stability report reads them.
+
+    Args:
+        results: the results folder.
+        dataset: the dataset.
+        backbone: the backbone.
+
+    Returns:
+        :func:`shapnas.cli.stability_cmd.collect_stability_records` records of ``<results>/ablations/main``;
+        empty when the plan has not been run for ``dataset``.
+    """
+    from shapnas.cli.stability_cmd import collect_stability_records
+
+    plan = load_plan(results)
+    if plan is None or dataset not in plan.datasets:
+        return []
+    return [r for r in collect_stability_records(ablation_root(results))
+            if (r["dataset"], r["backbone"]) == (dataset, backbone) and r["seed"] in plan.seeds
+            and r["policy"] in plan.policies]

@@ -50,6 +50,7 @@ NOTEBOOKS: dict[str, type[BaseConfig]] = {
     "06_stability": RetrainConfig,
 }
 RESULTS_NOTEBOOK = "results"  # book/results.ipynb: the cross-dataset page, run after the per-dataset ones
+EXPERIMENT_NOTEBOOKS = ("05_ablations", "06_stability")  # they present the ablation plan's runs
 BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device")
 # tags that hide papermill's cells in the HTML (jupyter-book / myst-nb cell tags)
 BOOK_TAGS = {"parameters": "remove-cell", "injected-parameters": "hide-input"}
@@ -269,12 +270,39 @@ def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Ca
     return jobs
 
 
+def _run_experiments(datasets: Sequence[str], profile: str, base: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Run (what is missing of) the profile's ablation plan for ``datasets`` on a local Dask cluster."""
+    from shapnas.ablations import ablation_plan, run_ablations
+    from shapnas.matrix import format_summary
+
+    plan = ablation_plan(profile)
+    chosen = [d for d in datasets if d in plan.datasets]
+    if not chosen:
+        log(f"ablations: the {profile} plan covers {', '.join(plan.datasets)}; none of them selected")
+        return
+    fields = {"seed", "data_dir", "results_root", "device"}
+    overrides = [f"{k}={v}" for k, v in base.items() if k not in fields]
+    data_dirs = {chosen[0]: base["data_dir"]} if base["data_dir"] else None
+    log(f"ablations ({profile} plan): {', '.join(chosen)}, seeds {list(plan.seeds)}, policies "
+        f"{', '.join(plan.policies)}, {len(plan.variants)} variants ...")
+    start = time.perf_counter()
+    results = run_ablations(plan, results=base["results_root"], datasets=chosen,
+                            overrides=overrides, data_dirs=data_dirs, progress=False)
+    failed = [r for r in results if r.status in ("failed", "skipped")]
+    log(f"ablations: {len(results)} jobs in {time.perf_counter() - start:.1f} s"
+        + (f"; {len(failed)} failed or skipped:\n{format_summary(failed)}" if failed else ""))
+
+
 def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int = 0, root: str | Path = ".",
                   data_dir: str = "", results_root: str | Path = "results", device: str = "auto",
                   notebooks: str | Sequence[str] | None = None, overrides: dict[str, Any] | None = None,
-                  results_page: bool = True, timeout_s: int | None = None,
+                  results_page: bool = True, timeout_s: int | None = None, experiments: bool = True,
                   log: Callable[[str], None] = print) -> list[Path]:
     """Execute the notebooks for each dataset in order, then the cross-dataset results page.
+
+    Notebooks 01–04 run for every dataset first; when 05/06 are selected, the profile's ablation plan
+    (:func:`shapnas.ablations.ablation_plan`: seeds, policies and ablation variants, run on Dask) is run for
+    the datasets it covers before them, so they present measured runs.
 
     Args:
         datasets: dataset names, e.g. ``["acdc", "brats"]``.
@@ -288,6 +316,7 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         overrides: further parameter values (config field names), e.g. ``{"search_epochs": 20}``.
         results_page: also execute ``book/results.ipynb`` into ``book/datasets/results.ipynb``.
         timeout_s: per-cell time limit.
+        experiments: run the ablation plan before notebooks 05/06 (False: they show what exists).
         log: where progress lines go.
 
     Returns:
@@ -312,6 +341,7 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         return config_from_profile(RetrainConfig, profile, dataset=dataset, **base)
 
     jobs = _jobs(datasets, select_notebooks(notebooks), root, cfg_for, given)
+    jobs.sort(key=lambda job: job.source.stem in EXPERIMENT_NOTEBOOKS)  # stable: 01–04 of every dataset first
     if results_page:
         source = root / "book" / f"{RESULTS_NOTEBOOK}.ipynb"
         output = executed_path(root, None, RESULTS_NOTEBOOK)
@@ -319,7 +349,11 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         jobs.append(_Job("all datasets results", source, output, Path(base["results_root"]) / "executed" /
                          f"{RESULTS_NOTEBOOK}.ipynb", values))
     written = []
+    ran_experiments = not experiments
     for number, job in enumerate(jobs, start=1):
+        if not ran_experiments and job.source.stem in EXPERIMENT_NOTEBOOKS:
+            _run_experiments(datasets, profile, base, log)
+            ran_experiments = True
         log(f"[{number}/{len(jobs)}] {job.label}: running {job.source.name} ...")
         start = time.perf_counter()
         try:

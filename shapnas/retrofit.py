@@ -117,7 +117,16 @@ class RetrofitUNet(nn.Module):
 
     Attributes:
         cell_channels: as given. cell_widths: the width C of each level's cell.
+        gates: the raw gate parameters γ; the gate of level l is ``GATE_SCALE · γ_l``.
+
+    The gate is parametrised as ``g = GATE_SCALE · γ`` (γ = 0 at implant time). Its gradient is a sum of
+    the frozen decoder's small gradients with respect to the skip features (about 1e-3 on the phantoms), so
+    a plain zero-initialised scalar stays near zero for a whole short search and the cells never take part
+    (measured: gates below 1e-3 after 10 SGD steps); the factor is a learning-rate multiplier for the gate,
+    the ReZero idea with the step size raised (our choice; the sources only say the cell is residual).
     """
+
+    GATE_SCALE = 30.0
 
     def __init__(self, adapter: SkipAdapter, cells: Sequence[nn.Module], arch: Sequence[ArchitectureParameters] | None,
                  genotype: Genotype | None = None, cell_channels: int = 0) -> None:
@@ -175,7 +184,7 @@ class RetrofitUNet(nn.Module):
         skipped = not torch.is_grad_enabled() and not self.training
         new_skips = []
         for level, (skip, cell) in enumerate(zip(skips, self.cells)):
-            gate = self.gates[level]
+            gate = self.GATE_SCALE * self.gates[level]
             if skipped and float(gate.detach()) == 0.0:  # e + 0·cell(e) = e: nothing to compute
                 new_skips.append(skip)
                 continue

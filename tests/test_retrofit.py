@@ -131,7 +131,7 @@ def test_decode_from_with_coalition_matches_manual_cells():
         out = model.decode_from(features, coalition=coalition)
         skips, bottom = features
         manual = [s + g * cell(s, arch.op_probs() * coalition, arch.edge_probs(), arch.active)
-                  for s, g, cell in zip(skips, model.gates, model.cells)]
+                  for s, g, cell in zip(skips, model.GATE_SCALE * model.gates, model.cells)]
         assert torch.allclose(out, model.adapter.decode(manual, bottom), atol=1e-6)
         assert torch.allclose(model(x, coalition=coalition), out)
 

@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "run": "run_cmd",
     "book": "book_cmd",
     "matrix": "matrix_cmd",
+    "ablations": "ablations_cmd",
 }
 
 

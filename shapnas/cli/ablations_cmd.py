@@ -1,0 +1,65 @@
+"""``python -m shapnas ablations``: the profile's ablation plan (seeds, policies, variants) on Dask workers."""
+
+from __future__ import annotations
+
+import argparse
+
+from shapnas.config import DATASET_NAMES, PROFILE_NAMES
+
+__all__ = ["add_parser", "run"]
+
+EXAMPLES = """Examples:
+  python -m shapnas ablations --profile smoke
+  python -m shapnas ablations --profile workshop --datasets acdc --list
+  python -m shapnas ablations --profile paper --scheduler tcp://head:8786
+  python -m shapnas ablations --profile paper --datasets acdc --data-dir acdc=/data/ACDC/database
+
+Runs land in <results>/ablations/main/<dataset>/... (the policies, every seed of the plan) and in
+<results>/ablations/<variant>/... (one setting of the shapley search changed); notebooks 05_ablations and
+06_stability present them. A finished job is not run again."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``ablations``."""
+    parser = subparsers.add_parser(
+        "ablations", help="run the profile's ablations and seeds (policies, M, T/r, value, tau, alpha, K) on Dask",
+        description="Expand the profile's ablation plan (shapnas.ablations.ablation_plan) into matrix jobs: every "
+                    "policy for every seed of the plan, and the shapley search with one setting changed per "
+                    "variant (permutations M, schedule T/r, value function, truncation tau, per-level alpha, "
+                    "partial channels K), each re-using the main run's pre-trained backbone; then run them on a "
+                    "local Dask cluster or an existing scheduler.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="workshop", choices=PROFILE_NAMES, help="profile and plan (default: workshop)")
+    parser.add_argument("--datasets", default=None,
+                        help=f"comma-separated subset of the plan's datasets ({', '.join(DATASET_NAMES)}; default: the plan's)")
+    parser.add_argument("--results", default="results", help="results folder (default: results)")
+    parser.add_argument("--backbone", default=None, help="basic_unet (default) or unet")
+    parser.add_argument("--data-dir", dest="data_dirs", action="append", default=[], metavar="DATASET=DIR",
+                        help="a dataset's root in its official layout (repeatable; default: phantom data)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field in every run (repeatable)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="an existing Dask scheduler, e.g. tcp://head:8786 (default: a local cluster)")
+    parser.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per GPU, else 1)")
+    parser.add_argument("--list", action="store_true", help="print one row per job (<id> TAB <command>) and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-job lines")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """List or run the plan; print a summary table; 1 if any job failed or was skipped."""
+    from shapnas.ablations import ablation_plan, build_ablation_jobs, run_ablations
+    from shapnas.cli.matrix_cmd import _data_dirs, _names
+    from shapnas.matrix import format_rows, format_summary
+
+    plan = ablation_plan(args.profile)
+    datasets = _names(args.datasets, plan.datasets, "--datasets") if args.datasets else list(plan.datasets)
+    options = {"backbone": args.backbone, "data_dirs": _data_dirs(args.data_dirs, datasets), "overrides": args.overrides}
+    if args.list:
+        main, variants = build_ablation_jobs(plan, results=args.results, datasets=datasets, **options)
+        print(format_rows(main + variants))
+        return 0
+    results = run_ablations(plan, results=args.results, datasets=datasets,
+                            scheduler=args.scheduler, workers=args.workers, progress=not args.no_progress, **options)
+    print(format_summary(results))
+    return 1 if any(r.status in ("failed", "skipped") for r in results) else 0
