@@ -209,3 +209,23 @@ def test_nbval_on_smoke_execution(smoke_book):
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 
+
+
+@pytest.mark.slow
+def test_experiment_chapters_present_the_smoke_ablation_plan(smoke_book):
+    """run_notebooks ran the smoke ablation plan on Dask before 05/06, so they show measured tables."""
+    from shapnas.ablations import ablation_records, load_plan, stability_records
+
+    results = smoke_book / "results"
+    plan = load_plan(results)
+    assert plan is not None and plan.profile == "smoke" and plan.datasets == ("acdc",)
+    records = ablation_records(results, "acdc")
+    assert {(r["axis"], r["setting"]) for r in records} >= {("policy", "none"), ("policy", "shapley"),
+                                                             ("permutations M", "default"), ("permutations M", "M = 1")}
+    assert len(stability_records(results, "acdc", "basic_unet")) == len(plan.seeds) * len(plan.policies)
+    for stem, expected in (("05_ablations", "Dice (%)"), ("06_stability", "Jaccard")):
+        nb = nbformat.read(str(smoke_book / "book" / "datasets" / "acdc" / f"{stem}.ipynb"), as_version=4)
+        texts = [o.get("data", {}).get("text/markdown", "") + o.get("data", {}).get("text/plain", "")
+                 for c in nb.cells for o in c.get("outputs", [])]
+        assert any("ablation plan was run for acdc" in t for t in texts), stem
+        assert any(expected in t for t in texts), stem

@@ -37,6 +37,7 @@ __all__ = [
     "ablation_text",
     "ablation_plan_text",
     "stability_table",
+    "stability_overview",
     "stability_text",
     "plot_genotypes_across_seeds",
     "plot_shapley_rank_agreement",
@@ -307,6 +308,21 @@ def stability_table(report: Sequence[Mapping[str, Any]], dataset: str | None = N
         "Dice (%)": [_mean_std(100 * float(r["dice_mean"]), 100 * float(r["dice_std"])) for r in rows],
     }, index=pd.Index([r["policy"] for r in rows], name="policy"))
     return table
+
+
+def stability_overview(report: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`stability_table` for every dataset of ``report``, stacked (the cross-dataset results page).
+
+    Args:
+        report: :func:`shapnas.stability.stability_report` rows of any datasets (one backbone each).
+
+    Returns:
+        Index (dataset, policy); an empty frame with a ``note`` column when ``report`` is empty.
+    """
+    datasets = sorted({str(r["dataset"]) for r in report})
+    if not datasets:
+        return pd.DataFrame({"note": ["no ablation plan has been run: python -m shapnas ablations --profile workshop"]})
+    return pd.concat({d: stability_table(report, d) for d in datasets}, names=["dataset", "policy"])
 
 
 def stability_text(report: Sequence[Mapping[str, Any]], dataset: str | None = None) -> str:
