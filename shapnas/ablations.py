@@ -15,8 +15,9 @@ its runs live apart from the book's main runs under ``<results>/<dataset>/``.
 
 A variant re-uses the main run's pre-trained backbone (``backbone_checkpoint``) and data, so it differs
 from the main ``shapley`` run only in its setting. Every evaluation is one chained job (search, re-train and
-test in one process, :func:`shapnas.matrix.build_jobs` with ``chained=True``); finished jobs are skipped, so
-running it again completes only what is missing.
+test in one process, :func:`shapnas.matrix.build_jobs` with ``chained=True``); the plan's runs skip the
+backbone baselines (chapters 2 and 4 have them). Finished jobs are skipped, so running it again completes
+only what is missing.
 """
 
 from __future__ import annotations
@@ -170,19 +171,20 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
     overrides = [*_overrides(plan.scale), *overrides]
     main_root = ablation_root(results)
     main = build_jobs(chosen, plan.seeds, plan.policies, profile=plan.profile, results=main_root, backbone=backbone,
-                      overrides=overrides, data_dirs=data_dirs, chained=True, python=python)
+                      overrides=overrides, data_dirs=data_dirs, chained=True, baselines=False, python=python)
     variants: list[Job] = []
     for dataset in chosen:
         data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
         for seed in plan.variant_seeds:
-            pretrain_ids = [j for j in main if j.id.startswith(f"{dataset}-") and j.id.endswith(f"seed{seed}-pretrain")]
-            checkpoint = pretrain_ids[0].output.parent / "model.pt"
+            pretrain = [j for j in main if j.id.startswith(f"{dataset}-") and j.id.endswith(f"seed{seed}-pretrain")]
+            checkpoint = pretrain[0].output.parent / "model.pt"
             for variant in plan.variants:
                 jobs = build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
                                   results=ablation_root(results, variant.name), backbone=backbone,
                                   overrides=[*overrides, *_overrides(variant.overrides),
                                              f"backbone_checkpoint={checkpoint}"],
-                                  data_dirs={dataset: data_dir}, chained=True, baselines=False, python=python)
+                                  data_dirs={dataset: data_dir}, chained=True, baselines=False,
+                                  pretrain_jobs=False, python=python)
                 variants += [Job(f"{variant.name}-{j.id}", j.argv, j.log, j.output,
                                  tuple(f"{variant.name}-{d}" for d in j.deps), j.kind) for j in jobs]
     return main, variants

@@ -154,7 +154,8 @@ def _run_config(dataset: str, seed: int, profile: str, results: Path, backbone: 
 def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence[str], *, profile: str,
                results: str | Path, backbone: str | None = None, overrides: Sequence[str] = (),
                data_dirs: dict[str, str] | None = None, stages: Sequence[str] | None = None,
-               chained: bool = False, baselines: bool = True, python: str = sys.executable) -> list[Job]:
+               chained: bool = False, baselines: bool = True, pretrain_jobs: bool = True,
+               python: str = sys.executable) -> list[Job]:
     """Expand the matrix into stage jobs, in an order where every job follows its prerequisites.
 
     Args:
@@ -172,6 +173,8 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
             then one ``evaluate`` job per target that runs the stages it needs (finetune, or search and
             retrain) itself. Saves an interpreter start and data load per stage, for small CPU runs.
         baselines: also fine-tune the backbone and evaluate the backbone and the fine-tuned backbone.
+        pretrain_jobs: with ``chained``, a job of its own for the pre-training (False: each evaluation job
+            pre-trains itself, for runs whose pre-training is only a given checkpoint, so nothing races).
         python: the interpreter of the commands.
 
     Returns:
@@ -205,6 +208,10 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
                                 deps=tuple(deps), kind=kind))
                 return job_id
 
+            if chained and not pretrain_jobs:
+                for target in (("backbone", "finetune") if baselines else ()) + tuple(policies):
+                    job("evaluate", f"eval-{target}", ["--target", target], [])
+                continue
             pretrain = job("pretrain", "pretrain", [], [] if data_dir else first_pretrain)
             first_pretrain = first_pretrain or [pretrain]
             if chained:
