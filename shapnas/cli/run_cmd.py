@@ -21,12 +21,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``run``."""
     parser = subparsers.add_parser(
         "run", help="execute the notebooks (papermill) into the book, one dataset after another",
-        description="Execute notebooks/01_data ... 06_stability for each dataset with the profile's parameters, "
-                    "then the cross-dataset results page. Executed copies go to book/datasets/<dataset>/ and to "
+        description="Execute notebooks/01_data ... 04_shapley_pruning for each dataset with the profile's "
+                    "parameters, then the profile's ablation plan (seeds, policies, variants; on a local Dask "
+                    "cluster) for the datasets it covers, then 05_ablations and 06_stability, then the "
+                    "cross-dataset results page. Executed copies go to book/datasets/<dataset>/ and to "
                     "the run directory's executed/ folder; finished pipeline stages are skipped.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", required=True,
-                        help=f"comma-separated dataset names ({', '.join(DATASET_NAMES)})")
+    parser.add_argument("--datasets", "--dataset", dest="datasets", required=True,
+                        help=f"comma-separated dataset names ({', '.join(DATASET_NAMES)}); --dataset D is the same")
     parser.add_argument("--data-dir", default="", help="dataset root in its official layout; only with one dataset "
                                                         "(default: the embedded phantom data)")
     parser.add_argument("--results", default="results", help="results folder (default: results)")
