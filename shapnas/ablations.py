@@ -73,9 +73,13 @@ PAPER_VARIANTS = WORKSHOP_VARIANTS + (
 )
 
 
-# The workshop plan's runs: 4× fewer pixels and 8 search epochs (2 warm-up), so 50 searches fit a laptop.
-WORKSHOP_SCALE = {"slice_size": 32, "search_epochs": 8, "warmup_epochs": 2, "finetune_epochs": 3,
-                  "retrain_epochs": 3}
+# The workshop plan's runs: 4× fewer pixels, shorter training and one antithetic permutation pair per
+# Shapley round (a round costs ~4× less), so its 42 jobs fit make book's time target on a 2-core laptop.
+WORKSHOP_SCALE = {"slice_size": 32, "pretrain_epochs": 12, "search_epochs": 6, "warmup_epochs": 2,
+                  "finetune_epochs": 3, "retrain_epochs": 3, "shapley_permutations": 1}
+# at the workshop plan's scale the default is M = 1, so its M variant is the other side, M = 4
+WORKSHOP_PLAN_VARIANTS = (Variant("M-4", "permutations M", "M = 4", {"shapley_permutations": 4}),
+                          *WORKSHOP_VARIANTS[1:])
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class AblationPlan:
         variant_seeds: seeds of the variants.
         variants: the changed settings of the ``shapley`` search.
         scale: config overrides of every run of the plan (its size, when smaller than the profile's).
+        variant_datasets: datasets of the variants (empty: all of ``datasets``).
     """
 
     profile: str
@@ -99,6 +104,11 @@ class AblationPlan:
     variant_seeds: tuple[int, ...] = ()
     variants: tuple[Variant, ...] = ()
     scale: dict[str, Any] = field(default_factory=dict)
+    variant_datasets: tuple[str, ...] = ()
+
+    def covers_variants(self, dataset: str) -> bool:
+        """Whether the variants run for ``dataset``."""
+        return dataset in (self.variant_datasets or self.datasets)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types (for ``plan.json``)."""
@@ -108,7 +118,7 @@ class AblationPlan:
     def from_dict(cls, data: dict[str, Any]) -> AblationPlan:
         """Inverse of :meth:`to_dict`."""
         return cls(profile=data["profile"], scale=dict(data.get("scale", {})), datasets=tuple(data["datasets"]), seeds=tuple(data["seeds"]), policies=tuple(data["policies"]),
-                   variant_seeds=tuple(data["variant_seeds"]),
+                   variant_seeds=tuple(data["variant_seeds"]), variant_datasets=tuple(data.get("variant_datasets", ())),
                    variants=tuple(Variant(**v) for v in data["variants"]))
 
 
@@ -116,10 +126,10 @@ def ablation_plan(profile: str) -> AblationPlan:
     """The plan of a profile.
 
     ``smoke`` (tests): one dataset, two seeds, two policies and one variant. ``workshop`` (a 2-core CPU within
-    ``make book``'s time target): two datasets (ACDC, KiTS), three seeds for every policy, two seeds for one
-    alternative per ablation axis, every run at 32×32 slices with 8 search epochs (the workshop profile
-    itself uses 64×64 and 12). ``paper``: all four datasets, five seeds, both sides of every axis, the
-    profile's own size.
+    ``make book``'s time target): the policies on two datasets (ACDC, KiTS) with three seeds, one alternative
+    per ablation axis on ACDC with two seeds, every run at 32×32 slices with a 12-epoch pre-training, a
+    6-epoch search and M = 1 (the workshop profile itself uses 64×64, 24, 12 and M = 4). ``paper``: all four
+    datasets, five seeds, both sides of every axis, the profile's own size.
 
     Args:
         profile: ``smoke``, ``workshop`` or ``paper``.
@@ -132,7 +142,7 @@ def ablation_plan(profile: str) -> AblationPlan:
                             variants=(WORKSHOP_VARIANTS[0],))
     if profile == "workshop":
         return AblationPlan(profile=profile, datasets=("acdc", "kits"), seeds=(0, 1, 2), variant_seeds=(0, 1),
-                            variants=WORKSHOP_VARIANTS, scale=WORKSHOP_SCALE)
+                            variants=WORKSHOP_PLAN_VARIANTS, scale=WORKSHOP_SCALE, variant_datasets=("acdc",))
     if profile == "paper":
         return AblationPlan(profile=profile, datasets=("acdc", "brats", "kits", "amos"), seeds=(0, 1, 2, 3, 4),
                             variant_seeds=(0, 1, 2), variants=PAPER_VARIANTS)
@@ -173,7 +183,7 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
     main = build_jobs(chosen, plan.seeds, plan.policies, profile=plan.profile, results=main_root, backbone=backbone,
                       overrides=overrides, data_dirs=data_dirs, chained=True, baselines=False, python=python)
     variants: list[Job] = []
-    for dataset in chosen:
+    for dataset in (d for d in chosen if plan.covers_variants(d)):
         data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
         for seed in plan.variant_seeds:
             pretrain = [j for j in main if j.id.startswith(f"{dataset}-") and j.id.endswith(f"seed{seed}-pretrain")]
@@ -243,6 +253,8 @@ def ablation_records(results: str | Path, dataset: str) -> list[dict[str, Any]]:
     main = [r for r in collect_summary(ablation_root(results)) if r["dataset"] == dataset and r["method"].startswith("iac-")
             and r["seed"] in plan.seeds]
     records = [{**r, "axis": "policy", "setting": r["method"].removeprefix("iac-"), "variant": "main"} for r in main]
+    if not plan.covers_variants(dataset):
+        return records
     for axis in dict.fromkeys(v.axis for v in plan.variants):
         records += [{**r, "axis": axis, "setting": "default", "variant": "main"} for r in main
                     if r["method"] == "iac-shapley" and r["seed"] in plan.variant_seeds]

@@ -266,8 +266,9 @@ def ablation_plan_text(results: str | Path, dataset: str) -> str:
     scale = ", ".join(f"`{key}={value}`" for key, value in plan.scale.items())
     return (f"The `{ran}` ablation plan was run for {', '.join(plan.datasets)}: policies "
             f"{', '.join(plan.policies)} with seeds {', '.join(map(str, plan.seeds))}; the Shapley search with one "
-            f"setting changed (variants: {variants}) with seeds {', '.join(map(str, plan.variant_seeds))}, each "
-            f"against the default Shapley search of the same seeds. "
+            f"setting changed (variants: {variants}) with seeds {', '.join(map(str, plan.variant_seeds))} on "
+            f"{', '.join(plan.variant_datasets or plan.datasets)}, each against the default Shapley search of "
+            f"the same seeds. "
             + (f"Every run of the plan is smaller than this profile's main runs ({scale}), so its numbers are "
                "not those of chapters 2–4. " if scale else "") + f"Shown: {dataset}.")
 
