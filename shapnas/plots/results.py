@@ -257,7 +257,7 @@ def _stability_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         most = max((g["num_seeds"] for g in report.values()), default=0)
         return {"measured": f"{most} seed(s) per search so far",
                 "verdict": f"Not yet measurable: stability needs at least {needed} seeds of both searches "
-                           f"(run with `--seed` 0, 1 and 2)."}
+                           f"(`python -m shapnas ablations --profile workshop` runs three)."}
     full = float(np.mean([f["jaccard"] for f, _ in pairs]))
     pruned = float(np.mean([p["jaccard"] for _, p in pairs]))
     measured = f"genotype Jaccard across seeds: Shapley-pruned {pruned:.2f}, full search {full:.2f}"
