@@ -149,6 +149,16 @@ class PretrainConfig(DataConfig):
         finetune_epochs: extra epochs of the fair baseline (backbone fine-tuned for the budget the
             retrofit gets in re-training). Defaults to 4.
         finetune_lr: Adam learning rate of that fine-tune. Defaults to 3e-4.
+        pretrain_steps: optimiser-step budget of pre-training; 0 means ``pretrain_epochs`` epochs. Defaults to 0.
+        finetune_steps: step budget of the fine-tuned control (and, via ``retrain_steps``, of the IAC
+            re-training); 0 means ``finetune_epochs`` epochs. Defaults to 0.
+        patience_steps: early stopping: a training (pre-train, fine-tune, re-train) stops once its V Dice has
+            not improved for this many steps; 0 never stops early. Defaults to 0.
+        selection: the model-selection score on V of every arm: ``patient`` (mean patient-level Dice of the
+            whole V volumes, as the test is scored) or ``slices`` (Dice pooled over the capped V slices).
+            Defaults to ``patient``.
+        finetune_lrs: learning rates the fine-tuned control is tuned over (each early-stopped on V; the best
+            V Dice wins); empty means ``finetune_lr`` alone. Defaults to ().
     """
 
     backbone: str = "basic_unet"
@@ -159,9 +169,23 @@ class PretrainConfig(DataConfig):
     batch_size: int = 16
     finetune_epochs: int = 4
     finetune_lr: float = 3e-4
+    # issue 9b: budgets in optimiser steps, early stopping, one V selection rule for every arm
+    pretrain_steps: int = 0
+    finetune_steps: int = 0
+    patience_steps: int = 0
+    selection: Literal["patient", "slices"] = "patient"
+    finetune_lrs: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for name in ("pretrain_steps", "finetune_steps", "patience_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}; expected 0 (off) or a positive step count")
+        if self.selection not in ("patient", "slices"):
+            raise ValueError(f"selection={self.selection!r}; expected 'patient' or 'slices'")
+        object.__setattr__(self, "finetune_lrs", tuple(float(lr) for lr in self.finetune_lrs))  # YAML "1e-4" is a str
+        if any(not lr > 0 for lr in self.finetune_lrs):
+            raise ValueError(f"finetune_lrs={self.finetune_lrs}; expected positive learning rates")
         if self.backbone not in BACKBONE_NAMES:
             raise ValueError(f"backbone={self.backbone!r}; expected one of {', '.join(BACKBONE_NAMES)}")
         if self.backbone_size not in ("tiny", "small", "paper"):
@@ -257,15 +281,21 @@ class RetrainConfig(SearchConfig):
         retrain_epochs: epochs of re-training (the fine-tuned baseline gets ``finetune_epochs``,
             set equal by the profiles so the budgets match). Defaults to 4.
         retrain_lr: Adam learning rate of the cells and gates. Defaults to 1e-3.
-        joint_finetune: also fine-tune the backbone while re-training. Defaults to False.
+        joint_finetune: also fine-tune the backbone while re-training, at the fine-tuned control's
+            (tuned) learning rate; the cells keep ``retrain_lr``. Defaults to False.
+        retrain_steps: step budget of the re-training (profiles set it to ``finetune_steps``: the same
+            budget as the control); 0 means ``retrain_epochs`` epochs. Defaults to 0.
     """
 
     retrain_epochs: int = 4
     retrain_lr: float = 1e-3
     joint_finetune: bool = False
+    retrain_steps: int = 0  # issue 9b
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.retrain_steps < 0:
+            raise ValueError(f"retrain_steps={self.retrain_steps}; expected 0 (off) or a positive step count")
         if self.retrain_epochs < 1:
             raise ValueError(f"retrain_epochs={self.retrain_epochs}; expected at least 1")
 

@@ -11,7 +11,7 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,21 @@ class PreparedData:
         spec: the dataset spec.
         data_dir: the dataset root that was read.
         splits: split name (``train_w train_a val test``) -> patient ids.
-        volumes: split name -> volumes of its patients' cases, sorted by case id.
+        volumes: split name -> volumes of its patients' cases, sorted by case id (training and V volumes
+            capped to ``max_slices_per_volume`` slices; test volumes whole).
+        val_whole: the V volumes with every slice (patient-level model selection); empty means
+            ``volumes["val"]`` (nothing was capped).
     """
 
     spec: DatasetSpec
     data_dir: Path
     splits: dict[str, list[str]]
     volumes: dict[str, list[Volume]]
+    val_whole: list[Volume] = field(default_factory=list)
+
+    def selection_volumes(self) -> list[Volume]:
+        """The whole V volumes that every arm is selected on (patient-level Dice)."""
+        return self.val_whole or self.volumes["val"]
 
     def slices(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """All slices of a split: images (N, C, H, W) float32 and labels (N, 1, H, W) int64 (new tensors)."""
@@ -161,7 +169,8 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     """Load the dataset of ``cfg`` as slices, split by patient.
 
     ``cfg.max_slices_per_volume`` caps the slices of the training and V volumes (the most foreground-rich,
-    kept in anatomical order); test volumes stay whole, so evaluation is per patient on full volumes.
+    kept in anatomical order); test volumes stay whole, so evaluation is per patient on full volumes, and
+    the whole V volumes are kept beside (``val_whole``) for patient-level model selection.
 
     Args:
         cfg: the data config (dataset, data_dir, results_root, slice_size, phantom and split settings).
@@ -184,11 +193,14 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     folder = cache_dir(cfg, data_dir, spec)
     split_of = {patient: name for name in SPLIT_NAMES for patient in splits[name]}
     volumes: dict[str, list[Volume]] = {name: [] for name in SPLIT_NAMES}
+    val_whole: list[Volume] = []
     for case in cases:
         volume = _load_cached(case, spec, cfg.slice_size, folder)
         split = split_of[case.patient_id]
         volumes[split].append(volume if split == "test" else _subsample(volume, cfg.max_slices_per_volume))
-    return PreparedData(spec, data_dir, splits, volumes)
+        if split == "val":
+            val_whole.append(volume)
+    return PreparedData(spec, data_dir, splits, volumes, val_whole)
 
 
 def _percentiles(values: np.ndarray, limit: int = 2_000_000) -> dict[str, float]:

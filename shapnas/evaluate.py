@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from shapnas.metrics import evaluate_volume, summarize_cases
+from shapnas.metrics import confusion_counts, dice_from_counts, evaluate_volume, summarize_cases
 
-__all__ = ["predict_volume", "case_record", "evaluate_model"]
+__all__ = ["predict_volume", "case_record", "evaluate_model", "case_dice", "patient_scores", "patient_dice"]
 
 
 @torch.no_grad()
@@ -103,3 +103,72 @@ def evaluate_model(model: nn.Module, volumes: Sequence[Any], spec: Any, device: 
         pred = predict_volume(model, volume.image, device, batch_size)  # (S, H, W)
         records.append(case_record(volume, pred, spec.eval_regions))
     return {**summarize_cases(records), "per_case": records}
+
+
+def case_dice(regions: dict[str, Any]) -> float:
+    """Mean Dice over a case's regions, skipping regions absent from both prediction and reference (NaN).
+
+    Args:
+        regions: region name -> ``{dice, ...}`` (a ``case_record``'s ``regions``; JSON null read as NaN).
+
+    Returns:
+        The mean, or NaN when every region is absent from both masks.
+    """
+    values = [float(r["dice"]) for r in regions.values() if r.get("dice") is not None and not np.isnan(r["dice"])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def patient_scores(per_case: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Patient-level Dice: per patient the mean over its cases (ACDC: two frames) of :func:`case_dice`.
+
+    Args:
+        per_case: ``case_record`` dicts (``patient_id``, ``regions``), e.g. an eval ``metrics.json``'s ``per_case``.
+
+    Returns:
+        patient id -> Dice (fraction); patients whose every case is NaN are left out.
+    """
+    by_patient: dict[str, list[float]] = {}
+    for record in per_case:
+        by_patient.setdefault(str(record["patient_id"]), []).append(case_dice(record["regions"]))
+    scores = {}
+    for patient, values in by_patient.items():
+        finite = [v for v in values if not np.isnan(v)]
+        if finite:
+            scores[patient] = float(np.mean(finite))
+    return scores
+
+
+@torch.no_grad()
+def patient_dice(model: nn.Module, volumes: Sequence[Any], spec: Any, device: torch.device,
+                 batch_size: int) -> float:
+    """Mean patient-level Dice of whole volumes: the model-selection score on V of every arm.
+
+    The same rule as the test evaluation (stacked 2D predictions, Dice per region, mean over regions, mean
+    over a patient's cases), without HD95, so V selection and test reporting measure the same thing
+    (Benedykciuk et al., Sci. Rep. 2026 report patient-level Dice).
+
+    Args:
+        model: maps (B, C, H, W) to logits (B, K, H, W).
+        volumes: whole V volumes (:class:`~shapnas.volumes.Volume`).
+        spec: the dataset spec (``eval_regions``).
+        device: where the model lives.
+        batch_size: slices per forward pass.
+
+    Returns:
+        The mean over patients (NaN-free patients only); NaN if none.
+
+    Raises:
+        ValueError: no volumes.
+    """
+    if not volumes:
+        raise ValueError("volumes is empty; expected the whole V volumes to score")
+    records = []
+    for volume in volumes:
+        pred = predict_volume(model, volume.image, device, batch_size)  # (S, H, W)
+        regions = {}
+        for name, class_ids in spec.eval_regions.items():
+            tp, fp, fn = confusion_counts(pred, volume.label, tuple(class_ids))
+            regions[name] = {"dice": dice_from_counts(tp, fp, fn)}
+        records.append({"patient_id": volume.patient_id, "regions": regions})
+    scores = list(patient_scores(records).values())
+    return float(np.mean(scores)) if scores else float("nan")

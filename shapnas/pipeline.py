@@ -17,7 +17,7 @@ import torch
 from shapnas.backbones import adapt, load_backbone
 from shapnas.config import PretrainConfig, RetrainConfig, SearchConfig
 from shapnas.data import PreparedData, prepare_data
-from shapnas.evaluate import evaluate_model
+from shapnas.evaluate import evaluate_model, patient_dice
 from shapnas.genotype import Genotype
 from shapnas.ops import PRIMITIVES
 from shapnas.models import load_model, new_backbone, save_model
@@ -63,6 +63,21 @@ def _train_slices(data: PreparedData) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([w_images, a_images]), torch.cat([w_labels, a_labels])
 
 
+def _selection(cfg: PretrainConfig, data: PreparedData, device: torch.device):
+    """The V score every arm is selected on: patient-level Dice of whole V volumes (``selection=patient``),
+    or None for the pooled Dice of the capped V slices (``fit``'s own)."""
+    if cfg.selection != "patient":
+        return None
+    volumes = data.selection_volumes()
+    return lambda model: patient_dice(model, volumes, data.spec, device, cfg.batch_size)
+
+
+def _budget(result: Any, epochs: int, max_steps: int, patience: int) -> dict[str, Any]:
+    """What a fit recorded about its budget: caps, steps taken, the selected point and why it stopped."""
+    return {"epochs": epochs, "max_steps": max_steps, "patience_steps": patience, "steps": result.steps,
+            "best_step": result.best_step, "stopped": result.stopped}
+
+
 def _finish(stage: Path, cfg: PretrainConfig, name: str, body: dict[str, Any]) -> Path:
     record = {"schema": 1, "stage": name, "dataset": cfg.dataset, "backbone": cfg.backbone, "seed": cfg.seed,
               "versions": versions(), **body}
@@ -92,16 +107,20 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
         if name != cfg.backbone:
             raise ValueError(f"{cfg.backbone_checkpoint}: a {name!r} checkpoint, but backbone={cfg.backbone!r}")
         net.to(device)
+        scorer = _selection(cfg, data, device)
         body = {"best_epoch": None, "epochs": 0, "source": str(cfg.backbone_checkpoint),
-                "val_dice": validation_dice(net, *val, num_classes=num_classes, device=device, batch_size=cfg.batch_size)}
+                "val_dice": scorer(net) if scorer else validation_dice(
+                    net, *val, num_classes=num_classes, device=device, batch_size=cfg.batch_size)}
     else:
         net, init_args = new_backbone(cfg.backbone, in_channels, num_classes, cfg.backbone_size, cfg.seed)
         net.to(device)
         result = fit(net, list(net.parameters()), _train_slices(data), val, epochs=cfg.pretrain_epochs,
                      lr=cfg.pretrain_lr, batch_size=cfg.batch_size, device=device,
                      generator=torch_generator(cfg.seed), num_classes=num_classes,
-                     history_path=stage / "history.jsonl", desc="pretrain")
-        body = {"best_epoch": result.best_epoch, "epochs": cfg.pretrain_epochs, "val_dice": result.best_val_dice}
+                     history_path=stage / "history.jsonl", desc="pretrain", max_steps=cfg.pretrain_steps,
+                     patience_steps=cfg.patience_steps, scorer=_selection(cfg, data, device))
+        body = {"best_epoch": result.best_epoch, "val_dice": result.best_val_dice,
+                **_budget(result, cfg.pretrain_epochs, cfg.pretrain_steps, cfg.patience_steps)}
     save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone, init_args=init_args,
                spec=data.spec, slice_size=cfg.slice_size, config=cfg.to_dict())
     body.update(train_wall_s=time.perf_counter() - start, num_parameters=count_parameters(net),
@@ -110,28 +129,45 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
 
 
 def run_finetune(cfg: PretrainConfig) -> Path:
-    """The fair baseline: the pre-trained backbone fine-tuned for ``finetune_epochs`` more epochs.
+    """The fair control: every parameter of the pre-trained backbone fine-tuned, early-stopped on V.
+
+    Its learning rate is tuned: each of ``finetune_lrs`` (or ``finetune_lr`` alone) fine-tunes the
+    pre-trained weights with the same step budget, patience and V selection rule as the IAC re-training,
+    and the one with the best V Dice is kept (IAC, arXiv 2405.03420, compares with the backbone trained
+    for the same extra budget).
 
     Returns:
-        The ``finetune`` stage directory.
+        The ``finetune`` stage directory (``lr``: the chosen rate; ``lr_trials``: V Dice of every rate).
     """
     stage = stage_path(cfg, "finetune")
     if is_complete(stage):
         return stage
     pretrain = run_pretrain(cfg)
     device, data = _start(cfg, stage)
-    net, checkpoint = load_model(pretrain / "model.pt", device)
     num_classes = len(data.spec.class_names)
     start = time.perf_counter()
-    result = fit(net, list(net.parameters()), _train_slices(data), data.slices("val"), epochs=cfg.finetune_epochs,
-                 lr=cfg.finetune_lr, batch_size=cfg.batch_size, device=device,
-                 generator=torch_generator(cfg.seed + 1), num_classes=num_classes,
-                 history_path=stage / "history.jsonl", desc="finetune")
+    trials, best = [], None
+    for lr in cfg.finetune_lrs or (cfg.finetune_lr,):
+        net, checkpoint = load_model(pretrain / "model.pt", device)
+        history = stage / (f"history-lr{lr:g}.jsonl" if len(cfg.finetune_lrs) > 1 else "history.jsonl")
+        result = fit(net, list(net.parameters()), _train_slices(data), data.slices("val"), epochs=cfg.finetune_epochs,
+                     lr=lr, batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 1),
+                     num_classes=num_classes, history_path=history, desc=f"finetune lr {lr:g}",
+                     max_steps=cfg.finetune_steps, patience_steps=cfg.patience_steps,
+                     scorer=_selection(cfg, data, device))
+        trials.append({"lr": lr, "val_dice": result.best_val_dice, "best_step": result.best_step,
+                       "steps": result.steps})
+        if best is None or result.best_val_dice > best[1].best_val_dice:
+            best = (lr, result, net, checkpoint, history)
+    lr, result, net, checkpoint, history = best
+    if history.name != "history.jsonl":
+        (stage / "history.jsonl").write_text(history.read_text())
     save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone,
                init_args=checkpoint["backbone"]["init_args"], spec=data.spec, slice_size=cfg.slice_size,
                config=cfg.to_dict())
     return _finish(stage, cfg, "finetune", {
-        "best_epoch": result.best_epoch, "epochs": cfg.finetune_epochs, "val_dice": result.best_val_dice,
+        "best_epoch": result.best_epoch, "val_dice": result.best_val_dice, "lr": lr, "lr_trials": trials,
+        **_budget(result, cfg.finetune_epochs, cfg.finetune_steps, cfg.patience_steps),
         "train_wall_s": time.perf_counter() - start, "num_parameters": count_parameters(net),
         "num_trainable_parameters": count_parameters(net, trainable_only=True)})
 
@@ -197,22 +233,32 @@ def run_retrain(cfg: RetrainConfig) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_discrete(adapter, genotype, channels=channels, k=cfg.partial_channels).to(device)
-    if not cfg.joint_finetune:
+    cells = list(model.weight_parameters())
+    params: list[Any] = cells
+    backbone_lr = None
+    if cfg.joint_finetune:  # the backbone at the control's tuned rate, the cells at retrain_lr
+        backbone_lr = float(load_json(run_finetune(cfg) / "metrics.json").get("lr", cfg.finetune_lr))
+        cell_ids = {id(p) for p in cells}
+        rest = [p for p in model.parameters() if id(p) not in cell_ids]
+        params = [{"params": cells, "lr": cfg.retrain_lr}, {"params": rest, "lr": backbone_lr}]
+    else:
         model.freeze_backbone()
-    params = list(model.parameters()) if cfg.joint_finetune else list(model.weight_parameters())
     num_classes = len(data.spec.class_names)
     start = time.perf_counter()
     result = fit(model, params, _train_slices(data), data.slices("val"), epochs=cfg.retrain_epochs, lr=cfg.retrain_lr,
                  batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 2),
-                 num_classes=num_classes, history_path=stage / "history.jsonl", desc=f"retrain ({cfg.policy})")
+                 num_classes=num_classes, history_path=stage / "history.jsonl", desc=f"retrain ({cfg.policy})",
+                 max_steps=cfg.retrain_steps, patience_steps=cfg.patience_steps, scorer=_selection(cfg, data, device))
     save_model(stage / "model.pt", kind="retrofit", net=adapter.net, backbone_name=cfg.backbone,
                init_args=checkpoint["backbone"]["init_args"], model=model, genotype=genotype, cell_channels=channels,
                partial_channels=cfg.partial_channels,
                spec=data.spec, slice_size=cfg.slice_size, config=cfg.to_dict())
     return _finish(stage, cfg, f"retrain-{cfg.policy}", {
         "policy": cfg.policy, "genotype": [list(t) for t in genotype.edges], "best_epoch": result.best_epoch,
-        "epochs": cfg.retrain_epochs, "val_dice": result.best_val_dice, "train_wall_s": time.perf_counter() - start,
-        "num_parameters": count_parameters(model), "num_trainable_parameters": sum(p.numel() for p in params)})
+        "val_dice": result.best_val_dice, "joint_finetune": cfg.joint_finetune, "backbone_lr": backbone_lr,
+        **_budget(result, cfg.retrain_epochs, cfg.retrain_steps, cfg.patience_steps),
+        "train_wall_s": time.perf_counter() - start, "num_parameters": count_parameters(model),
+        "num_trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)})
 
 
 def run_evaluate(cfg: RetrainConfig, target: str) -> Path:

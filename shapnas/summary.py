@@ -1,19 +1,66 @@
 """One table of every finished evaluation under a results folder: what the book, the benchmarks and
-``python -m shapnas summary`` read (Benedykciuk et al., Sci. Rep. 2026: Dice, HD95, search wall-clock)."""
+``python -m shapnas summary`` read (Benedykciuk et al., Sci. Rep. 2026: Dice, HD95, search wall-clock).
+
+Each IAC record also compares the re-trained cell with the backbone and with the fine-tuned control of the
+same run, patient by patient: a paired bootstrap over the test patients gives the mean Dice difference and
+its 95 % interval, so that "improves", "matches" and "worse" are read from intervals, not from a rule of
+thumb (issue 9; Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, percentile interval).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from shapnas.evaluate import patient_scores
 from shapnas.runs import load_json
 
-__all__ = ["collect_summary", "method_name"]
+__all__ = ["collect_summary", "method_name", "paired_bootstrap", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
 
 
 def method_name(target: str) -> str:
     """``backbone`` and ``finetune`` stay; a policy ``p`` becomes ``iac-p`` (the retrofitted cell it found)."""
     return target if target in ("backbone", "finetune") else f"iac-{target}"
+
+
+def paired_bootstrap(scores: Mapping[str, float], reference: Mapping[str, float], *,
+                     num_resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95,
+                     seed: int = BOOTSTRAP_SEED) -> dict[str, float] | None:
+    """Mean paired difference ``scores − reference`` over patients with a percentile bootstrap interval.
+
+    Patients are resampled with replacement (``num_resamples`` times, from ``np.random.default_rng(seed)``);
+    the interval is the ``(1 − level)/2`` and ``(1 + level)/2`` quantiles of the resampled means.
+
+    Args:
+        scores: patient id -> Dice (fraction) of the method.
+        reference: patient id -> Dice of the method compared with; only patients in both are paired.
+        num_resamples: bootstrap resamples (at least 1).
+        level: coverage of the interval, in (0, 1).
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"mean", "ci_low", "ci_high"}`` (Dice as a fraction), or None without a common patient.
+
+    Raises:
+        ValueError: ``num_resamples < 1`` or ``level`` outside (0, 1).
+    """
+    if num_resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"num_resamples={num_resamples}, level={level}; expected >= 1 and a level in (0, 1)")
+    common = sorted(set(scores) & set(reference))
+    if not common:
+        return None
+    diff = np.array([scores[p] - reference[p] for p in common], dtype=float)  # (P,)
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, diff.size, size=(num_resamples, diff.size))  # (R, P)
+    means = diff[index].mean(axis=1)  # (R,)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": float(diff.mean()), "ci_low": float(low), "ci_high": float(high)}
 
 
 def _search_record(run: Path, target: str) -> dict[str, Any]:
@@ -24,6 +71,18 @@ def _search_record(run: Path, target: str) -> dict[str, Any]:
     return {"search_wall_s": search["search_wall_s"], "epochs": search["epochs"], "genotype": search["genotype"]}
 
 
+def _comparisons(run: Path, target: str, scores: dict[str, float]) -> dict[str, Any]:
+    """``dice_vs_backbone`` and ``dice_vs_finetune`` of an IAC record (None where that arm is not evaluated)."""
+    if target in ("backbone", "finetune"):
+        return {}
+    out: dict[str, Any] = {}
+    for arm in ("backbone", "finetune"):
+        path = run / f"eval-{arm}" / "metrics.json"
+        out[f"dice_vs_{arm}"] = (paired_bootstrap(scores, patient_scores(load_json(path).get("per_case", [])))
+                                 if path.exists() else None)
+    return out
+
+
 def collect_summary(results_root: str | Path) -> list[dict[str, Any]]:
     """Records of every ``eval-*`` stage with a ``metrics.json`` under ``results_root``.
 
@@ -32,13 +91,18 @@ def collect_summary(results_root: str | Path) -> list[dict[str, Any]]:
 
     Returns:
         One dict per evaluation: dataset, backbone, seed, method, run_dir, dice_mean, dice_per_class,
-        hd95_mean, search_wall_s, epochs, genotype; sorted by dataset, backbone, method, seed.
+        hd95_mean, search_wall_s, epochs, genotype, test_patients, dice_patient_mean (mean patient-level
+        Dice, the quantity the comparisons pair); IAC records add ``dice_vs_backbone`` and
+        ``dice_vs_finetune``: ``{mean, ci_low, ci_high}`` of a 95 % paired bootstrap over the test patients
+        (:func:`paired_bootstrap`), None where that arm was not evaluated in the run. Sorted by dataset,
+        backbone, method, seed.
     """
     records = []
     for path in sorted(Path(results_root).glob("*/*/seed-*/eval-*/metrics.json")):
         metrics = load_json(path)
         run = path.parent.parent
         target = metrics["target"]
+        scores = patient_scores(metrics.get("per_case", []))
         records.append({
             "dataset": metrics["dataset"],
             "backbone": metrics["backbone"],
@@ -49,5 +113,8 @@ def collect_summary(results_root: str | Path) -> list[dict[str, Any]]:
             "dice_per_class": metrics["dice_per_class"],
             "hd95_mean": metrics["hd95_mean"],
             **_search_record(run, target),
+            "test_patients": len({str(c["patient_id"]) for c in metrics.get("per_case", [])}),
+            "dice_patient_mean": float(np.mean(list(scores.values()))) if scores else None,
+            **_comparisons(run, target, scores),
         })
     return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["method"], r["seed"]))

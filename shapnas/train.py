@@ -9,6 +9,7 @@ selection on V (the best epoch's weights are restored at the end). Generic over 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,14 +44,20 @@ class FitResult:
     Attributes:
         best_epoch: 0-based epoch whose weights were kept (highest V Dice, first on ties).
         best_val_dice: its V Dice.
-        history: one record per epoch ``{epoch, train_loss, val_dice, time_s}`` (all epochs, resumed ones too).
+        history: one record per epoch ``{epoch, step, train_loss, val_dice, time_s}`` (resumed ones too).
         wall_s: seconds spent training and validating (summed over resumed calls).
+        best_step: optimiser steps taken when the kept weights were validated.
+        steps: optimiser steps taken in all.
+        stopped: why training ended: ``epochs`` (the cap), ``budget`` (``max_steps``) or ``patience``.
     """
 
     best_epoch: int
     best_val_dice: float
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
+    best_step: int = -1
+    steps: int = 0
+    stopped: str = "epochs"
 
 
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -186,79 +193,125 @@ def _rewrite_history(path: Path, history: list[dict[str, Any]]) -> None:
         append_jsonl(path, record)
 
 
-def fit(model: nn.Module, params: Sequence[nn.Parameter], train: tuple[torch.Tensor, torch.Tensor],
-        val: tuple[torch.Tensor, torch.Tensor], *, epochs: int, lr: float, batch_size: int, device: torch.device,
-        generator: torch.Generator, num_classes: int, history_path: str | Path | None = None,
-        checkpoint_fn: CheckpointFn | None = None, desc: str = "train", grad_clip: float | None = None,
-        progress: bool = True, resume: dict[str, Any] | None = None) -> FitResult:
-    """Train with Adam and DiceCE, select the epoch with the best V Dice and restore its weights.
+def _flat_params(params: Sequence[nn.Parameter] | Sequence[dict[str, Any]]) -> list[nn.Parameter]:
+    """The parameters of a list of parameters or of Adam parameter groups (dicts with ``params``)."""
+    flat: list[nn.Parameter] = []
+    for item in params:
+        flat.extend(item["params"] if isinstance(item, dict) else [item])
+    return flat
 
-    Deterministic on CPU for a fixed model initialisation and generator state: batches are shuffled only
-    with ``generator`` (one permutation per epoch).
+
+def _stop_reason(step: int, max_steps: int, best_step: int, patience_steps: int) -> str | None:
+    """``"budget"`` once ``max_steps`` are spent, ``"patience"`` once V Dice has not improved for
+    ``patience_steps`` steps, else None (0 disables either rule)."""
+    if max_steps and step >= max_steps:
+        return "budget"
+    if patience_steps and best_step >= 0 and step - best_step >= patience_steps:
+        return "patience"
+    return None
+
+
+def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, Any]],
+        train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], *, epochs: int, lr: float,
+        batch_size: int, device: torch.device, generator: torch.Generator, num_classes: int,
+        history_path: str | Path | None = None, checkpoint_fn: CheckpointFn | None = None, desc: str = "train",
+        grad_clip: float | None = None, progress: bool = True, resume: dict[str, Any] | None = None,
+        max_steps: int = 0, patience_steps: int = 0, scorer: Callable[[nn.Module], float] | None = None
+        ) -> FitResult:
+    """Train with Adam and DiceCE, select the point with the best V Dice and restore its weights.
+
+    V Dice is measured after every epoch (and when the step budget ends mid-epoch). Training stops at the
+    epoch cap, once ``max_steps`` optimiser steps are spent, or once V Dice has not improved for
+    ``patience_steps`` steps (early stopping; IAC re-trains and the fine-tuned control are selected on V,
+    Benedykciuk et al., Sci. Rep. 2026). Deterministic on CPU for a fixed model initialisation and
+    generator state: batches are shuffled only with ``generator`` (one permutation per epoch).
 
     Args:
         model: on ``device``; maps (B, C, H, W) to logits (B, K, H, W).
-        params: the parameters Adam updates (others stay as they are, e.g. a frozen backbone).
+        params: the parameters Adam updates (others stay as they are, e.g. a frozen backbone), or Adam
+            parameter groups (dicts with ``params`` and an optional own ``lr``).
         train: (images (N, C, H, W), labels (N, 1, H, W) int64), on any device.
-        val: the held-out validation slices V, the same layout.
-        epochs: total epochs (a resumed call runs the ones left).
-        lr: Adam learning rate.
+        val: the held-out validation slices V, the same layout (pooled V Dice when ``scorer`` is None).
+        epochs: epoch cap (a resumed call runs the ones left).
+        lr: Adam learning rate (of groups without their own).
         batch_size: slices per batch.
         device: where the model lives; batches are moved there.
         generator: CPU generator for the batch order.
         num_classes: K, including background.
-        history_path: ``history.jsonl`` to (re)write, one record ``{epoch, train_loss, val_dice, time_s}`` per
-            epoch; a fresh call empties it, a resumed one keeps the resumed history. Defaults to None.
+        history_path: ``history.jsonl`` to (re)write, one record ``{epoch, step, train_loss, val_dice, time_s}``
+            per validation; a fresh call empties it, a resumed one keeps the resumed history. Defaults to None.
         checkpoint_fn: called after each epoch as ``checkpoint_fn(epoch, model, state)``; ``state`` holds plain
             types and tensors (``epoch``, ``optimizer``, ``best_state``, ``best_epoch``, ``best_val_dice``,
-            ``history``, ``generator``, ``wall_s``) and, saved with the model's weights, resumes training via
-            ``resume``. Defaults to None.
+            ``history``, ``generator``, ``wall_s``, ``best_step``) and, saved with the model's weights, resumes
+            training via ``resume``. Defaults to None.
         desc: progress-bar label.
         grad_clip: max gradient norm (``clip_grad_norm_`` on ``params``); None disables. Defaults to None.
         progress: show a progress bar per epoch. Defaults to True.
         resume: a ``state`` given to ``checkpoint_fn``; load the model weights saved with it first.
             Defaults to None.
+        max_steps: optimiser-step budget; 0 means ``epochs`` full epochs. Defaults to 0.
+        patience_steps: stop once V Dice has not improved for this many steps; 0 never stops early.
+            Defaults to 0.
+        scorer: model -> V score used for selection instead of the pooled Dice of ``val`` (e.g. the mean
+            patient-level Dice of whole V volumes, :func:`shapnas.evaluate.patient_dice`). Defaults to None.
 
     Returns:
-        The :class:`FitResult`; the model holds the best epoch's weights.
+        The :class:`FitResult`; the model holds the best point's weights.
     """
-    params = list(params)
+    groups = list(params)
+    params = _flat_params(groups)
     if epochs < 1:
         raise ValueError(f"epochs={epochs}; expected at least 1")
     if not params:
         raise ValueError("params is empty; expected the parameters to train")
-    optimizer = torch.optim.Adam(params, lr=lr)
+    if max_steps < 0 or patience_steps < 0:
+        raise ValueError(f"max_steps={max_steps}, patience_steps={patience_steps}; expected non-negative")
+    optimizer = torch.optim.Adam(groups, lr=lr)
     loss_fn = dice_ce_loss()
+    score = scorer or (lambda net: validation_dice(net, *val, num_classes=num_classes, device=device,
+                                                   batch_size=batch_size))
     history: list[dict[str, Any]] = []
-    best_epoch, best_dice, best_state, wall = -1, -float("inf"), None, 0.0
+    best_epoch, best_dice, best_state, wall, best_step = -1, -float("inf"), None, 0.0, -1
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
         history = [dict(r) for r in resume["history"]]
         best_epoch, best_dice = int(resume["best_epoch"]), float(resume["best_val_dice"])
         best_state, wall = resume["best_state"], float(resume["wall_s"])
+        best_step = int(resume.get("best_step", -1))
     if history_path is not None:
         _rewrite_history(Path(history_path), history)
+    step = int(history[-1].get("step", 0)) if history else 0
+    if max_steps:
+        epochs = max(epochs, math.ceil(max_steps / max(math.ceil(train[0].shape[0] / batch_size), 1)))
+    stopped = _stop_reason(step, max_steps, best_step, patience_steps) if history else None
     for epoch in range(len(history), epochs):
+        if stopped:
+            break
         tick = time.perf_counter()
         batches = list(iterate_batches(*train, batch_size, generator, shuffle=True))
+        if max_steps:
+            batches = batches[:max_steps - step]
         train_loss = train_epoch(model, optimizer, loss_fn, params, batches, device, grad_clip,
                                   f"{desc} {epoch + 1}/{epochs}", progress)
-        val_dice = validation_dice(model, *val, num_classes=num_classes, device=device, batch_size=batch_size)
+        step += len(batches)
+        val_dice = float(score(model))
         if val_dice > best_dice:
-            best_epoch, best_dice = epoch, val_dice
+            best_epoch, best_dice, best_step = epoch, val_dice, step
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elapsed = time.perf_counter() - tick
         wall += elapsed
-        record = {"epoch": epoch, "train_loss": train_loss, "val_dice": val_dice, "time_s": elapsed}
+        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice, "time_s": elapsed}
         history.append(record)
         if history_path is not None:
             append_jsonl(history_path, record)
+        stopped = _stop_reason(step, max_steps, best_step, patience_steps)
         if checkpoint_fn is not None:
             checkpoint_fn(epoch, model, {
                 "epoch": epoch, "optimizer": optimizer.state_dict(), "best_state": best_state,
                 "best_epoch": best_epoch, "best_val_dice": best_dice, "history": [dict(r) for r in history],
-                "generator": generator.get_state(), "wall_s": wall})
+                "generator": generator.get_state(), "wall_s": wall, "best_step": best_step})
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_epoch=best_epoch, best_val_dice=best_dice, history=history, wall_s=wall)
+    return FitResult(best_epoch=best_epoch, best_val_dice=best_dice, history=history, wall_s=wall,
+                     best_step=best_step, steps=step, stopped=stopped or "epochs")

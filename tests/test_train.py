@@ -129,7 +129,7 @@ def test_fit_is_deterministic_and_selects_best(tmp_path) -> None:
     assert _same_weights(net_a, net_b)
     lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1, 2]
-    assert set(lines[0]) == {"epoch", "train_loss", "val_dice", "time_s"}
+    assert set(lines[0]) == {"epoch", "step", "train_loss", "val_dice", "time_s"}
     dices = [r["val_dice"] for r in result_a.history]
     assert result_a.best_epoch == dices.index(max(dices))
     assert result_a.best_val_dice == max(dices)

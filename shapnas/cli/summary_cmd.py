@@ -13,7 +13,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "summary", help="table (or JSON) of every finished evaluation",
         description="One record per finished eval stage: dataset, backbone, seed, method, run_dir, dice_mean, "
-                    "dice_per_class, hd95_mean, search_wall_s, epochs, genotype.",
+                    "dice_per_class, hd95_mean, search_wall_s, epochs, genotype, test_patients, "
+                    "dice_patient_mean; IAC records add dice_vs_backbone and dice_vs_finetune: {mean, ci_low, "
+                    "ci_high}, the paired difference in Dice (fraction) with its 95%% bootstrap interval over "
+                    "the test patients (null where that arm was not evaluated).",
         epilog="Examples:\n  python -m shapnas summary --results results\n  python -m shapnas summary --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results", help="results folder (default: results)")
@@ -32,11 +35,21 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         print(f"no finished evaluations under {args.results}")
         return 0
-    print(f"{'dataset':8} {'backbone':10} {'seed':>4} {'method':14} {'dice':>6} {'hd95':>7} {'search_s':>9} {'epochs':>6}")
+    print(f"{'dataset':8} {'backbone':10} {'seed':>4} {'method':14} {'dice':>6} {'hd95':>7} {'search_s':>9} {'epochs':>6} "
+          f"{'n':>3} {'vs backbone':>22} {'vs finetune':>22}")
     for r in records:
         hd = "nan" if r["hd95_mean"] is None else f"{r['hd95_mean']:.2f}"
         dice = "nan" if r["dice_mean"] is None else f"{r['dice_mean']:.3f}"
         wall = "" if r["search_wall_s"] is None else f"{r['search_wall_s']:.1f}"
         print(f"{r['dataset']:8} {r['backbone']:10} {r['seed']:>4} {r['method']:14} {dice:>6} {hd:>7} {wall:>9} "
-              f"{r['epochs'] or '':>6}")
+              f"{r['epochs'] or '':>6} {r.get('test_patients', ''):>3} {_interval(r.get('dice_vs_backbone')):>22} "
+              f"{_interval(r.get('dice_vs_finetune')):>22}")
+    print("vs backbone / vs finetune: mean paired Dice difference [95% bootstrap interval] over the n test patients")
     return 0
+
+
+def _interval(value: dict | None) -> str:
+    """``+0.012 [-0.003, +0.027]``, or empty without a comparison."""
+    if not value:
+        return ""
+    return f"{value['mean']:+.3f} [{value['ci_low']:+.3f}, {value['ci_high']:+.3f}]"

@@ -1,0 +1,48 @@
+"""How far a workshop backbone gets on each phantom flavour: pre-train until V Dice plateaus, score the test.
+
+Issue 9 asks for phantoms a converged tiny U-Net can learn (roughly 0.6–0.9 mean foreground Dice, every
+class above 0): this pre-trains the profile's backbone with its step budget and patience (V selection on
+whole V volumes, patient-level Dice) and evaluates the selected backbone on the whole test volumes.
+Prints one JSON object last: dataset, test_patients, val_dice, test dice_mean, dice_per_class, steps,
+best_step, stopped, pretrain_s.
+
+    python benchmarks/backbone_plateau.py --dataset acdc --profile workshop --results /tmp/plateau
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from shapnas.cli.common import parse_overrides
+from shapnas.config import RetrainConfig, config_from_profile
+from shapnas.pipeline import run_evaluate, run_pretrain
+from shapnas.runs import load_json
+
+
+def main() -> None:
+    """Parse arguments, pre-train, evaluate, print the JSON record."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="acdc")
+    parser.add_argument("--profile", default="workshop")
+    parser.add_argument("--results", default="results/plateau")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE config overrides")
+    args = parser.parse_args()
+    cfg = config_from_profile(RetrainConfig, args.profile, dataset=args.dataset, results_root=args.results,
+                              seed=args.seed, **parse_overrides(args.set))
+    tick = time.perf_counter()
+    pretrain = load_json(run_pretrain(cfg) / "metrics.json")
+    pretrain_s = time.perf_counter() - tick
+    evaluation = load_json(run_evaluate(cfg, "backbone") / "metrics.json")
+    patients = {c["patient_id"] for c in evaluation["per_case"]}
+    print(json.dumps({
+        "dataset": args.dataset, "test_patients": len(patients), "val_dice": pretrain["val_dice"],
+        "dice_mean": evaluation["dice_mean"], "dice_per_class": evaluation["dice_per_class"],
+        "steps": pretrain.get("steps"), "best_step": pretrain.get("best_step"), "stopped": pretrain.get("stopped"),
+        "pretrain_s": pretrain_s, "eval_s": time.perf_counter() - tick - pretrain_s}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Tests of shapnas.summary: the paired bootstrap and the IAC records of ``summary --json``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from shapnas.cli import main
+from shapnas.runs import save_json
+from shapnas.summary import collect_summary, paired_bootstrap
+
+
+def _scores(values) -> dict[str, float]:
+    return {f"p{i:03d}": float(v) for i, v in enumerate(values)}
+
+
+def test_paired_bootstrap_shift_and_identity() -> None:
+    base = _scores(np.linspace(0.5, 0.9, 30))
+    same = paired_bootstrap(base, base)
+    assert same == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    shifted = paired_bootstrap({k: v + 0.03 for k, v in base.items()}, base)
+    assert shifted["mean"] == pytest.approx(0.03)
+    assert shifted["ci_low"] == pytest.approx(0.03) and shifted["ci_high"] == pytest.approx(0.03)
+
+
+def test_paired_bootstrap_pairs_patients_not_means() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.3, 0.9, 40)  # large between-patient spread
+    better = base + rng.normal(0.02, 0.01, 40)  # a small but consistent per-patient gain
+    result = paired_bootstrap(_scores(better), _scores(base))
+    assert 0 < result["ci_low"] < result["mean"] < result["ci_high"]
+    null = paired_bootstrap(_scores(base + rng.normal(0.0, 0.02, 40)), _scores(base))
+    assert null["ci_low"] < 0 < null["ci_high"]
+
+
+def test_paired_bootstrap_is_seeded_and_uses_common_patients() -> None:
+    rng = np.random.default_rng(2)
+    a, b = _scores(rng.uniform(0, 1, 20)), _scores(rng.uniform(0, 1, 20))
+    assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3)
+    assert paired_bootstrap(a, b, seed=3) != paired_bootstrap(a, b, seed=4)
+    partial = {k: v for k, v in list(b.items())[:5]}
+    expected = np.mean([a[k] - partial[k] for k in partial])
+    assert paired_bootstrap(a, partial)["mean"] == pytest.approx(expected)
+    assert paired_bootstrap(a, {"other": 0.5}) is None
+    with pytest.raises(ValueError, match="level"):
+        paired_bootstrap(a, b, level=1.0)
+
+
+def _eval(run, target: str, dice: dict[str, float]) -> None:
+    per_case = []
+    for patient, value in dice.items():
+        for frame in (1, 2):  # two cases per patient, as ACDC
+            per_case.append({"case_id": f"{patient}_f{frame}", "patient_id": patient,
+                             "regions": {"A": {"dice": value}, "B": {"dice": None}}})
+    save_json(run / f"eval-{target}" / "metrics.json", {
+        "dataset": "acdc", "backbone": "basic_unet", "seed": 0, "target": target, "dice_mean": float(np.mean(
+            list(dice.values()))), "dice_per_class": {"A": 0.0}, "hd95_mean": 1.0, "per_case": per_case})
+
+
+def test_summary_json_carries_paired_comparisons(tmp_path, capsys) -> None:
+    run = tmp_path / "acdc" / "basic_unet" / "seed-0"
+    base = dict(zip([f"p{i}" for i in range(32)], np.linspace(0.6, 0.8, 32)))
+    _eval(run, "backbone", base)
+    _eval(run, "finetune", {k: v + 0.01 for k, v in base.items()})
+    _eval(run, "shapley", {k: v + 0.02 for k, v in base.items()})
+    records = {r["method"]: r for r in collect_summary(tmp_path)}
+    iac = records["iac-shapley"]
+    assert iac["test_patients"] == 32
+    assert iac["dice_vs_backbone"]["mean"] == pytest.approx(0.02)
+    assert iac["dice_vs_finetune"]["ci_low"] == pytest.approx(0.01)
+    assert "dice_vs_backbone" not in records["backbone"]
+    assert main(["summary", "--results", str(tmp_path), "--json"]) == 0
+    printed = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(printed["iac-shapley"]["dice_vs_finetune"]) == {"mean", "ci_low", "ci_high"}
+
+
+def test_summary_without_baselines_says_none(tmp_path) -> None:
+    run = tmp_path / "acdc" / "basic_unet" / "seed-0"
+    _eval(run, "none", {"p0": 0.5, "p1": 0.7})
+    (record,) = collect_summary(tmp_path)
+    assert record["dice_vs_backbone"] is None and record["dice_vs_finetune"] is None
+    assert record["test_patients"] == 2
