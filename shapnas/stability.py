@@ -1,5 +1,11 @@
 """Stability of searched architectures across seeds: op agreement, genotype Jaccard, JS divergence of op
 distributions, rank correlation of Shapley values, spread of test Dice (method.md, "Stability across seeds").
+
+Two things make the agreement figures readable (issue 9): cells that differ only by swapping the two cell
+inputs count as equal where those inputs are equivalent (both made from the same skip tensor, genotype.py),
+and every group carries the chance level of its metrics: the 95th percentile of the same metric over
+random genotypes of the same shape (the paper claims "more stable operation choices across runs",
+Benedykciuk et al., Sci. Rep. 2026, which only means something above chance).
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ __all__ = [
     "mean_pairwise_js",
     "rank_correlation",
     "stability_report",
+    "swap_inputs",
+    "chance_levels",
+    "CHANCE_DRAWS",
 ]
+
+CHANCE_DRAWS = 1000  # random genotype sets per chance level
+INPUT_SWAP = {0: 1, 1: 0}  # s0 <-> s1
 
 Triple = tuple[int, int, str]  # (node, src, op)
 
@@ -49,8 +61,19 @@ def edge_choices(genotype: Iterable[Triple]) -> dict[tuple[int, int], str]:
     return choices
 
 
-def modal_op_agreement(choices: Sequence[Mapping[Hashable, str]]) -> float:
-    """Mean over edges of the fraction of seeds that agree with the edge's modal choice.
+def swap_inputs(genotype: Iterable[Triple]) -> frozenset[Triple]:
+    """The same cell with its two inputs s0 and s1 relabelled (sources 0 and 1 exchanged)."""
+    return frozenset((node, INPUT_SWAP.get(src, src), op) for node, src, op in genotype)
+
+
+def _swap_choices(choices: Mapping[Hashable, str]) -> dict[Hashable, str]:
+    """Edge choices keyed ``(node, src)`` with sources 0 and 1 exchanged (other keys stay as they are)."""
+    return {((edge[0], INPUT_SWAP.get(edge[1], edge[1])) if isinstance(edge, tuple) else edge): op
+            for edge, op in choices.items()}
+
+
+def _modal(choices: Sequence[Mapping[Hashable, str]]) -> float:
+    """Modal-op agreement of the choices as given (see :func:`modal_op_agreement`).
 
     The edges are those present in any seed's ``choices`` (e.g. the kept edges of each genotype, from
     :func:`edge_choices`, or every edge's arg-max op). A seed without an edge contributes the choice "not
@@ -73,19 +96,51 @@ def modal_op_agreement(choices: Sequence[Mapping[Hashable, str]]) -> float:
     return float(np.mean(fractions))
 
 
+def modal_op_agreement(choices: Sequence[Mapping[Hashable, str]], equivalent_inputs: bool = False) -> float:
+    """Mean over edges of the fraction of seeds that agree with the edge's modal choice.
+
+    The edges are those present in any seed's ``choices`` (e.g. the kept edges of each genotype, from
+    :func:`edge_choices`, or every edge's arg-max op). A seed without an edge contributes the choice "not
+    kept", which counts like an op: the modal choice is the most frequent one among the seeds. With S seeds
+    the result lies in ``[1/S, 1]``; 1 means identical choices.
+
+    Args:
+        choices: one mapping edge -> op per seed; with ``equivalent_inputs`` the edges are ``(node, src)``.
+        equivalent_inputs: s0 and s1 are the same tensor up to their preprocessing, so a cell and its
+            input-swapped twin are the same cell: every seed after the first may be read swapped, and the
+            best agreement over those readings counts. Defaults to False.
+
+    Returns:
+        The agreement; NaN without seeds or edges.
+    """
+    if not equivalent_inputs or len(choices) < 2:
+        return _modal(choices)
+    first, rest = dict(choices[0]), [(dict(c), _swap_choices(c)) for c in choices[1:]]
+    best = -1.0
+    for flips in itertools.product((0, 1), repeat=len(rest)):
+        best = max(best, _modal([first, *(pair[f] for pair, f in zip(rest, flips))]))
+    return best
+
+
 def _pairs(count: int) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(count), 2))
 
 
-def mean_pairwise_jaccard(genotypes: Sequence[frozenset[Triple]]) -> float:
+def _jaccard(a: frozenset[Triple], b: frozenset[Triple]) -> float:
+    return 1.0 if not a | b else len(a & b) / len(a | b)
+
+
+def mean_pairwise_jaccard(genotypes: Sequence[frozenset[Triple]], equivalent_inputs: bool = False) -> float:
     """Mean over seed pairs of ``|A ∩ B| / |A ∪ B|`` of the genotypes' (node, src, op) triples.
 
-    Two empty genotypes count as identical (1). NaN with fewer than two genotypes.
+    Two empty genotypes count as identical (1). NaN with fewer than two genotypes. With
+    ``equivalent_inputs`` a pair scores the better of B and B with s0, s1 swapped (:func:`swap_inputs`).
     """
     scores = []
     for i, j in _pairs(len(genotypes)):
         a, b = frozenset(genotypes[i]), frozenset(genotypes[j])
-        scores.append(1.0 if not a | b else len(a & b) / len(a | b))
+        score = _jaccard(a, b)
+        scores.append(max(score, _jaccard(a, swap_inputs(b))) if equivalent_inputs else score)
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -171,24 +226,104 @@ def _nanmean(values: Iterable[float | None]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _op_names(record: Mapping[str, Any]) -> list[str]:
+    from shapnas.ops import PRIMITIVES
+
+    return [str(op) for op in (record.get("primitives") or PRIMITIVES)]
+
+
+def _argmax_choices(probs: np.ndarray, names: Sequence[str]) -> dict[Hashable, str]:
+    """Every edge's arg-max op over the same op set for every policy: the non-``none`` ops (a pruned op has
+    probability 0, so it never wins), keyed ``(node, src)`` when the rows are a DARTS cell's edges."""
+    from shapnas.genotype import edge_list
+
+    keep = [i for i, name in enumerate(names) if name != "none"]
+    best = probs[:, keep].argmax(-1)  # (E,)
+    num_nodes = next((n for n in range(1, 16) if len(edge_list(n)) == probs.shape[0]), None)
+    keys: list[Hashable] = edge_list(num_nodes) if num_nodes else list(range(probs.shape[0]))
+    return {key: names[keep[b]] for key, b in zip(keys, best.tolist())}
+
+
+def _random_genotype(shape: Mapping[int, int], ops: Sequence[str], rng: np.random.Generator) -> frozenset[Triple]:
+    """A genotype with ``shape[node]`` distinct inputs per node (of the ``node + 2`` it may read), random ops."""
+    triples = []
+    for node, count in shape.items():
+        for src in rng.choice(node + 2, size=min(count, node + 2), replace=False).tolist():
+            triples.append((node, int(src), str(ops[rng.integers(len(ops))])))
+    return frozenset(triples)
+
+
+def chance_levels(genotype: Iterable[Triple], num_seeds: int, ops: Sequence[str], *, num_edges_argmax: int = 0,
+                  equivalent_inputs: bool = False, draws: int = CHANCE_DRAWS, seed: int = 0) -> dict[str, float]:
+    """95th percentiles of the agreement metrics over sets of random genotypes of the same shape.
+
+    Each draw makes ``num_seeds`` random genotypes with the nodes and in-degrees of ``genotype`` and ops drawn
+    uniformly from ``ops``, and scores them through the same metrics (and input equivalence) as the search
+    records; the argmax agreement draws a uniform op per edge of a cell with ``num_edges_argmax`` edges.
+
+    Args:
+        genotype: a genotype of the group (its shape: nodes and edges per node).
+        num_seeds: genotypes per draw (the group's seeds, at least 2).
+        ops: the candidate ops (non-``none``).
+        num_edges_argmax: edges of the op-probability rows (0: no argmax chance level).
+        equivalent_inputs: s0 and s1 are interchangeable (see :func:`modal_op_agreement`).
+        draws: random genotype sets.
+        seed: seed of ``np.random.default_rng``.
+
+    Returns:
+        ``chance_modal_agreement_p95``, ``chance_jaccard_p95``, ``chance_argmax_agreement_p95`` (NaN without
+        edges); all NaN with fewer than two seeds.
+    """
+    from shapnas.genotype import edge_list
+
+    nan = {"chance_modal_agreement_p95": float("nan"), "chance_jaccard_p95": float("nan"),
+           "chance_argmax_agreement_p95": float("nan")}
+    shape = Counter(node for node, _, _ in genotype)
+    if num_seeds < 2 or not ops or not shape:
+        return nan
+    rng = np.random.default_rng(seed)
+    modal, jaccard, argmax = [], [], []
+    num_nodes = next((n for n in range(1, 16) if len(edge_list(n)) == num_edges_argmax), None)
+    keys: list[Hashable] = edge_list(num_nodes) if num_nodes else list(range(num_edges_argmax))
+    for _ in range(draws):
+        genotypes = [_random_genotype(dict(sorted(shape.items())), ops, rng) for _ in range(num_seeds)]
+        modal.append(modal_op_agreement([edge_choices(g) for g in genotypes], equivalent_inputs))
+        jaccard.append(mean_pairwise_jaccard(genotypes, equivalent_inputs))
+        if keys:
+            picks = [{k: str(ops[rng.integers(len(ops))]) for k in keys} for _ in range(num_seeds)]
+            argmax.append(modal_op_agreement(picks, equivalent_inputs and num_nodes is not None))
+    return {"chance_modal_agreement_p95": float(np.percentile(modal, 95)),
+            "chance_jaccard_p95": float(np.percentile(jaccard, 95)),
+            "chance_argmax_agreement_p95": float(np.percentile(argmax, 95)) if argmax else float("nan")}
+
+
 def _group_report(records: list[Mapping[str, Any]]) -> dict[str, Any]:
     genotypes = [genotype_from_triples(r["genotype"]) for r in records]
+    equivalent = all(bool(r.get("equivalent_inputs", True)) for r in records)
+    names = _op_names(records[0])
     probs = [np.asarray(r["op_probs"], dtype=float) for r in records if r.get("op_probs") is not None]
     shapley = [r["shapley_values"] for r in records if r.get("shapley_values") is not None]
     dice = [float(r["dice_mean"]) for r in records if r.get("dice_mean") is not None]
     dice = [d for d in dice if not math.isnan(d)]
     ranks = rank_correlation(shapley) if len(shapley) > 1 else {"kendall": float("nan"), "spearman": float("nan")}
+    ops = [name for name in names if name != "none"]
+    chance = chance_levels(genotypes[0], len(records), ops, num_edges_argmax=probs[0].shape[0] if probs else 0,
+                           equivalent_inputs=equivalent)
+    if len(probs) < 2:
+        chance["chance_argmax_agreement_p95"] = float("nan")
     return {
         "num_seeds": len(records),
         "seeds": [r["seed"] for r in records],
-        "modal_agreement": modal_op_agreement([edge_choices(g) for g in genotypes]),
-        "argmax_agreement": modal_op_agreement([dict(enumerate(p.argmax(-1).tolist())) for p in probs])
+        "equivalent_inputs": equivalent,
+        "modal_agreement": modal_op_agreement([edge_choices(g) for g in genotypes], equivalent),
+        "argmax_agreement": modal_op_agreement([_argmax_choices(p, names) for p in probs], equivalent)
         if len(probs) > 1 else float("nan"),
-        "jaccard": mean_pairwise_jaccard(genotypes),
+        "jaccard": mean_pairwise_jaccard(genotypes, equivalent),
         "js": mean_pairwise_js(probs),
         **ranks,
         "dice_mean": float(np.mean(dice)) if dice else float("nan"),
         "dice_std": float(np.std(dice, ddof=1)) if len(dice) > 1 else float("nan"),
+        **chance,
     }
 
 
@@ -198,14 +333,19 @@ def stability_report(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     Args:
         records: one per (dataset, policy, seed) with keys ``dataset``, ``policy``, ``seed``, ``genotype``
             (list of [node, src, op]), ``dice_mean``; optional ``backbone`` (grouped on when present),
-            ``op_probs`` ((E, P) nested list of final op probabilities) and ``shapley_values`` (a list aligned
+            ``op_probs`` ((E, P) nested list of final op probabilities), ``primitives`` (the op names of its
+            columns; default ``shapnas.ops.PRIMITIVES``), ``equivalent_inputs`` (s0 and s1 made from the same
+            tensor, so input-swapped cells are equal; default True) and ``shapley_values`` (a list aligned
             across seeds, or a mapping player -> value).
 
     Returns:
         One dict per group, sorted by key: ``dataset``, ``backbone`` (None if absent), ``policy``,
-        ``num_seeds``, ``seeds``, ``modal_agreement`` (genotype edges), ``argmax_agreement`` (per-edge arg-max
-        of ``op_probs``), ``jaccard``, ``js``, ``kendall``, ``spearman``, ``dice_mean``, ``dice_std`` (sample std,
-        ddof 1). A metric is NaN when fewer than two seeds carry its input.
+        ``num_seeds``, ``seeds``, ``equivalent_inputs``, ``modal_agreement`` (genotype edges),
+        ``argmax_agreement`` (per-edge arg-max of ``op_probs`` over the non-``none`` ops, for every policy),
+        ``jaccard``, ``js``, ``kendall``, ``spearman``, ``dice_mean``, ``dice_std`` (sample std, ddof 1), and
+        the chance levels ``chance_modal_agreement_p95``, ``chance_jaccard_p95``,
+        ``chance_argmax_agreement_p95`` (:func:`chance_levels`). A metric is NaN when fewer than two seeds
+        carry its input.
 
     Raises:
         ValueError: if a record lacks a required key or a group repeats a seed.

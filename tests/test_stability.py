@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from shapnas.stability import (edge_choices, genotype_from_triples, js_divergence, mean_pairwise_jaccard,
-                               mean_pairwise_js, modal_op_agreement, rank_correlation, stability_report)
+from shapnas.stability import (_random_genotype, chance_levels, edge_choices, genotype_from_triples, js_divergence,
+                               mean_pairwise_jaccard, mean_pairwise_js, modal_op_agreement, rank_correlation,
+                               stability_report, swap_inputs)
 
 G1 = genotype_from_triples([[2, 0, "sep_conv_3x3"], [2, 1, "skip_connect"], [3, 0, "max_pool_3x3"],
                             [3, 2, "dil_conv_3x3"]])
@@ -146,3 +147,52 @@ def test_stability_report_backbones_and_validation():
         stability_report([record("acdc", "none", 0, G1, 0.7), record("acdc", "none", 0, G2, 0.6)])
     with pytest.raises(ValueError, match="genotype"):
         stability_report([{"dataset": "acdc", "policy": "none", "seed": 0}])
+
+
+CELL = genotype_from_triples([[0, 0, "sep_conv_3x3"], [0, 1, "skip_connect"], [1, 0, "max_pool_3x3"],
+                              [1, 2, "dil_conv_3x3"], [2, 1, "avg_pool_3x3"], [2, 3, "sep_conv_5x5"],
+                              [3, 0, "dil_conv_5x5"], [3, 4, "sep_conv_3x3"]])
+OPS = ["max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+       "dil_conv_5x5"]
+
+
+def test_input_swapped_cells_count_as_equal_only_when_inputs_are_equivalent():
+    twin = swap_inputs(CELL)
+    assert twin != CELL and swap_inputs(twin) == CELL
+    choices = [edge_choices(CELL), edge_choices(twin), edge_choices(CELL)]
+    assert mean_pairwise_jaccard([CELL, twin], equivalent_inputs=True) == 1.0
+    assert mean_pairwise_jaccard([CELL, twin]) < 0.5
+    assert modal_op_agreement(choices, equivalent_inputs=True) == 1.0
+    assert modal_op_agreement(choices) < 1.0
+
+
+def test_chance_levels_are_the_95th_percentile_of_random_cells():
+    chance = chance_levels(CELL, 3, OPS, num_edges_argmax=14, equivalent_inputs=True, seed=0)
+    assert 0 < chance["chance_jaccard_p95"] < 0.5
+    assert 1 / 3 < chance["chance_modal_agreement_p95"] < 1
+    assert 1 / 3 < chance["chance_argmax_agreement_p95"] < 1
+    assert chance == chance_levels(CELL, 3, OPS, num_edges_argmax=14, equivalent_inputs=True, seed=0)
+    # fresh random cells of the same shape exceed the p95 in about 5 % of draws (same metric, same equivalence)
+    rng = np.random.default_rng(123)
+    shape = {0: 2, 1: 2, 2: 2, 3: 2}
+    above = 0
+    for _ in range(400):
+        cells = [_random_genotype(shape, OPS, rng) for _ in range(3)]
+        above += mean_pairwise_jaccard(cells, equivalent_inputs=True) > chance["chance_jaccard_p95"]
+    assert 0.005 < above / 400 < 0.1
+    assert math.isnan(chance_levels(CELL, 1, OPS)["chance_jaccard_p95"])
+
+
+def test_report_carries_chance_levels_and_argmax_over_non_none_ops():
+    probs = np.full((14, 8), 0.1)
+    probs[:, 0] = 0.3  # "none" (column 0) is the largest everywhere: it must not be the argmax
+    probs[:, 4] = 0.2
+    records = [record("acdc", "none", s, CELL, 0.8, op_probs=probs.tolist()) for s in range(3)]
+    records += [record("acdc", "shapley", s, g, 0.8, equivalent_inputs=False)
+                for s, g in enumerate([CELL, swap_inputs(CELL), CELL])]
+    none, shap = stability_report(records)
+    assert none["argmax_agreement"] == 1.0 and none["equivalent_inputs"] is True
+    assert none["modal_agreement"] == 1.0 > none["chance_modal_agreement_p95"]
+    assert none["jaccard"] == 1.0 > none["chance_jaccard_p95"]
+    assert shap["equivalent_inputs"] is False and shap["jaccard"] < 1.0
+    assert math.isnan(shap["chance_argmax_agreement_p95"])  # no op probabilities

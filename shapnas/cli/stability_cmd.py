@@ -8,10 +8,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run", "collect_stability_records", "last_shapley_values"]
+__all__ = ["add_parser", "run", "collect_stability_records", "last_shapley_values", "equivalent_inputs"]
 
-COLUMNS = (("modal_agreement", "agree"), ("argmax_agreement", "argmax"), ("jaccard", "jaccard"), ("js", "js"),
-           ("kendall", "kendall"), ("spearman", "spearman"), ("dice_mean", "dice"), ("dice_std", "dice_sd"))
+COLUMNS = (("modal_agreement", "agree"), ("chance_modal_agreement_p95", "chance"), ("argmax_agreement", "argmax"),
+           ("chance_argmax_agreement_p95", "chance"), ("jaccard", "jaccard"), ("chance_jaccard_p95", "chance"),
+           ("js", "js"), ("kendall", "kendall"), ("spearman", "spearman"), ("dice_mean", "dice"),
+           ("dice_std", "dice_sd"))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Read every finished search-<policy> stage (genotype, final op probabilities, last Shapley "
                     "round) and its eval-<policy> Dice, and report per (dataset, backbone, policy): modal-op "
                     "agreement, mean pairwise Jaccard of the genotypes, mean pairwise JS divergence of the op "
-                    "distributions, rank correlation of Shapley values, mean and std of test Dice.",
+                    "distributions, rank correlation of Shapley values, mean and std of test Dice, and the chance "
+                    "level of each agreement metric (chance_*_p95: 95th percentile over random genotypes of the "
+                    "same shape). Cells that differ only by swapping the inputs s0 and s1 count as equal when "
+                    "both are made from the skip tensor.",
         epilog="Examples:\n  python -m shapnas stability --results results\n"
                "  python -m shapnas stability --results results --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,6 +54,13 @@ def last_shapley_values(history_path: str | Path) -> dict[str, float] | None:
     return {f"{edge}:{op}": float(value) for (edge, op), value in zip(last["players"], last["mean"], strict=True)}
 
 
+def equivalent_inputs(config: dict[str, Any]) -> bool:
+    """Whether a search's two cell inputs s0, s1 are made from the same tensor (the skip): False once any
+    ``*decoder*`` option of its config is on (s1 is then the decoder feature)."""
+    return not any(value for key, value in config.items() if "decoder" in key and isinstance(value, (bool, str, int))
+                   and value not in ("", "none", "skip", 0, False))
+
+
 def collect_stability_records(results_root: str | Path) -> list[dict[str, Any]]:
     """One record per finished search under ``results_root``, as ``shapnas.stability.stability_report`` reads.
 
@@ -66,11 +78,14 @@ def collect_stability_records(results_root: str | Path) -> list[dict[str, Any]]:
         search = load_json(path)
         policy = search["policy"]
         evaluation = path.parent.parent / f"eval-{policy}" / "metrics.json"
+        config = path.parent / "config.json"
         records.append({
             "dataset": search["dataset"], "backbone": search["backbone"], "policy": policy, "seed": search["seed"],
             "genotype": search["genotype"], "op_probs": search.get("final_op_probs"),
             "shapley_values": last_shapley_values(path.parent / "history.jsonl"),
             "dice_mean": load_json(evaluation).get("dice_mean") if evaluation.exists() else None,
+            "primitives": search.get("primitives"),
+            "equivalent_inputs": equivalent_inputs(load_json(config)) if config.exists() else True,
         })
     return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["policy"], r["seed"]))
 
@@ -106,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     for row in report:
         cells = " ".join(f"{_cell(row[key]):>8}" for key, _ in COLUMNS)
         print(f"{row['dataset']:8} {str(row['backbone']):10} {row['policy']:8} {row['num_seeds']:>5} {cells}")
+    print("chance: the 95th percentile of the metric to its left over random genotypes of the same shape.")
     print("agree: modal-op agreement of the genotypes' edges; argmax: of every edge's arg-max op; jaccard: mean "
           "pairwise of (node, src, op) triples; js: mean pairwise JS divergence of the final op distributions; "
           "kendall/spearman: rank correlation of the last Shapley round; dice/dice_sd: test Dice over seeds.")
