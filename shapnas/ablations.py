@@ -13,8 +13,10 @@ the ``shapley`` search::
 A plan may shrink every run (``scale``: e.g. smaller slices and fewer epochs on the workshop's CPU), so
 its runs live apart from the book's main runs under ``<results>/<dataset>/``.
 
-A variant re-uses the main run's pre-trained backbone (``backbone_checkpoint``) and data, so it differs
-from the main ``shapley`` run only in its setting. Every evaluation is one chained job (search, re-train and
+One backbone per dataset: the first seed's pre-training is every other seed's ``backbone_checkpoint``, so
+the seeds of a policy differ only in the search (stability is a study of the search, not of the
+backbone). A variant re-uses that backbone and data too, so it differs from the main ``shapley`` run only
+in its setting. Every evaluation is one chained job (search, re-train and
 test in one process, :func:`shapnas.matrix.build_jobs` with ``chained=True``); the plan's runs skip the
 backbone baselines (chapters 2 and 4 have them). Finished jobs are skipped, so running it again completes
 only what is missing.
@@ -158,6 +160,25 @@ def _overrides(values: dict[str, Any]) -> list[str]:
     return [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in values.items()]
 
 
+def _main_jobs(plan: AblationPlan, chosen: Sequence[str], main_root: Path, backbone: str | None,
+               data_dirs: dict[str, str], overrides: list[str], python: str) -> list[Job]:
+    """The main runs: the first seed pre-trains the dataset's backbone, every other seed takes it as its
+    ``backbone_checkpoint``, so across seeds only the search varies (a study of the search, issue 9)."""
+    first, *others = plan.seeds
+    main = build_jobs(chosen, [first], plan.policies, profile=plan.profile, results=main_root, backbone=backbone,
+                      overrides=overrides, data_dirs=data_dirs, chained=True, baselines=False, python=python)
+    for dataset in chosen:
+        (pretrain,) = [j for j in main if j.id.startswith(f"{dataset}-") and j.id.endswith(f"seed{first}-pretrain")]
+        data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
+        for seed in others:
+            jobs = build_jobs([dataset], [seed], plan.policies, profile=plan.profile, results=main_root,
+                              backbone=backbone, overrides=[*overrides, f"backbone_checkpoint={pretrain.output.parent / 'model.pt'}"],
+                              data_dirs={dataset: data_dir}, chained=True, baselines=False, python=python)
+            main += [Job(j.id, j.argv, j.log, j.output, (*j.deps, pretrain.id) if j.kind == "pretrain" else j.deps,
+                         j.kind) for j in jobs]
+    return main
+
+
 def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
                         backbone: str | None = None, data_dirs: dict[str, str] | None = None,
                         overrides: Sequence[str] = (), python: str = sys.executable) -> tuple[list[Job], list[Job]]:
@@ -180,8 +201,7 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
     data_dirs = dict(data_dirs or {})
     overrides = [*_overrides(plan.scale), *overrides]
     main_root = ablation_root(results)
-    main = build_jobs(chosen, plan.seeds, plan.policies, profile=plan.profile, results=main_root, backbone=backbone,
-                      overrides=overrides, data_dirs=data_dirs, chained=True, baselines=False, python=python)
+    main = _main_jobs(plan, chosen, main_root, backbone, data_dirs, overrides, python)
     variants: list[Job] = []
     for dataset in (d for d in chosen if plan.covers_variants(d)):
         data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)

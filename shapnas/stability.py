@@ -237,6 +237,8 @@ def _argmax_choices(probs: np.ndarray, names: Sequence[str]) -> dict[Hashable, s
     probability 0, so it never wins), keyed ``(node, src)`` when the rows are a DARTS cell's edges."""
     from shapnas.genotype import edge_list
 
+    if len(names) != probs.shape[1]:  # columns of unknown ops: compare them all, by column
+        names = [str(i) for i in range(probs.shape[1])]
     keep = [i for i, name in enumerate(names) if name != "none"]
     best = probs[:, keep].argmax(-1)  # (E,)
     num_nodes = next((n for n in range(1, 16) if len(edge_list(n)) == probs.shape[0]), None)

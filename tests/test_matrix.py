@@ -270,3 +270,21 @@ def test_real_stages_matrix(tmp_path):
     with contextlib.redirect_stdout(stdout):
         assert main(argv) == 0
     assert "all 10 jobs are done" in stdout.getvalue()
+
+
+def test_ablation_plan_fixes_one_backbone_per_dataset(tmp_path):
+    from shapnas.ablations import ablation_plan, build_ablation_jobs
+
+    plan = ablation_plan("workshop")
+    assert len(plan.seeds) >= 3
+    main, variants = build_ablation_jobs(plan, results=tmp_path)
+    for dataset in plan.datasets:
+        first = f"{dataset}-basic_unet-seed{plan.seeds[0]}-pretrain"
+        checkpoint = f"backbone_checkpoint={tmp_path.resolve()}/ablations/main/{dataset}/basic_unet/seed-{plan.seeds[0]}/pretrain/model.pt"
+        (own,) = [j for j in main if j.id == first]
+        assert not any("backbone_checkpoint" in a for a in own.argv)
+        for seed in plan.seeds[1:]:
+            jobs = [j for j in main if j.id.startswith(f"{dataset}-basic_unet-seed{seed}-")]
+            assert jobs and all(checkpoint in j.argv for j in jobs)  # only the search seed varies
+            (pretrain,) = [j for j in jobs if j.kind == "pretrain"]
+            assert first in pretrain.deps
