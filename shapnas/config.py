@@ -110,6 +110,9 @@ class DataConfig(BaseConfig):
         test_fraction: share of patients in the test split. Defaults to 0.2.
         max_slices_per_volume: keep at most this many slices per volume, the most foreground-rich
             first then evenly spaced; 0 keeps all. Defaults to 0.
+        keep_classes: dataset -> the foreground class names to segment; the others become background
+            (e.g. the AMOS organs a 64-pixel slice can resolve); a dataset not named keeps every class.
+            Defaults to {}.
     """
 
     slice_size: int = 64
@@ -119,9 +122,14 @@ class DataConfig(BaseConfig):
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_slices_per_volume: int = 0
+    keep_classes: dict[str, list[str]] = field(default_factory=dict)  # issue 9b
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.keep_classes, dict) or any(not isinstance(v, (list, tuple))
+                                                           for v in self.keep_classes.values()):
+            raise ValueError(f"keep_classes={self.keep_classes!r}; expected a mapping dataset -> list of class names")
+        object.__setattr__(self, "keep_classes", {str(k): [str(n) for n in v] for k, v in self.keep_classes.items()})
         if self.slice_size < 16 or self.slice_size % 16:
             raise ValueError(f"slice_size={self.slice_size}; expected a multiple of 16, at least 16")
         if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1:

@@ -26,6 +26,7 @@ from shapnas.splits import SPLIT_NAMES, load_or_create_splits
 from shapnas.volumes import Volume, load_volume
 
 __all__ = ["PreparedData", "prepare_data", "resolve_data_dir", "cache_dir", "select_slices", "summarize",
+           "restrict_classes",
            "CACHE_VERSION"]
 
 CACHE_VERSION = 1  # bump when load_volume's output changes
@@ -165,6 +166,39 @@ def _subsample(volume: Volume, max_slices: int) -> Volume:
     return Volume(volume.case_id, volume.patient_id, volume.image[keep], volume.label[keep], volume.spacing)
 
 
+def restrict_classes(spec: DatasetSpec, keep: tuple[str, ...]) -> tuple[DatasetSpec, np.ndarray]:
+    """A spec with only the foreground classes named in ``keep`` (in the spec's order), and the lookup table
+    that maps the full spec's class ids to the reduced ones (dropped classes become background, 0).
+
+    Args:
+        spec: the dataset's full spec (one evaluation region per foreground class).
+        keep: foreground class names to keep.
+
+    Returns:
+        (reduced spec, (K,) int64 lookup table from old to new class ids).
+
+    Raises:
+        ValueError: an unknown class name, or a spec with composite regions (BraTS WT/TC/ET).
+    """
+    unknown = [name for name in keep if name not in spec.class_names[1:]]
+    if unknown:
+        raise ValueError(f"keep_classes {unknown} not in {spec.name}'s classes {list(spec.class_names[1:])}")
+    if any(len(ids) > 1 for ids in spec.eval_regions.values()):
+        raise ValueError(f"keep_classes needs one region per class; {spec.name} scores regions "
+                         f"{list(spec.eval_regions)}")
+    kept = [0] + [i for i, name in enumerate(spec.class_names) if i > 0 and name in keep]
+    lut = np.zeros(len(spec.class_names), dtype=np.int64)
+    lut[kept] = np.arange(len(kept))
+    names = tuple(spec.class_names[i] for i in kept)
+    reduced = DatasetSpec(spec.name, spec.channel_names, names, tuple(spec.label_values[i] for i in kept),
+                          spec.modality, {name: (index,) for index, name in enumerate(names) if index > 0})
+    return reduced, lut
+
+
+def _relabel(volume: Volume, lut: np.ndarray) -> Volume:
+    return Volume(volume.case_id, volume.patient_id, volume.image, lut[volume.label], volume.spacing)
+
+
 def prepare_data(cfg: DataConfig) -> PreparedData:
     """Load the dataset of ``cfg`` as slices, split by patient.
 
@@ -183,19 +217,23 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         ValueError: no cases, too few patients, a bad file (named), or a splits.json that does not match.
     """
     data_dir = resolve_data_dir(cfg)
-    spec = dataset_spec(cfg.dataset, data_dir)
+    spec = full_spec = dataset_spec(cfg.dataset, data_dir)
+    lut = None
+    if cfg.keep_classes.get(cfg.dataset):
+        spec, lut = restrict_classes(full_spec, tuple(cfg.keep_classes[cfg.dataset]))
     cases = list_cases(cfg.dataset, data_dir)
     if not cases:
         raise ValueError(f"{data_dir}: no labelled {cfg.dataset} cases found; check the folder layout "
                          "(see shared/docs/data-layouts.md)")
     splits = load_or_create_splits(dataset_dir(cfg.results_root, cfg.dataset) / "splits.json",
                                    [c.patient_id for c in cases], cfg.split_seed, cfg.val_fraction, cfg.test_fraction)
-    folder = cache_dir(cfg, data_dir, spec)
+    folder = cache_dir(cfg, data_dir, full_spec)
     split_of = {patient: name for name in SPLIT_NAMES for patient in splits[name]}
     volumes: dict[str, list[Volume]] = {name: [] for name in SPLIT_NAMES}
     val_whole: list[Volume] = []
     for case in cases:
-        volume = _load_cached(case, spec, cfg.slice_size, folder)
+        volume = _load_cached(case, full_spec, cfg.slice_size, folder)
+        volume = volume if lut is None else _relabel(volume, lut)
         split = split_of[case.patient_id]
         volumes[split].append(volume if split == "test" else _subsample(volume, cfg.max_slices_per_volume))
         if split == "val":
