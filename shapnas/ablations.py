@@ -78,7 +78,9 @@ PAPER_VARIANTS = WORKSHOP_VARIANTS + (
 # The workshop plan's runs: 4× fewer pixels, shorter training and one antithetic permutation pair per
 # Shapley round (a round costs ~4× less), so its 42 jobs fit make book's time target on a 2-core laptop.
 WORKSHOP_SCALE = {"slice_size": 32, "pretrain_epochs": 12, "search_epochs": 6, "warmup_epochs": 2,
-                  "finetune_epochs": 3, "retrain_epochs": 3, "shapley_permutations": 1}
+                  "finetune_epochs": 3, "retrain_epochs": 3, "shapley_permutations": 1,
+                  # issue 9b: step budgets (the profile's are sized for 64 px): backbone until V plateaus, capped
+                  "pretrain_steps": 600, "patience_steps": 150, "finetune_steps": 150, "retrain_steps": 150}
 # at the workshop plan's scale the default is M = 1, so its M variant is the other side, M = 4
 WORKSHOP_PLAN_VARIANTS = (Variant("M-4", "permutations M", "M = 4", {"shapley_permutations": 4}),
                           *WORKSHOP_VARIANTS[1:])
