@@ -25,7 +25,7 @@ from shapnas.runs import load_json, save_json
 
 __all__ = ["PHANTOM_DATASETS", "PHANTOM_VARIANTS", "PHANTOM_VERSION", "write_phantom_dataset", "phantom_info"]
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2  # 2: KiTS masses large enough for 64-pixel slices (issue 9)
 MARKER = "_phantom.json"  # a leading "_" so that the loaders skip it
 PHANTOM_VARIANTS: dict[str, tuple[str, ...]] = {  # first = default
     "acdc": ("acdc",), "brats": ("2021", "2020", "2023"), "kits": ("kits23", "kits21", "kits19"),

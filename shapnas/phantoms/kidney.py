@@ -2,7 +2,8 @@
 
 The abdominal scene of :mod:`shapnas.phantoms.abdomen`, axially centred on the kidneys, plus renal masses:
 one or two tumours per patient (round, partly exophytic, heterogeneous, less enhancing than cortex, large
-ones with a necrotic core) and zero to three simple cysts (near water HU, sharp rim). Labels 0 bg,
+ones with a necrotic core) and one to three simple cysts (near water HU, sharp rim). Sizes (version 2):
+tumour radius 12–30 mm, cyst radius 9–18 mm, so that a 64-pixel slice (~5 mm pixels) resolves them. Labels 0 bg,
 1 kidney, 2 tumour, 3 cyst; painted kidney, then cyst, then tumour (KiTS23 aggregation order (1, 3, 2)).
 KiTS19 has no cyst class: cysts count as kidney there. Arrays are stored as (slices, rows, columns) with the
 KiTS affine (voxel axis 0 = inferior-superior), as the challenge files are.
@@ -37,16 +38,16 @@ def kidney_case(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     scene = abdomen_scene(grid, rng)
     label = np.isin(scene.owner, (2, 3)).astype(np.uint8)
     kidney_mask = label == 1
-    for _ in range(int(rng.choice([0, 1, 1, 2, 3]))):
+    for _ in range(int(rng.choice([1, 1, 2, 3]))):  # v2: every patient has a cyst (a per-patient Dice exists)
         kidney = scene.kidneys[int(rng.integers(2))]
-        rho = blob(grid, _surface_point(rng, kidney, (0.6, 1.0)), rng.uniform(4, 15, 1).repeat(3) * (1, 1, 1.1),
+        rho = blob(grid, _surface_point(rng, kidney, (0.6, 1.0)), rng.uniform(9, 18, 1).repeat(3) * (1, 1, 1.1),
                    rng, wobble=0.03)
         cyst = (rho < 1) & (kidney_mask | (rho < 0.7))
         scene.paint(cyst, float(rng.uniform(0, 15)))
         label[cyst] = 3
     for index in range(1 if rng.uniform() < 0.8 else 2):
         kidney = scene.kidneys[int(rng.integers(2))]
-        radius = float(rng.uniform(8, 30))
+        radius = float(rng.uniform(12, 30))  # v2: at least ~2 pixels of radius at 64 px
         center = _surface_point(rng, kidney, (0.55, 1.0))
         rho = blob(grid, center, radius * rng.uniform(0.85, 1.15, 3), rng, wobble=0.12, num_waves=5)
         base = rng.uniform(130, 175) if scene.phase == "arterial" else rng.uniform(65, 115)
