@@ -118,3 +118,34 @@ def test_profiles_give_power_and_matching_budgets():
     test_patients = round(cfg.phantom_patients * cfg.test_fraction)
     assert test_patients >= 30
     assert len(cfg.finetune_lrs) >= 2
+
+
+def test_finetune_tunes_its_rate_on_v_and_reports_the_budget(tmp_path):
+    from shapnas.pipeline import run_finetune, run_pretrain
+    from shapnas.runs import load_json, read_jsonl
+
+    cfg = config_from_profile(RetrainConfig, "smoke", results_root=str(tmp_path), device="cpu",
+                              finetune_lrs=[1e-5, 3e-3], finetune_steps=6, patience_steps=4)
+    pretrain = load_json(run_pretrain(cfg) / "metrics.json")
+    stage = run_finetune(cfg)
+    metrics = load_json(stage / "metrics.json")
+    trials = metrics["lr_trials"]
+    assert [t["lr"] for t in trials] == [1e-5, 3e-3]
+    best = max(trials, key=lambda t: t["val_dice"])
+    assert metrics["lr"] == best["lr"] and metrics["val_dice"] == best["val_dice"]
+    assert all(t["steps"] <= 6 for t in trials) and metrics["max_steps"] == 6
+    assert metrics["stopped"] in ("budget", "patience")
+    assert read_jsonl(stage / "history.jsonl") == read_jsonl(stage / f"history-lr{metrics['lr']:g}.jsonl")
+
+
+@pytest.mark.slow
+def test_joint_arm_trains_the_backbone_at_the_controls_rate(tmp_path):
+    from shapnas.pipeline import run_finetune, run_retrain
+    from shapnas.runs import load_json
+
+    cfg = config_from_profile(RetrainConfig, "smoke", results_root=str(tmp_path), device="cpu", policy="none",
+                              finetune_lrs=[1e-5, 3e-3], finetune_steps=4, retrain_steps=4, joint_finetune=True)
+    control = load_json(run_finetune(cfg) / "metrics.json")
+    joint = load_json(run_retrain(cfg) / "metrics.json")
+    assert joint["joint_finetune"] is True and joint["backbone_lr"] == control["lr"]
+    assert joint["steps"] <= 4 and joint["num_trainable_parameters"] == joint["num_parameters"]
