@@ -16,8 +16,10 @@ from matplotlib.figure import Figure
 from shapnas.book import (BookError, build_book, check_html, executed_toc, notebook_errors, toc_files,
                           write_method_figures)
 from shapnas.ops import PRIMITIVES
+from shapnas.plots.claims import cost_split, interval_verdict, speed_text
 from shapnas.plots.results import (claims_table, claims_text, comparison_table, data_sources, metrics_table,
-                                   patient_scores, plot_patient_boxplots, speedup_table, speedups)
+                                   paired_intervals, patient_scores, plot_patient_boxplots, plot_seed_spread,
+                                   speedup_table, speedups)
 from shapnas.plots.search import (edge_labels, pick_epochs, plot_arch_heatmaps, plot_cell_graph, plot_edge_weights,
                                   plot_epoch_times)
 from shapnas.plots.shapley import (plot_cost_per_epoch, plot_pruning_timeline, plot_shapley_rounds, pruned_epochs,
@@ -71,7 +73,12 @@ def _eval(dice: list[float], hd95: list[float]) -> dict:
             "hd95_per_class": {"RV": float(np.mean(hd95)), "LV": None}, "num_cases": len(dice), "per_case": cases}
 
 
-def _records(tmp_path: Path, seeds=(0,), gain=0.07, speed=(400.0, 100.0), data_dir="") -> list[dict]:
+def _ci(gain: float, half: float | None) -> dict | None:
+    """A paired-bootstrap interval as ``shapnas summary`` writes it (Dice fractions), or none."""
+    return None if half is None else {"mean": gain, "ci_low": gain - half, "ci_high": gain + half}
+
+
+def _records(tmp_path: Path, seeds=(0,), gain=0.07, speed=(400.0, 100.0), data_dir="", half=0.02) -> list[dict]:
     records = []
     for seed in seeds:
         run = tmp_path / "acdc" / "basic_unet" / f"seed-{seed}"
@@ -80,13 +87,14 @@ def _records(tmp_path: Path, seeds=(0,), gain=0.07, speed=(400.0, 100.0), data_d
         base = {"dataset": "acdc", "backbone": "basic_unet", "seed": seed, "run_dir": str(run), "dice_per_class": {},
                 "epochs": None, "genotype": None, "search_wall_s": None}
         genotype = [[n, s, "sep_conv_3x3"] for n in range(4) for s in (0, 1)]
+        iac = {"test_patients": 8, "dice_vs_backbone": _ci(gain, half), "dice_vs_finetune": _ci(0.9 * gain, half)}
         records += [
             {**base, "method": "backbone", "dice_mean": 0.70, "hd95_mean": 5.0},
             {**base, "method": "finetune", "dice_mean": 0.71, "hd95_mean": 4.8},
             {**base, "method": "iac-none", "dice_mean": 0.70 + gain, "hd95_mean": 4.0, "search_wall_s": speed[0],
-             "epochs": 12, "genotype": genotype},
+             "epochs": 12, "genotype": genotype, **iac},
             {**base, "method": "iac-shapley", "dice_mean": 0.70 + gain, "hd95_mean": 4.1, "search_wall_s": speed[1],
-             "epochs": 6, "genotype": genotype},
+             "epochs": 6, "genotype": genotype, **iac},
         ]
     return records
 
@@ -192,31 +200,61 @@ def test_comparison_table_and_speedups(tmp_path):
     assert comparison_table(records, dataset="kits").empty
 
 
-def test_claims_verdicts_are_computed(tmp_path):
+def _write_history(run: Path, policy: str, train: float, shapley: float) -> None:
+    (run / f"search-{policy}").mkdir(parents=True, exist_ok=True)
+    lines = [{"epoch": e, "time_train_s": train / 2, "time_shapley_s": shapley / 2, "time_eval_s": 0.5}
+             for e in range(2)]
+    (run / f"search-{policy}" / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_claims_verdicts_are_decided_by_the_intervals(tmp_path):
     agree = claims_table(_records(tmp_path / "a", seeds=(0, 1, 2), gain=0.07, speed=(400.0, 100.0)))
     assert agree.loc["IAC improves the pre-trained U-Net (Dice)", "verdict"].startswith("Agrees")
     assert agree["agreement"].tolist() == ["Agrees", "Agrees", "Agrees", "Disagrees", "Agrees"]
-    assert "+7.0 points" in agree.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
-    assert agree.loc["Shapley pruning speeds up the search", "verdict"].startswith("Agrees")
+    measured = agree.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
+    assert "acdc seed 0: +7.0 points (95 % CI +5.0 to +9.0), improves" in measured
     assert agree.loc["More stable operation choices", "verdict"].startswith("Disagrees")  # equal Jaccard (1 = 1)
-    assert agree.loc["Improves or matches strong baselines", "verdict"].startswith("Agrees")
+    assert "6 improve, 0 match" in agree.loc["Improves or matches strong baselines", "measured"]
     assert all("Phantom data for acdc" in v for v in agree["verdict"])
-    partly = claims_table(_records(tmp_path / "b", gain=0.02, speed=(300.0, 200.0), data_dir="/data/ACDC"))
+    partly = claims_table(_records(tmp_path / "b", gain=0.02, half=0.015, speed=(300.0, 200.0), data_dir="/data/A"))
     assert partly.loc["IAC improves the pre-trained U-Net (Dice)", "verdict"].startswith("Partly")
     assert partly.loc["Shapley pruning speeds up the search", "verdict"].startswith("Partly: the pruned search is "
                                                                                     "faster (up to 1.50×)")
     assert partly.loc["More stable operation choices", "verdict"].startswith("Not yet measurable")
     assert not any("Phantom" in v for v in partly["verdict"])
+    # +0.1 points with an interval from -0.2 to +0.4: noise, not a gain (the old rule said "Partly")
+    noise = claims_table(_records(tmp_path / "n", gain=0.001, half=0.003))
+    assert noise.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Inconclusive"
+    assert "95 % CI -0.2 to +0.4" in noise.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
+    assert noise.loc["Improves or matches strong baselines", "agreement"] == "Consistent, not shown"
     worse = claims_table(_records(tmp_path / "c", gain=-0.05, speed=(100.0, 150.0)))
     assert worse.loc["IAC with the full search (Dice)", "verdict"].startswith("Disagrees")
+    assert worse.loc["Improves or matches strong baselines", "agreement"] == "Disagrees"
     assert worse.loc["Shapley pruning speeds up the search", "verdict"].startswith("Disagrees")
-    flat = claims_table(_records(tmp_path / "e", gain=0.0004))  # +0.04 points: no gain at the reported precision
-    assert flat.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Disagrees"
+    no_interval = claims_table(_records(tmp_path / "e", gain=0.03, half=None))
+    assert no_interval.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Undecided"
+    assert no_interval.loc["Improves or matches strong baselines", "agreement"] == "Undecided"
     empty = claims_table([])
     assert (empty["measured"] == "not run yet").sum() == 4
     text = claims_text(partly)
     assert text.count("\n- **") == 4 and "**Shapley pruning speeds up the search.** Partly" in text
     assert data_sources(_records(tmp_path / "d", data_dir="x")) == {"acdc": "real"}
+
+
+def test_a_ratio_below_one_comes_with_its_cost_split(tmp_path):
+    records = _records(tmp_path, speed=(100.0, 150.0))
+    run = Path(records[0]["run_dir"])
+    assert speed_text(run) .startswith("Speed: not available")
+    _write_history(run, "none", train=99.0, shapley=0.0)
+    _write_history(run, "shapley", train=60.0, shapley=89.0)
+    assert cost_split(run, "shapley") == {"train": 60.0, "shapley": 89.0, "eval": 1.0, "epochs": 2.0}
+    text = speed_text(run)
+    assert "a ratio of 0.67×" in text and "Shapley rounds cost 89.0 s while pruning saved only 39.0 s" in text
+    verdict = claims_table(records).loc["Shapley pruning speeds up the search", "verdict"]
+    assert verdict.startswith("Disagrees") and "saved only 39.0 s" in verdict
+    _write_history(run, "shapley", train=40.0, shapley=10.0)
+    assert "Pruning saved 59.0 s of training at a cost of 10.0 s" in speed_text(run)
+    assert interval_verdict(None) is None and interval_verdict({"mean": 0, "ci_low": 0.0, "ci_high": 0.1}) == "matches"
 
 
 def test_method_figures_are_written(tmp_path):
