@@ -4,6 +4,7 @@ records (CONTRACTS.md schemas), and a strict build of a smoke-profile execution 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,17 +14,21 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
+import shapnas
 from shapnas.book import (BookError, build_book, check_html, executed_toc, notebook_errors, toc_files,
                           write_method_figures)
+from shapnas.book_pages import page_title, provenance_text, source_commit, tag_for_book
 from shapnas.ops import PRIMITIVES
 from shapnas.plots.claims import cost_split, interval_verdict, speed_text
 from shapnas.plots.results import (claims_table, claims_text, comparison_table, data_sources, metrics_table,
                                    paired_intervals, patient_scores, plot_patient_boxplots, plot_seed_spread,
                                    speedup_table, speedups)
-from shapnas.plots.search import (edge_labels, pick_epochs, plot_arch_heatmaps, plot_cell_graph, plot_edge_weights,
-                                  plot_epoch_times)
+from shapnas.plots.data import plot_class_frequencies
+from shapnas.plots.search import (ALPHA_SCALE_FLOOR, alpha_deviation, edge_labels, nice_bound, pick_epochs,
+                                  plot_arch_heatmaps, plot_cell_graph, plot_edge_weights, plot_epoch_times)
 from shapnas.plots.shapley import (plot_cost_per_epoch, plot_pruning_timeline, plot_shapley_rounds, pruned_epochs,
-                                   pruning_table, shapley_rounds)
+                                   pruning_table, pruning_table_view, shapley_rounds)
+from shapnas.plots.style import setup_notebook
 from shapnas.plots.training import parameter_table, plot_parameter_counts, plot_training_curves
 from test_notebooks import ROOT, smoke_book  # noqa: F401  (session fixture shared with test_browser)
 
@@ -366,3 +371,169 @@ def test_book_build_fails_loudly_on_a_warning(smoke_book, tmp_path):
     (root / "book" / "workshop.md").write_text("# Workshop\n\nA reference to {doc}`no_such_page`.\n")
     with pytest.raises(BookError, match="no_such_page"):
         build_book(root, log=lambda line: None)
+
+
+# ------------------------------------------------------------------ issue 12: honest figures, clean pages, titles
+
+def test_alpha_map_is_a_deviation_on_a_stated_symmetric_scale():
+    assert [nice_bound(v) for v in (0.0031, 0.02, 0.021, 0.3)] == [0.005, 0.02, 0.025, 0.5]
+    uniform = {"op_probs": np.full((E, P), 1 / P).tolist(), "active": np.ones((E, P), bool).tolist()}
+    assert np.allclose(alpha_deviation(uniform), 0)
+    active = np.ones((E, P), bool)
+    active[:, :4] = False
+    probs = np.where(active, 0.25, 0.0)
+    probs[0, 4:] = [0.4, 0.2, 0.2, 0.2]
+    deviation = alpha_deviation({"op_probs": probs.tolist(), "active": active.tolist()})
+    assert np.isnan(deviation[:, :4]).all() and deviation[0, 4] == pytest.approx(0.15)  # 0.4 - 1/4 active ops
+    history = _search_history(prune=True)
+    fig = plot_arch_heatmaps(history, count=2)
+    image = next(ax for ax in fig.axes if ax.get_title().startswith("epoch")).get_images()[0]
+    low, high = image.get_clim()
+    assert low == -high and high >= ALPHA_SCALE_FLOOR  # symmetric around "uniform", never auto-stretched
+    assert f"±{high:g}" in fig._suptitle.get_text() and "uniform" in fig._suptitle.get_text()
+
+
+def test_class_frequencies_are_linear_from_zero_and_labelled():
+    summary = {"dataset": "acdc", "classes": ["background", "RV", "MYO", "LV"],
+               "class_frequencies": {"background": 0.9, "RV": 0.02, "MYO": 0.03, "LV": 0.05}}
+    ax = plot_class_frequencies(summary).axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([2.0, 3.0, 5.0])  # MYO is drawn 1.5× RV, as it is
+    assert [t.get_text() for t in ax.texts] == ["2%", "3%", "5%"]
+
+
+def test_patient_boxplots_print_the_paired_interval():
+    evals = {"backbone": _eval([0.6, 0.7], [5.0, 7.0]), "shapley": _eval([0.8, 0.9], [2.0, 3.0])}
+    interval = {"mean": 0.001, "ci_low": -0.002, "ci_high": 0.004}
+    fig = plot_patient_boxplots(evals, {"shapley": interval})
+    assert "IAC, Shapley-pruned: +0.1 points (95 % CI -0.2 to +0.4)" in fig._suptitle.get_text()
+    assert plot_patient_boxplots(evals)._suptitle is None
+
+
+def test_paired_intervals_and_seed_spread(tmp_path):
+    records = _records(tmp_path, seeds=(0, 1, 2))
+    intervals = paired_intervals(records, dataset="acdc", backbone="basic_unet", seed=1)
+    assert set(intervals) == {"none", "shapley"} and intervals["shapley"]["ci_low"] == pytest.approx(0.05)
+    assert paired_intervals(_records(tmp_path / "x", half=None), dataset="acdc", backbone="basic_unet", seed=0) == {}
+    fig = plot_seed_spread(records)
+    ax = fig.axes[0]
+    assert ax.get_title() == "acdc: 3 seeds"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["backbone (pre-trained)", "backbone fine-tuned",
+                                                            "IAC, full search", "IAC, Shapley-pruned"]
+    with pytest.raises(ValueError, match="no evaluated records"):
+        plot_seed_spread([])
+
+
+def test_pruning_table_view_has_no_e_notation():
+    html = pruning_table_view(_search_history(prune=True)).to_html()
+    assert "e-0" not in html and "long-table" in html and "Shapley value (Dice points)" in html
+    assert "-100.000" in html  # the first pruned player's value, -1.0 soft Dice, in points
+
+
+def test_setup_notebook_shows_tables_whole():
+    import pandas as pd
+
+    setup_notebook()
+    wide = pd.DataFrame(np.arange(40 * 90).reshape(90, 40))
+    assert "..." not in repr(wide) and "…" not in wide._repr_html_()
+
+
+def test_page_titles_and_provenance(tmp_path):
+    assert page_title("1. The data", "acdc") == "ACDC · 1. The data"
+    assert page_title("ACDC · 1. The data", "acdc") == "ACDC · 1. The data" and page_title("x", None) == "x"
+    metadata = {"parameters": {"seed": 2, "dataset": "kits", "data_dir": ""}, "start_time": "2026-12-01T14:03:05.1",
+                "duration": 61.4}
+    line = provenance_text(metadata, profile="workshop", commit="abc1234")
+    assert line == ("*This page: profile `workshop`, seed 2, dataset `kits` (phantom data), shapnas "
+                    f"{shapnas.__version__} (commit abc1234), executed 2026-12-01 14:03 UTC in 61 s "
+                    "(papermill; `python -m shapnas run`).*")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 3. The full search\n\n## Overview"),
+                                         nbformat.v4.new_code_cell("1")], metadata={"papermill": metadata})
+    path = tmp_path / "03_search.ipynb"
+    nbformat.write(nb, str(path))
+    for _ in range(2):  # re-tagging neither prefixes twice nor adds a second provenance line
+        tag_for_book(path, dataset="kits", profile="workshop")
+    cells = nbformat.read(str(path), as_version=4).cells
+    assert cells[0].source == "# KiTS · 3. The full search\n\n## Overview"
+    assert [c.cell_type for c in cells] == ["markdown", "markdown", "code"] and "profile `workshop`" in cells[1].source
+    assert source_commit(tmp_path) == "no git checkout"
+
+
+def test_workshop_has_goals_a_measured_schedule_and_exercises_with_solutions():
+    text = (ROOT / "book" / "workshop.md").read_text()
+    assert "## Learning goals" in text and "## Schedule" in text and "{{" not in text
+    exercises = text.split("\n### ")[1:]
+    assert len(exercises) >= 6
+    for exercise in exercises:
+        assert "**Expected" in exercise and ":::{dropdown} Solution" in exercise, exercise[:40]
+    assert "15%" not in text and "15 %" not in text  # no budget the method chapter does not state
+    assert "-f shapnas/profiles/workshop.yaml" in text
+
+
+def test_scholarship_files():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    for key in ("benedykciuk2026shapley", "benedykciuk2024iac", "benedykciuk2026iaclth", "xu2020pcdarts",
+                "liu2019darts", "xiao2022shapleynas", "shapley1953value", "owen1972multilinear", "cardoso2022monai",
+                "isensee2021nnunet", "bernard2018acdc", "menze2015brats", "heller2021kits", "ji2022amos"):
+        assert "{" + key + "," in bib, key
+    assert "doi     = {10.1038/s41598-026-59012-w}" in bib
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["preferred-citation"]["doi"] == "10.1038/s41598-026-59012-w"
+    toc = toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+    assert "book/glossary" in toc and "book/bibliography" in toc
+    glossary = (ROOT / "book" / "glossary.md").read_text()
+    for term in ("IAC", "HD95", "W/A/V split", "JS divergence", "Shapley value"):
+        assert f"\n{term}\n" in glossary, term
+
+
+def test_unplanned_experiment_chapters_are_not_executed(tmp_path):
+    from shapnas.notebook_runner import _Job, _without_unplanned
+
+    jobs = [_Job(f"{d} {s}", Path(f"{s}.ipynb"), tmp_path / d / f"{s}.ipynb", tmp_path / "c.ipynb", {}, d)
+            for d in ("acdc", "brats") for s in ("04_shapley_pruning", "05_ablations", "06_stability")]
+    (tmp_path / "brats").mkdir()
+    stale = tmp_path / "brats" / "05_ablations.ipynb"
+    stale.write_text("{}")
+    lines: list[str] = []
+    kept = _without_unplanned(jobs, "smoke", lines.append)  # the smoke plan covers acdc only
+    assert [j.label for j in kept] == ["acdc 04_shapley_pruning", "acdc 05_ablations", "acdc 06_stability",
+                                       "brats 04_shapley_pruning"]
+    assert not stale.exists() and "brats 05_ablations, brats 06_stability" in lines[0]
+
+
+# ------------------------------------------------------------------ issue 12: the built book
+
+def _text(html: str) -> str:
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+@pytest.mark.slow
+def test_built_pages_have_distinct_titles_whole_tables_and_captioned_figures(built_book, smoke_book):
+    html_dir = built_book.parent
+    pages = toc_files(yaml.safe_load((smoke_book / "_build" / "_toc_executed.yml").read_text()))
+    titles = {}
+    for page in pages:
+        html = (html_dir / f"{page}.html").read_text()
+        titles[page] = re.search(r"<title>(.*?)</title>", html, re.S).group(1).strip()
+        for table in re.findall(r"<table.*?</table>", html, re.S):
+            assert "…" not in table and ">...<" not in table, f"{page}: a truncated table"
+        if page.startswith("book/datasets/"):
+            outputs = re.findall(r'<div class="cell_output docutils container">(.*?)</div>\s*</div>\s*</div>', html, re.S)
+            images = html.count('<img alt="_images/') + len(re.findall(r'<img[^>]+src="[^"]*_images/', html))
+            figures = len(re.findall(r"<figcaption>", html))
+            assert images and figures >= sum("<img" in o for o in outputs), page
+            assert "This page: profile `smoke`" in html or "This page: profile <code" in html, page
+            assert "NBVAL" not in html and "warnings.filterwarnings" not in html
+            assert "cfg = RetrainConfig(" not in html and "cfg = DataConfig(" not in html
+    dataset_titles = [t for p, t in titles.items() if p.startswith("book/datasets/acdc/")]
+    assert len(set(dataset_titles)) == len(dataset_titles) and all(t.startswith("ACDC · ") for t in dataset_titles)
+    assert "05_ablations" in " ".join(pages)  # the smoke plan covers acdc
+    bibliography = (html_dir / "book" / "bibliography.html").read_text()
+    assert 'href="https://doi.org/10.1038/s41598-026-59012-w"' in bibliography
+    workshop = (html_dir / "book" / "workshop.html").read_text()
+    assert workshop.count("<details") >= 6 and "Solution" in _text(workshop)
+    glossary = (html_dir / "book" / "glossary.html").read_text()
+    assert 'id="term-IAC"' in glossary
+    intro = (html_dir / "book" / "intro.html").read_text()
+    assert "glossary.html#term-IAC" in intro and 'href="https://doi.org/10.1038/s41598-026-59012-w"' in intro

@@ -22,6 +22,7 @@ __all__ = [
     "player_label",
     "plot_shapley_rounds",
     "pruning_table",
+    "pruning_table_view",
     "pruned_epochs",
     "plot_pruning_timeline",
     "plot_cost_per_epoch",
@@ -94,6 +95,16 @@ def pruning_table(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             rows.append({"epoch": record["epoch"], "edge": edge_labels(num_edges)[int(edge)], "op": op,
                          "Shapley value": mean, "s.e.": stderr})
     return pd.DataFrame(rows, columns=["epoch", "edge", "op", "Shapley value", "s.e."])
+
+
+def pruning_table_view(history: Sequence[Mapping[str, Any]]) -> Any:
+    """:func:`pruning_table` for reading: values and standard errors in Dice points (× 100, three decimals, no
+    e-notation), every row shown in a scroll box (CSS class ``long-table`` of the book's stylesheet)."""
+    table = pruning_table(history)
+    table[["Shapley value", "s.e."]] = table[["Shapley value", "s.e."]] * 100
+    table = table.rename(columns={"Shapley value": "Shapley value (Dice points)", "s.e.": "s.e. (points)"})
+    return (table.style.format({"Shapley value (Dice points)": "{:+.3f}", "s.e. (points)": "{:.3f}"}, na_rep="–")
+            .hide(axis="index").set_table_attributes('class="long-table"'))
 
 
 def pruned_epochs(history: Sequence[Mapping[str, Any]], primitives: Sequence[str] = PRIMITIVES) -> np.ndarray:
