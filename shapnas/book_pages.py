@@ -21,7 +21,6 @@ import shapnas
 __all__ = [
     "BOOK_TAGS",
     "DATASET_NAMES",
-    "PROVENANCE_TAG",
     "terminal_text",
     "page_title",
     "source_commit",
@@ -34,7 +33,6 @@ BOOK_TAGS = {"parameters": "remove-cell", "injected-parameters": "hide-input"}
 # how a dataset is written in page titles ("ACDC · 1. The data"): distinct titles in the sidebar, the
 # browser tab, search results and the previous/next links
 DATASET_NAMES = {"acdc": "ACDC", "brats": "BraTS", "kits": "KiTS", "amos": "AMOS", "msd": "MSD"}
-PROVENANCE_TAG = "provenance"  # the markdown cell this module inserts (replaced when a page is re-tagged)
 TITLE_SEPARATOR = " · "
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -137,17 +135,25 @@ def _retitle(nb: Any, dataset: str | None) -> None:
     first.source = "# " + page_title(head[2:].strip(), dataset) + ("\n" + rest if rest else "")
 
 
+def _name_figures(nb: Any, dataset: str | None) -> None:
+    """Prefix the figure names of the cells' ``mystnb.figure`` metadata with the dataset (``acdc-fig-alpha``):
+    figure labels are global in the book, and every dataset's chapter 3 has an α figure."""
+    for cell in nb.cells:
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+        if dataset and isinstance(figure, dict) and figure.get("name") and not figure["name"].startswith(dataset + "-"):
+            figure["name"] = f"{dataset}-{figure['name']}"
+
+
 def _add_provenance(nb: Any, profile: str | None) -> None:
-    nb.cells = [c for c in nb.cells if PROVENANCE_TAG not in c.get("metadata", {}).get("tags", [])]
+    """Put the provenance line right under the title (in the title's cell, replacing an earlier one)."""
     metadata = nb.metadata.get("papermill")
-    if not metadata:
+    first = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if not metadata or first is None or not first.source.startswith("# "):
         return
-    cell = nbformat.v4.new_markdown_cell(provenance_text(metadata, profile=profile, commit=source_commit()),
-                                         metadata={"tags": [PROVENANCE_TAG]})
-    if "id" in cell:
-        cell["id"] = PROVENANCE_TAG  # deterministic (nbformat 4.5 cell ids)
-    at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
-    nb.cells.insert(at, cell)
+    title, _, rest = first.source.partition("\n")
+    rest = re.sub(r"^\s*\*This page: .*?\*\s*$\n?", "", rest.lstrip("\n"), count=1, flags=re.M)
+    line = provenance_text(metadata, profile=profile, commit=source_commit())
+    first.source = f"{title}\n\n{line}\n\n{rest}".rstrip() + "\n"
 
 
 def tag_for_book(path: str | Path, root: str | Path | None = None, *, dataset: str | None = None,
@@ -155,12 +161,13 @@ def tag_for_book(path: str | Path, root: str | Path | None = None, *, dataset: s
     """Prepare an executed copy for the book: papermill's cells tagged so the book hides them (defaults
     removed, injected values one click away), progress bars reduced to their final state, the paths of
     this machine (the book root, the package source, the Python environment) shortened in printed text
-    (warnings, tracebacks), the title prefixed with the dataset and a provenance line under it.
+    (warnings, tracebacks), the title and the figure names prefixed with the dataset and a provenance line
+    under the title.
 
     Args:
         path: the executed notebook, rewritten in place.
         root: the book root, shown as ``.``; ``None`` leaves it.
-        dataset: prefixes the page title (``"ACDC · 1. The data"``); ``None`` leaves it.
+        dataset: prefixes the page title (``"ACDC · 1. The data"``) and the figure names; ``None`` leaves them.
         profile: the profile named in the provenance line.
     """
     source = Path(shapnas.__file__).resolve().parents[1]  # where the shapnas package lives (an editable install)
@@ -177,5 +184,6 @@ def tag_for_book(path: str | Path, root: str | Path | None = None, *, dataset: s
         if cell.cell_type == "code":
             cell.outputs = _collapse_streams(cell.outputs, replacements)
     _retitle(nb, dataset)
+    _name_figures(nb, dataset)
     _add_provenance(nb, profile)
     nbformat.write(nb, str(path))

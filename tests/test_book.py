@@ -449,14 +449,18 @@ def test_page_titles_and_provenance(tmp_path):
                     f"{shapnas.__version__} (commit abc1234), executed 2026-12-01 14:03 UTC in 61 s "
                     "(papermill; `python -m shapnas run`).*")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 3. The full search\n\n## Overview"),
-                                         nbformat.v4.new_code_cell("1")], metadata={"papermill": metadata})
+                                         nbformat.v4.new_code_cell("1", metadata={"mystnb": {"figure": {
+                                             "name": "fig-alpha", "caption": "α"}}})],
+                                  metadata={"papermill": metadata})
     path = tmp_path / "03_search.ipynb"
     nbformat.write(nb, str(path))
     for _ in range(2):  # re-tagging neither prefixes twice nor adds a second provenance line
         tag_for_book(path, dataset="kits", profile="workshop")
     cells = nbformat.read(str(path), as_version=4).cells
-    assert cells[0].source == "# KiTS · 3. The full search\n\n## Overview"
-    assert [c.cell_type for c in cells] == ["markdown", "markdown", "code"] and "profile `workshop`" in cells[1].source
+    here = provenance_text(metadata, profile="workshop", commit=source_commit())  # this checkout's commit
+    assert cells[0].source == f"# KiTS · 3. The full search\n\n{here}\n\n## Overview\n"
+    assert [c.cell_type for c in cells] == ["markdown", "code"]  # the line sits under the title, once
+    assert cells[1].metadata.mystnb.figure.name == "kits-fig-alpha"  # figure labels are global in the book
     assert source_commit(tmp_path) == "no git checkout"
 
 

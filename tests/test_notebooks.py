@@ -83,7 +83,7 @@ def test_book_pages_are_clean_and_every_figure_has_a_caption(path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     imports = next(c for c in code if c.source.startswith("%matplotlib"))
     assert "hide-input" in imports.metadata.get("tags", []) and "setup_notebook()" in imports.source
-    assert "warnings" not in imports.source
+    assert "filterwarnings" not in imports.source
     for cell in code:
         tags = cell.metadata.get("tags", [])
         assert "NBVAL" not in cell.source and " else None" not in cell.source, cell.source[:60]

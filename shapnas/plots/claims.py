@@ -129,8 +129,9 @@ def speed_text(run_dir: str | Path, policy: str = "shapley") -> str:
     full_s, pruned_s = sum(full[p] for p in ("train", "shapley", "eval")), sum(pruned[p] for p in ("train", "shapley", "eval"))
     ratio = full_s / pruned_s if pruned_s else float("nan")
     saved = full["train"] - pruned["train"]
+    name = "Shapley" if policy == "shapley" else policy
     text = (f"The full search took {full_s:.1f} s ({full['train']:.1f} s training, {full['eval']:.1f} s evaluation), "
-            f"the {policy}-pruned one {pruned_s:.1f} s ({pruned['train']:.1f} s training, {pruned['shapley']:.1f} s in "
+            f"the {name}-pruned one {pruned_s:.1f} s ({pruned['train']:.1f} s training, {pruned['shapley']:.1f} s in "
             f"Shapley rounds, {pruned['eval']:.1f} s evaluation): a ratio of {ratio:.2f}×. ")
     if ratio < 1:
         text += (f"The pruned search is slower because its Shapley rounds cost {pruned['shapley']:.1f} s while pruning "

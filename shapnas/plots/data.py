@@ -119,7 +119,7 @@ def plot_intensity_histograms(prepared: PreparedData, bins: int = 60) -> Figure:
 
 
 def split_table(prepared: PreparedData) -> pd.DataFrame:
-    """One row per split: patients, cases (volumes), slices and foreground share of pixels."""
+    """One row per split: patients, cases (volumes), slices and foreground share of pixels (%, two decimals)."""
     rows = []
     for name in SPLIT_NAMES:
         volumes = prepared.volumes[name]
@@ -127,5 +127,5 @@ def split_table(prepared: PreparedData) -> pd.DataFrame:
         foreground = sum(int((v.label > 0).sum()) for v in volumes)
         rows.append({"split": name, "patients": len(prepared.splits[name]), "cases": len(volumes),
                      "slices": sum(v.label.shape[0] for v in volumes),
-                     "foreground": foreground / pixels if pixels else float("nan")})
+                     "foreground (%)": round(100 * foreground / pixels, 2) if pixels else float("nan")})
     return pd.DataFrame(rows).set_index("split")

@@ -104,7 +104,7 @@ def plot_patient_boxplots(evals: Mapping[str, Mapping[str, Any]],
     labels = [_label(k) for k in evals]
     frame = pd.concat([patient_scores(metrics).assign(model=_label(label)) for label, metrics in evals.items()],
                       ignore_index=True)
-    fig = Figure(figsize=(max(7.0, 1.5 * len(labels) + 3.5), 3.8), layout="constrained")
+    fig = Figure(figsize=(max(6.5, 1.1 * len(labels) + 3.5), 4.0), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, column, title in ((axes[0], "dice", "Dice per patient (higher is better)"),
                               (axes[1], "hd95", "HD95 per patient (lower is better)")):
@@ -222,8 +222,8 @@ def paired_intervals(records: Sequence[Mapping[str, Any]], *, dataset: str, back
 
 
 def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
-    """Test Dice per method and dataset over seeds (seaborn point plot: mean with a 95 % interval over seeds,
-    every seed as a dot).
+    """Test Dice per method and dataset over seeds (seaborn point plot: the mean ± one standard deviation over
+    seeds, every seed as a dot; with two to five seeds a bootstrap interval over seeds would be meaningless).
 
     Args:
         records: ``collect_summary`` records with several seeds (e.g. the ablation plan's main runs).
@@ -245,8 +245,8 @@ def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
     for ax, dataset in zip(axes, datasets):
         part = frame[frame["dataset"] == dataset]
         sns.stripplot(data=part, x="method", y="Dice (%)", order=order, ax=ax, color="0.55", size=4, jitter=0.12)
-        sns.pointplot(data=part, x="method", y="Dice (%)", order=order, ax=ax, errorbar=("ci", 95), linestyle="none",
-                      color="#c44e52", markers="D", capsize=0.2, seed=0)
+        sns.pointplot(data=part, x="method", y="Dice (%)", order=order, ax=ax, errorbar="sd", linestyle="none",
+                      color="#c44e52", markers="D", capsize=0.2)
         ax.set_title(f"{dataset}: {part['seed'].nunique()} seeds")
         ax.set_xlabel("")
         ax.tick_params(axis="x", rotation=25)

@@ -78,7 +78,7 @@ def alpha_deviation(record: dict[str, Any]) -> np.ndarray:
 
 
 def plot_arch_heatmaps(history: Sequence[dict[str, Any]], primitives: Sequence[str] = PRIMITIVES,
-                       count: int = 4) -> Figure:
+                       count: int = 3) -> Figure:
     """Op distributions (softmax α, mean over levels) per edge at a few epochs, as the deviation from the
     uniform share of the edge's active ops, on one symmetric colour scale stated in the title; pruned ops ×.
 
