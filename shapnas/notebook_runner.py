@@ -253,7 +253,9 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
 
     Notebooks 01–04 run for every dataset first; when 05/06 are selected, the profile's ablation plan
     (:func:`shapnas.ablations.ablation_plan`: seeds, policies and ablation variants, run on Dask) is run for
-    the datasets it covers before them, so they present measured runs.
+    the datasets it covers before them, so they present measured runs; 05/06 of the datasets the plan does
+    not cover are not executed (and so left out of the book). Each executed page gets a dataset-prefixed
+    title and a provenance line (:func:`shapnas.book_pages.tag_for_book`).
 
     Args:
         datasets: dataset names, e.g. ``["acdc", "brats"]``.
