@@ -25,9 +25,10 @@ from shapnas.plots.results import (claims_table, claims_text, comparison_table, 
                                    speedup_table, speedups)
 from shapnas.plots.data import plot_class_frequencies
 from shapnas.plots.search import (ALPHA_SCALE_FLOOR, alpha_deviation, edge_labels, nice_bound, pick_epochs,
-                                  plot_arch_heatmaps, plot_cell_graph, plot_edge_weights, plot_epoch_times)
-from shapnas.plots.shapley import (plot_cost_per_epoch, plot_pruning_timeline, plot_shapley_rounds, pruned_epochs,
-                                   pruning_table, pruning_table_view, shapley_rounds)
+                                  plot_arch_heatmaps, plot_cell_graph, plot_edge_weights, plot_epoch_times,
+                                  search_signal_text)
+from shapnas.plots.shapley import (estimator_text, plot_cost_per_epoch, plot_pruning_timeline, plot_shapley_rounds,
+                                   pruned_epochs, pruning_table, pruning_table_view, shapley_rounds)
 from shapnas.plots.style import setup_notebook
 from shapnas.plots.training import parameter_table, plot_parameter_counts, plot_training_curves
 from test_notebooks import ROOT, smoke_book  # noqa: F401  (session fixture shared with test_browser)
@@ -520,7 +521,8 @@ def test_built_pages_have_distinct_titles_whole_tables_and_captioned_figures(bui
     for page in pages:
         html = (html_dir / f"{page}.html").read_text()
         titles[page] = re.search(r"<title>(.*?)</title>", html, re.S).group(1).strip()
-        for table in re.findall(r'<table[^>]*class="[^"]*(?:dataframe|long-table|text-table).*?</table>', html, re.S):  # pandas
+        pandas_tables = r'<table[^>]*class="[^"]*(?:dataframe|long-table|text-table).*?</table>'
+        for table in re.findall(pandas_tables, html, re.S):
             assert "…" not in table and ">...<" not in table, f"{page}: a truncated table"
         if page.startswith("book/datasets/"):
             images, captions = html.count("<img"), html.count("<figcaption")
@@ -539,3 +541,22 @@ def test_built_pages_have_distinct_titles_whole_tables_and_captioned_figures(bui
     assert 'id="term-IAC"' in glossary
     intro = (html_dir / "book" / "intro.html").read_text()
     assert "glossary.html#term-IAC" in intro and 'href="https://doi.org/10.1038/s41598-026-59012-w"' in intro
+
+
+def test_search_signal_and_estimator_sentences_degrade_gracefully():
+    assert search_signal_text({}).startswith("How far the search moved: not available")
+    metrics = {"alpha_spread": 0.0123, "alpha_max_prob": 0.131, "alpha_uniform": 0.125, "cell_weight_change": 0.42,
+               "loss_first": 1.2, "loss_last": 0.8}
+    text = search_signal_text(metrics)
+    assert "span 0.012" in text and "0.131 on average against the uniform 0.125" in text and "42.0 %" in text
+    assert "1.200 to 0.800" in text
+    history = _search_history(prune=True)
+    old = estimator_text(history)  # rounds of this version: no estimator name, no completeness gap
+    assert old.startswith("2 Shapley round(s) (estimator not recorded), valuing 98 to 70 players")
+    assert "40 value evaluations per round" in old and "Completeness gap: not recorded" in old
+    for gap, record in zip((0.01, 0.03), (r for r in history if r["shapley"])):
+        record["shapley"] |= {"estimator": "ig", "completeness_gap": gap, "passes": 12}
+    new = estimator_text(history)
+    assert "with the `ig` estimator" in new and "12 forward+backward passes" in new
+    assert "median 2.0 %, largest 3.0 %" in new
+    assert estimator_text(_search_history(prune=False)).endswith("not available (this search ran none).")

@@ -92,7 +92,8 @@ def _gain_row(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, st
     mean = 100 * float(np.mean([r["interval"]["mean"] for r in decided]))
     measured = _listing(decided)
     if counts["worse"] > counts["improves"]:
-        verdict = f"Disagrees: {_label(method)} is worse than the backbone in {counts['worse']} of {len(decided)} run(s)."
+        verdict = (f"Disagrees: {_label(method)} is worse than the backbone in {counts['worse']} of "
+                   f"{len(decided)} run(s).")
     elif counts["improves"] == 0:
         verdict = (f"Inconclusive: every 95 % interval includes 0 (mean {_points(mean)} points), so {_label(method)} "
                    "cannot be told apart from the backbone at this number of test patients.")
@@ -126,7 +127,8 @@ def speed_text(run_dir: str | Path, policy: str = "shapley") -> str:
     full, pruned = cost_split(run_dir, "none"), cost_split(run_dir, policy)
     if full is None or pruned is None:
         return "Speed: not available (this run has not both the full and the pruned search)."
-    full_s, pruned_s = sum(full[p] for p in ("train", "shapley", "eval")), sum(pruned[p] for p in ("train", "shapley", "eval"))
+    parts = ("train", "shapley", "eval")
+    full_s, pruned_s = sum(full[p] for p in parts), sum(pruned[p] for p in parts)
     ratio = full_s / pruned_s if pruned_s else float("nan")
     saved = full["train"] - pruned["train"]
     name = "Shapley" if policy == "shapley" else policy

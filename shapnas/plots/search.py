@@ -28,7 +28,12 @@ __all__ = [
     "plot_cell_graph",
     "plot_epoch_times",
     "plot_retrofit_diagram",
+    "SIGNAL_FIELDS",
+    "search_signal_text",
 ]
+
+# what the search writes into its metrics.json about how much it moved (the search-signal issue)
+SIGNAL_FIELDS = ("alpha_spread", "alpha_max_prob", "alpha_uniform", "cell_weight_change", "loss_first", "loss_last")
 
 ALPHA_SCALE_FLOOR = 0.02  # the α colour scale spans at least ±0.02 (16 % of 1/8): tiny deviations stay pale
 OP_SHORT = {"none": "none", "max_pool_3x3": "max3", "avg_pool_3x3": "avg3", "skip_connect": "skip",
@@ -275,3 +280,24 @@ def plot_retrofit_diagram(num_levels: int = 4) -> Figure:
     ax.set_ylim(-num_levels * step - 0.9, 0.9)
     ax.axis("off")
     return fig
+
+
+def search_signal_text(metrics: dict[str, Any]) -> str:
+    """One paragraph on how far a search moved, from its ``metrics.json`` (:data:`SIGNAL_FIELDS`).
+
+    Args:
+        metrics: the search's ``metrics.json`` body.
+
+    Returns:
+        The sentence, or one saying that the fields are not available (an older search).
+    """
+    missing = [f for f in SIGNAL_FIELDS if metrics.get(f) is None]
+    if missing:
+        return (f"How far the search moved: not available (this search's `metrics.json` lacks "
+                f"{', '.join(f'`{f}`' for f in missing)}).")
+    value = {f: float(metrics[f]) for f in SIGNAL_FIELDS}
+    return (f"How far the search moved: on an average edge the active operations' probabilities span "
+            f"{value['alpha_spread']:.3f} (max − min; 0 would be uniform), and the operations the cell keeps have "
+            f"probability {value['alpha_max_prob']:.3f} on average against the uniform {value['alpha_uniform']:.3f}. "
+            f"The cell weights changed by {100 * value['cell_weight_change']:.1f} % (relative L2) and the search's "
+            f"training loss went from {value['loss_first']:.3f} to {value['loss_last']:.3f}.")
