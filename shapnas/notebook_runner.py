@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from typing import Any
 
 import nbformat
 
+from shapnas.book_pages import BOOK_TAGS, tag_for_book, terminal_text  # noqa: F401  (re-exported)
 from shapnas.config import (BaseConfig, DataConfig, PretrainConfig, RetrainConfig, SearchConfig,
                             config_from_profile, load_profile)
 from shapnas.runs import run_dir
@@ -52,8 +51,6 @@ NOTEBOOKS: dict[str, type[BaseConfig]] = {
 RESULTS_NOTEBOOK = "results"  # book/results.ipynb: the cross-dataset page, run after the per-dataset ones
 EXPERIMENT_NOTEBOOKS = ("05_ablations", "06_stability")  # they present the ablation plan's runs
 BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device")
-# tags that hide papermill's cells in the HTML (jupyter-book / myst-nb cell tags)
-BOOK_TAGS = {"parameters": "remove-cell", "injected-parameters": "hide-input"}
 
 
 class NotebookError(RuntimeError):
@@ -116,71 +113,6 @@ def executed_path(root: str | Path, dataset: str | None, stem: str) -> Path:
     return (base / dataset if dataset else base) / f"{stem}.ipynb"
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_PROGRESS = re.compile(r"^(?P<desc>.*?):?\s*(?P<percent>\d+)%\|")
-
-
-def terminal_text(text: str) -> str:
-    """Stream text as a reader wants it in the book: colour and cursor codes dropped, each ``\\r`` returning to
-    the line start, and of the progress bars only the final state of each finished bar kept."""
-    text = _ANSI.sub(lambda m: "\n" if m.group().endswith("A") else "", text)  # cursor up: a nested bar ends
-    lines = [line.split("\r")[-1].rstrip() for line in text.split("\n")]
-    lines = [line for line in lines if line.strip()]
-    bars = {m.group("desc"): i for i, m in ((i, _PROGRESS.match(line)) for i, line in enumerate(lines)) if m}
-    shown = [line for i, line in enumerate(lines)
-             if not (m := _PROGRESS.match(line)) or (bars[m.group("desc")] == i and m.group("percent") == "100")]
-    return "\n".join(shown) + ("\n" if shown else "")
-
-
-def _scrub(text: str, replacements: dict[str, str]) -> str:
-    for old, new in replacements.items():
-        text = text.replace(old, new)
-    return text
-
-
-def _collapse_streams(outputs: list[Any], replacements: dict[str, str]) -> list[Any]:
-    """Merge consecutive stream outputs of the same name, keep what a reader needs, scrub machine paths."""
-    merged: list[Any] = []
-    for output in outputs:
-        if output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
-                and merged[-1].get("name") == output.get("name"):
-            merged[-1]["text"] += output["text"]
-        else:
-            merged.append(output)
-    for output in merged:
-        if output.get("output_type") == "stream":
-            output["text"] = _scrub(terminal_text(output["text"]), replacements)
-        elif output.get("output_type") == "error":
-            output["traceback"] = [_scrub(line, replacements) for line in output.get("traceback", [])]
-    return [o for o in merged if o.get("output_type") != "stream" or o["text"]]
-
-
-def tag_for_book(path: str | Path, root: str | Path | None = None) -> None:
-    """Prepare an executed copy for the book: papermill's cells tagged so the book hides them (defaults
-    removed, injected values one click away), progress bars reduced to their final state, and the paths of
-    this machine (the book root, the package source, the Python environment) shortened in printed text
-    (warnings, tracebacks).
-
-    Args:
-        path: the executed notebook, rewritten in place.
-        root: the book root, shown as ``.``; ``None`` leaves it.
-    """
-    source = Path(__file__).resolve().parents[1]  # where the shapnas package lives (an editable install)
-    replacements = {str(source): "<shapnas-source>", sys.prefix: "<python-env>"}
-    if root:
-        replacements[str(Path(root).resolve())] = "."
-    replacements = dict(sorted(replacements.items(), key=lambda item: -len(item[0])))  # innermost paths first
-    nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        extra = [BOOK_TAGS[t] for t in tags if t in BOOK_TAGS and BOOK_TAGS[t] not in tags]
-        if extra:
-            cell.metadata["tags"] = [*tags, *extra]
-        if cell.cell_type == "code":
-            cell.outputs = _collapse_streams(cell.outputs, replacements)
-    nbformat.write(nb, str(path))
-
-
 @contextlib.contextmanager
 def _quiet_progress_bars() -> Iterator[None]:
     """Kernels started inside inherit ``TQDM_DISABLE=1``: no progress bars in the executed pages."""
@@ -205,7 +137,8 @@ def _failure(source: Path, output: Path, label: str, error: BaseException) -> No
 
 
 def execute_notebook(source: str | Path, output: str | Path, parameters: dict[str, Any], *, label: str = "",
-                     timeout_s: int | None = None, root: str | Path | None = None) -> Path:
+                     timeout_s: int | None = None, root: str | Path | None = None, dataset: str | None = None,
+                     profile: str | None = None) -> Path:
     """Execute one notebook with papermill (kernel ``python3``, working directory = the output's folder).
 
     Args:
@@ -215,6 +148,8 @@ def execute_notebook(source: str | Path, output: str | Path, parameters: dict[st
         label: what the error message calls this run (e.g. the dataset).
         timeout_s: per-cell time limit; ``None`` means none.
         root: the book root (its path is shortened to ``.`` in printed outputs).
+        dataset: prefixes the page title for the book (``"ACDC · 1. The data"``).
+        profile: the profile named in the page's provenance line.
 
     Returns:
         ``output``.
@@ -235,9 +170,9 @@ def execute_notebook(source: str | Path, output: str | Path, parameters: dict[st
                                        execution_timeout=timeout_s)
     except (PapermillExecutionError, DeadKernelError, CellTimeoutError) as error:
         if output.exists():
-            tag_for_book(output, root)
+            tag_for_book(output, root, dataset=dataset, profile=profile)
         raise _failure(source, output, label, error) from None
-    tag_for_book(output, root)
+    tag_for_book(output, root, dataset=dataset, profile=profile)
     return output
 
 
@@ -248,6 +183,7 @@ class _Job:
     output: Path
     copy_to: Path
     parameters: dict[str, Any]
+    dataset: str | None = None
 
 
 def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Callable[[str], RetrainConfig],
@@ -266,7 +202,7 @@ def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Ca
             for key in ("results_root", "data_dir"):
                 if values.get(key):
                     values[key] = _portable(values[key], output.parent, root)
-            jobs.append(_Job(f"{dataset} {stem}", source, output, executed_dir / f"{stem}.ipynb", values))
+            jobs.append(_Job(f"{dataset} {stem}", source, output, executed_dir / f"{stem}.ipynb", values, dataset))
     return jobs
 
 
@@ -293,6 +229,21 @@ def _run_experiments(datasets: Sequence[str], profile: str, base: dict[str, Any]
         + (f"; {len(failed)} failed or skipped:\n{format_summary(failed)}" if failed else ""))
 
 
+def _without_unplanned(jobs: list[_Job], profile: str, log: Callable[[str], None]) -> list[_Job]:
+    """Drop 05/06 of datasets the profile's ablation plan does not cover (and their stale executed copies):
+    a chapter with nothing to show is left out of the book rather than shown empty."""
+    from shapnas.ablations import ablation_plan
+
+    covered = ablation_plan(profile).datasets
+    dropped = [j for j in jobs if j.source.stem in EXPERIMENT_NOTEBOOKS and j.dataset not in covered]
+    for job in dropped:
+        job.output.unlink(missing_ok=True)
+    if dropped:
+        log(f"the {profile} ablation plan covers {', '.join(covered)}: not executing "
+            f"{', '.join(j.label for j in dropped)} (left out of the book)")
+    return [j for j in jobs if j not in dropped]
+
+
 def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int = 0, root: str | Path = ".",
                   data_dir: str = "", results_root: str | Path = "results", device: str = "auto",
                   notebooks: str | Sequence[str] | None = None, overrides: dict[str, Any] | None = None,
@@ -302,7 +253,9 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
 
     Notebooks 01–04 run for every dataset first; when 05/06 are selected, the profile's ablation plan
     (:func:`shapnas.ablations.ablation_plan`: seeds, policies and ablation variants, run on Dask) is run for
-    the datasets it covers before them, so they present measured runs.
+    the datasets it covers before them, so they present measured runs; 05/06 of the datasets the plan does
+    not cover are not executed (and so left out of the book). Each executed page gets a dataset-prefixed
+    title and a provenance line (:func:`shapnas.book_pages.tag_for_book`).
 
     Args:
         datasets: dataset names, e.g. ``["acdc", "brats"]``.
@@ -342,6 +295,8 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
 
     jobs = _jobs(datasets, select_notebooks(notebooks), root, cfg_for, given)
     jobs.sort(key=lambda job: job.source.stem in EXPERIMENT_NOTEBOOKS)  # stable: 01–04 of every dataset first
+    if experiments:
+        jobs = _without_unplanned(jobs, profile, log)
     if results_page:
         source = root / "book" / f"{RESULTS_NOTEBOOK}.ipynb"
         output = executed_path(root, None, RESULTS_NOTEBOOK)
@@ -357,7 +312,8 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         log(f"[{number}/{len(jobs)}] {job.label}: running {job.source.name} ...")
         start = time.perf_counter()
         try:
-            execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s, root=root)
+            execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s,
+                             root=root, dataset=job.dataset, profile=profile)
         finally:
             if job.output.exists():
                 job.copy_to.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ records (CONTRACTS.md schemas), and a strict build of a smoke-profile execution 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,15 +14,22 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
+import shapnas
 from shapnas.book import (BookError, build_book, check_html, executed_toc, notebook_errors, toc_files,
                           write_method_figures)
+from shapnas.book_pages import page_title, provenance_text, source_commit, tag_for_book
 from shapnas.ops import PRIMITIVES
+from shapnas.plots.claims import cost_split, interval_verdict, speed_text
 from shapnas.plots.results import (claims_table, claims_text, comparison_table, data_sources, metrics_table,
-                                   patient_scores, plot_patient_boxplots, speedup_table, speedups)
-from shapnas.plots.search import (edge_labels, pick_epochs, plot_arch_heatmaps, plot_cell_graph, plot_edge_weights,
-                                  plot_epoch_times)
-from shapnas.plots.shapley import (plot_cost_per_epoch, plot_pruning_timeline, plot_shapley_rounds, pruned_epochs,
-                                   pruning_table, shapley_rounds)
+                                   paired_intervals, patient_scores, plot_patient_boxplots, plot_seed_spread,
+                                   speedup_table, speedups)
+from shapnas.plots.data import plot_class_frequencies
+from shapnas.plots.search import (ALPHA_SCALE_FLOOR, alpha_deviation, edge_labels, nice_bound, pick_epochs,
+                                  plot_arch_heatmaps, plot_cell_graph, plot_edge_weights, plot_epoch_times,
+                                  search_signal_text)
+from shapnas.plots.shapley import (estimator_text, plot_cost_per_epoch, plot_pruning_timeline, plot_shapley_rounds,
+                                   pruned_epochs, pruning_table, pruning_table_view, shapley_rounds)
+from shapnas.plots.style import setup_notebook
 from shapnas.plots.training import parameter_table, plot_parameter_counts, plot_training_curves
 from test_notebooks import ROOT, smoke_book  # noqa: F401  (session fixture shared with test_browser)
 
@@ -71,7 +79,12 @@ def _eval(dice: list[float], hd95: list[float]) -> dict:
             "hd95_per_class": {"RV": float(np.mean(hd95)), "LV": None}, "num_cases": len(dice), "per_case": cases}
 
 
-def _records(tmp_path: Path, seeds=(0,), gain=0.07, speed=(400.0, 100.0), data_dir="") -> list[dict]:
+def _ci(gain: float, half: float | None) -> dict | None:
+    """A paired-bootstrap interval as ``shapnas summary`` writes it (Dice fractions), or none."""
+    return None if half is None else {"mean": gain, "ci_low": gain - half, "ci_high": gain + half}
+
+
+def _records(tmp_path: Path, seeds=(0,), gain=0.07, speed=(400.0, 100.0), data_dir="", half=0.02) -> list[dict]:
     records = []
     for seed in seeds:
         run = tmp_path / "acdc" / "basic_unet" / f"seed-{seed}"
@@ -80,13 +93,14 @@ def _records(tmp_path: Path, seeds=(0,), gain=0.07, speed=(400.0, 100.0), data_d
         base = {"dataset": "acdc", "backbone": "basic_unet", "seed": seed, "run_dir": str(run), "dice_per_class": {},
                 "epochs": None, "genotype": None, "search_wall_s": None}
         genotype = [[n, s, "sep_conv_3x3"] for n in range(4) for s in (0, 1)]
+        iac = {"test_patients": 8, "dice_vs_backbone": _ci(gain, half), "dice_vs_finetune": _ci(0.9 * gain, half)}
         records += [
             {**base, "method": "backbone", "dice_mean": 0.70, "hd95_mean": 5.0},
             {**base, "method": "finetune", "dice_mean": 0.71, "hd95_mean": 4.8},
             {**base, "method": "iac-none", "dice_mean": 0.70 + gain, "hd95_mean": 4.0, "search_wall_s": speed[0],
-             "epochs": 12, "genotype": genotype},
+             "epochs": 12, "genotype": genotype, **iac},
             {**base, "method": "iac-shapley", "dice_mean": 0.70 + gain, "hd95_mean": 4.1, "search_wall_s": speed[1],
-             "epochs": 6, "genotype": genotype},
+             "epochs": 6, "genotype": genotype, **iac},
         ]
     return records
 
@@ -192,31 +206,61 @@ def test_comparison_table_and_speedups(tmp_path):
     assert comparison_table(records, dataset="kits").empty
 
 
-def test_claims_verdicts_are_computed(tmp_path):
+def _write_history(run: Path, policy: str, train: float, shapley: float) -> None:
+    (run / f"search-{policy}").mkdir(parents=True, exist_ok=True)
+    lines = [{"epoch": e, "time_train_s": train / 2, "time_shapley_s": shapley / 2, "time_eval_s": 0.5}
+             for e in range(2)]
+    (run / f"search-{policy}" / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_claims_verdicts_are_decided_by_the_intervals(tmp_path):
     agree = claims_table(_records(tmp_path / "a", seeds=(0, 1, 2), gain=0.07, speed=(400.0, 100.0)))
     assert agree.loc["IAC improves the pre-trained U-Net (Dice)", "verdict"].startswith("Agrees")
     assert agree["agreement"].tolist() == ["Agrees", "Agrees", "Agrees", "Disagrees", "Agrees"]
-    assert "+7.0 points" in agree.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
-    assert agree.loc["Shapley pruning speeds up the search", "verdict"].startswith("Agrees")
+    measured = agree.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
+    assert "acdc seed 0: +7.0 points (95 % CI +5.0 to +9.0), improves" in measured
     assert agree.loc["More stable operation choices", "verdict"].startswith("Disagrees")  # equal Jaccard (1 = 1)
-    assert agree.loc["Improves or matches strong baselines", "verdict"].startswith("Agrees")
+    assert "6 improve, 0 match" in agree.loc["Improves or matches strong baselines", "measured"]
     assert all("Phantom data for acdc" in v for v in agree["verdict"])
-    partly = claims_table(_records(tmp_path / "b", gain=0.02, speed=(300.0, 200.0), data_dir="/data/ACDC"))
+    partly = claims_table(_records(tmp_path / "b", gain=0.02, half=0.015, speed=(300.0, 200.0), data_dir="/data/A"))
     assert partly.loc["IAC improves the pre-trained U-Net (Dice)", "verdict"].startswith("Partly")
     assert partly.loc["Shapley pruning speeds up the search", "verdict"].startswith("Partly: the pruned search is "
                                                                                     "faster (up to 1.50×)")
     assert partly.loc["More stable operation choices", "verdict"].startswith("Not yet measurable")
     assert not any("Phantom" in v for v in partly["verdict"])
+    # +0.1 points with an interval from -0.2 to +0.4: noise, not a gain (the old rule said "Partly")
+    noise = claims_table(_records(tmp_path / "n", gain=0.001, half=0.003))
+    assert noise.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Inconclusive"
+    assert "95 % CI -0.2 to +0.4" in noise.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
+    assert noise.loc["Improves or matches strong baselines", "agreement"] == "Consistent, not shown"
     worse = claims_table(_records(tmp_path / "c", gain=-0.05, speed=(100.0, 150.0)))
     assert worse.loc["IAC with the full search (Dice)", "verdict"].startswith("Disagrees")
+    assert worse.loc["Improves or matches strong baselines", "agreement"] == "Disagrees"
     assert worse.loc["Shapley pruning speeds up the search", "verdict"].startswith("Disagrees")
-    flat = claims_table(_records(tmp_path / "e", gain=0.0004))  # +0.04 points: no gain at the reported precision
-    assert flat.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Disagrees"
+    no_interval = claims_table(_records(tmp_path / "e", gain=0.03, half=None))
+    assert no_interval.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Undecided"
+    assert no_interval.loc["Improves or matches strong baselines", "agreement"] == "Undecided"
     empty = claims_table([])
     assert (empty["measured"] == "not run yet").sum() == 4
     text = claims_text(partly)
     assert text.count("\n- **") == 4 and "**Shapley pruning speeds up the search.** Partly" in text
     assert data_sources(_records(tmp_path / "d", data_dir="x")) == {"acdc": "real"}
+
+
+def test_a_ratio_below_one_comes_with_its_cost_split(tmp_path):
+    records = _records(tmp_path, speed=(100.0, 150.0))
+    run = Path(records[0]["run_dir"])
+    assert speed_text(run) .startswith("Speed: not available")
+    _write_history(run, "none", train=99.0, shapley=0.0)
+    _write_history(run, "shapley", train=60.0, shapley=89.0)
+    assert cost_split(run, "shapley") == {"train": 60.0, "shapley": 89.0, "eval": 1.0, "epochs": 2.0}
+    text = speed_text(run)
+    assert "a ratio of 0.67×" in text and "Shapley rounds cost 89.0 s while pruning saved only 39.0 s" in text
+    verdict = claims_table(records).loc["Shapley pruning speeds up the search", "verdict"]
+    assert verdict.startswith("Disagrees") and "saved only 39.0 s" in verdict
+    _write_history(run, "shapley", train=40.0, shapley=10.0)
+    assert "Pruning saved 59.0 s of training at a cost of 10.0 s" in speed_text(run)
+    assert interval_verdict(None) is None and interval_verdict({"mean": 0, "ci_low": 0.0, "ci_high": 0.1}) == "matches"
 
 
 def test_method_figures_are_written(tmp_path):
@@ -328,3 +372,191 @@ def test_book_build_fails_loudly_on_a_warning(smoke_book, tmp_path):
     (root / "book" / "workshop.md").write_text("# Workshop\n\nA reference to {doc}`no_such_page`.\n")
     with pytest.raises(BookError, match="no_such_page"):
         build_book(root, log=lambda line: None)
+
+
+# ------------------------------------------------------------------ issue 12: honest figures, clean pages, titles
+
+def test_alpha_map_is_a_deviation_on_a_stated_symmetric_scale():
+    assert [nice_bound(v) for v in (0.0031, 0.02, 0.021, 0.3)] == [0.005, 0.02, 0.025, 0.5]
+    uniform = {"op_probs": np.full((E, P), 1 / P).tolist(), "active": np.ones((E, P), bool).tolist()}
+    assert np.allclose(alpha_deviation(uniform), 0)
+    active = np.ones((E, P), bool)
+    active[:, :4] = False
+    probs = np.where(active, 0.25, 0.0)
+    probs[0, 4:] = [0.4, 0.2, 0.2, 0.2]
+    deviation = alpha_deviation({"op_probs": probs.tolist(), "active": active.tolist()})
+    assert np.isnan(deviation[:, :4]).all() and deviation[0, 4] == pytest.approx(0.15)  # 0.4 - 1/4 active ops
+    history = _search_history(prune=True)
+    fig = plot_arch_heatmaps(history, count=2)
+    image = next(ax for ax in fig.axes if ax.get_title().startswith("epoch")).get_images()[0]
+    low, high = image.get_clim()
+    assert low == -high and high >= ALPHA_SCALE_FLOOR  # symmetric around "uniform", never auto-stretched
+    assert f"±{high:g}" in fig._suptitle.get_text() and "uniform" in fig._suptitle.get_text()
+
+
+def test_class_frequencies_are_linear_from_zero_and_labelled():
+    summary = {"dataset": "acdc", "classes": ["background", "RV", "MYO", "LV"],
+               "class_frequencies": {"background": 0.9, "RV": 0.02, "MYO": 0.03, "LV": 0.05}}
+    ax = plot_class_frequencies(summary).axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([2.0, 3.0, 5.0])  # MYO is drawn 1.5× RV, as it is
+    assert [t.get_text() for t in ax.texts] == ["2%", "3%", "5%"]
+
+
+def test_patient_boxplots_print_the_paired_interval():
+    evals = {"backbone": _eval([0.6, 0.7], [5.0, 7.0]), "shapley": _eval([0.8, 0.9], [2.0, 3.0])}
+    interval = {"mean": 0.001, "ci_low": -0.002, "ci_high": 0.004}
+    fig = plot_patient_boxplots(evals, {"shapley": interval})
+    assert "IAC, Shapley-pruned: +0.1 points (95 % CI -0.2 to +0.4)" in fig._suptitle.get_text()
+    assert plot_patient_boxplots(evals)._suptitle is None
+
+
+def test_paired_intervals_and_seed_spread(tmp_path):
+    records = _records(tmp_path, seeds=(0, 1, 2))
+    intervals = paired_intervals(records, dataset="acdc", backbone="basic_unet", seed=1)
+    assert set(intervals) == {"none", "shapley"} and intervals["shapley"]["ci_low"] == pytest.approx(0.05)
+    assert paired_intervals(_records(tmp_path / "x", half=None), dataset="acdc", backbone="basic_unet", seed=0) == {}
+    fig = plot_seed_spread(records)
+    ax = fig.axes[0]
+    assert ax.get_title() == "acdc: 3 seeds"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["backbone (pre-trained)", "backbone fine-tuned",
+                                                            "IAC, full search", "IAC, Shapley-pruned"]
+    with pytest.raises(ValueError, match="no evaluated records"):
+        plot_seed_spread([])
+
+
+def test_pruning_table_view_has_no_e_notation():
+    html = pruning_table_view(_search_history(prune=True)).to_html()
+    assert "e-0" not in html and "long-table" in html and "Shapley value (Dice points)" in html
+    assert "-100.000" in html  # the first pruned player's value, -1.0 soft Dice, in points
+
+
+def test_setup_notebook_shows_tables_whole():
+    import pandas as pd
+
+    setup_notebook()
+    wide = pd.DataFrame(np.arange(40 * 90).reshape(90, 40))
+    assert "..." not in repr(wide) and "…" not in wide._repr_html_()
+
+
+def test_page_titles_and_provenance(tmp_path):
+    assert page_title("1. The data", "acdc") == "ACDC · 1. The data"
+    assert page_title("ACDC · 1. The data", "acdc") == "ACDC · 1. The data" and page_title("x", None) == "x"
+    metadata = {"parameters": {"seed": 2, "dataset": "kits", "data_dir": ""}, "start_time": "2026-12-01T14:03:05.1",
+                "duration": 61.4}
+    line = provenance_text(metadata, profile="workshop", commit="abc1234")
+    assert line == ("*This page: profile `workshop`, seed 2, dataset `kits` (phantom data), shapnas "
+                    f"{shapnas.__version__} (commit abc1234), executed 2026-12-01 14:03 UTC in 61 s "
+                    "(papermill; `python -m shapnas run`).*")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 3. The full search\n\n## Overview"),
+                                         nbformat.v4.new_code_cell("1", metadata={"mystnb": {"figure": {
+                                             "name": "fig-alpha", "caption": "α"}}})],
+                                  metadata={"papermill": metadata})
+    path = tmp_path / "03_search.ipynb"
+    nbformat.write(nb, str(path))
+    for _ in range(2):  # re-tagging neither prefixes twice nor adds a second provenance line
+        tag_for_book(path, dataset="kits", profile="workshop")
+    cells = nbformat.read(str(path), as_version=4).cells
+    here = provenance_text(metadata, profile="workshop", commit=source_commit())  # this checkout's commit
+    assert cells[0].source == f"# KiTS · 3. The full search\n\n{here}\n\n## Overview\n"
+    assert [c.cell_type for c in cells] == ["markdown", "code"]  # the line sits under the title, once
+    assert cells[1].metadata.mystnb.figure.name == "kits-fig-alpha"  # figure labels are global in the book
+    assert source_commit(tmp_path) == "no git checkout"
+
+
+def test_workshop_has_goals_a_measured_schedule_and_exercises_with_solutions():
+    text = (ROOT / "book" / "workshop.md").read_text()
+    assert "## Learning goals" in text and "## Schedule" in text and "{{" not in text
+    exercises = text.split("\n### ")[1:]
+    assert len(exercises) >= 6
+    for exercise in exercises:
+        assert "**Expected" in exercise and ":::{dropdown} Solution" in exercise, exercise[:40]
+    assert "15%" not in text and "15 %" not in text  # no budget the method chapter does not state
+    assert "-f shapnas/profiles/workshop.yaml" in text
+
+
+def test_scholarship_files():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    for key in ("benedykciuk2026shapley", "benedykciuk2024iac", "benedykciuk2026iaclth", "xu2020pcdarts",
+                "liu2019darts", "xiao2022shapleynas", "shapley1953value", "owen1972multilinear", "cardoso2022monai",
+                "isensee2021nnunet", "bernard2018acdc", "menze2015brats", "heller2021kits", "ji2022amos"):
+        assert "{" + key + "," in bib, key
+    assert "doi     = {10.1038/s41598-026-59012-w}" in bib
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["preferred-citation"]["doi"] == "10.1038/s41598-026-59012-w"
+    toc = toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+    assert "book/glossary" in toc and "book/bibliography" in toc
+    glossary = (ROOT / "book" / "glossary.md").read_text()
+    for term in ("IAC", "HD95", "W/A/V split", "JS divergence", "Shapley value"):
+        assert f"\n{term}\n" in glossary, term
+
+
+def test_unplanned_experiment_chapters_are_not_executed(tmp_path):
+    from shapnas.notebook_runner import _Job, _without_unplanned
+
+    jobs = [_Job(f"{d} {s}", Path(f"{s}.ipynb"), tmp_path / d / f"{s}.ipynb", tmp_path / "c.ipynb", {}, d)
+            for d in ("acdc", "brats") for s in ("04_shapley_pruning", "05_ablations", "06_stability")]
+    (tmp_path / "brats").mkdir()
+    stale = tmp_path / "brats" / "05_ablations.ipynb"
+    stale.write_text("{}")
+    lines: list[str] = []
+    kept = _without_unplanned(jobs, "smoke", lines.append)  # the smoke plan covers acdc only
+    assert [j.label for j in kept] == ["acdc 04_shapley_pruning", "acdc 05_ablations", "acdc 06_stability",
+                                       "brats 04_shapley_pruning"]
+    assert not stale.exists() and "brats 05_ablations, brats 06_stability" in lines[0]
+
+
+# ------------------------------------------------------------------ issue 12: the built book
+
+def _text(html: str) -> str:
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+@pytest.mark.slow
+def test_built_pages_have_distinct_titles_whole_tables_and_captioned_figures(built_book, smoke_book):
+    html_dir = built_book.parent
+    pages = toc_files(yaml.safe_load((smoke_book / "_build" / "_toc_executed.yml").read_text()))
+    titles = {}
+    for page in pages:
+        html = (html_dir / f"{page}.html").read_text()
+        titles[page] = re.search(r"<title>(.*?)</title>", html, re.S).group(1).strip()
+        pandas_tables = r'<table[^>]*class="[^"]*(?:dataframe|long-table|text-table).*?</table>'
+        for table in re.findall(pandas_tables, html, re.S):
+            assert "…" not in table and ">...<" not in table, f"{page}: a truncated table"
+        if page.startswith("book/datasets/"):
+            images, captions = html.count("<img"), html.count("<figcaption")
+            assert images == captions, f"{page}: {images} images, {captions} captions"
+            text = " ".join(_text(html).split())
+            assert "This page: profile smoke" in text, page
+            assert "NBVAL" not in text and "filterwarnings" not in text and "cfg = " not in text, page
+    dataset_titles = [t for p, t in titles.items() if p.startswith("book/datasets/acdc/")]
+    assert len(set(dataset_titles)) == len(dataset_titles) and all(t.startswith("ACDC · ") for t in dataset_titles)
+    assert "05_ablations" in " ".join(pages)  # the smoke plan covers acdc
+    bibliography = (html_dir / "book" / "bibliography.html").read_text()
+    assert 'href="https://doi.org/10.1038/s41598-026-59012-w"' in bibliography
+    workshop = (html_dir / "book" / "workshop.html").read_text()
+    assert workshop.count("<details") >= 6 and "Solution" in _text(workshop)
+    glossary = (html_dir / "book" / "glossary.html").read_text()
+    assert 'id="term-IAC"' in glossary
+    intro = (html_dir / "book" / "intro.html").read_text()
+    assert "glossary.html#term-IAC" in intro and 'href="https://doi.org/10.1038/s41598-026-59012-w"' in intro
+
+
+def test_search_signal_and_estimator_sentences_degrade_gracefully():
+    assert search_signal_text({}).startswith("How far the search moved: not available")
+    metrics = {"alpha_spread": 0.0123, "alpha_max_prob": 0.131, "alpha_uniform": 0.125, "cell_weight_change": 0.42,
+               "loss_first": 1.2, "loss_last": 0.8}
+    text = search_signal_text(metrics)
+    assert "span 0.012" in text and "0.131 on average against the uniform 0.125" in text and "42.0 %" in text
+    assert "1.200 to 0.800" in text
+    history = _search_history(prune=True)
+    old = estimator_text(history)  # rounds of this version: no estimator name, no completeness gap
+    assert old.startswith("2 Shapley round(s) (estimator not recorded), valuing 98 to 70 players")
+    assert "40 value evaluations per round" in old and "Completeness gap: not recorded" in old
+    for gap, record in zip((0.01, 0.03), (r for r in history if r["shapley"])):
+        record["shapley"] |= {"estimator": "ig", "completeness_gap": gap, "passes": 12}
+    new = estimator_text(history)
+    assert "with the `ig` estimator" in new and "12 forward+backward passes" in new
+    assert "median 2.0 %, largest 3.0 %" in new
+    assert estimator_text(_search_history(prune=False)).endswith("not available (this search ran none).")

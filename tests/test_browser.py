@@ -94,7 +94,9 @@ async def _visit(websocket_url: str, url: str, screenshot: Path) -> tuple[list[s
         page = (await tools.call("Runtime.evaluate", returnByValue=True, expression=(
             "({url: location.href, title: document.title, h1: (document.querySelector('h1') || {}).textContent,"
             " images: Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth]),"
-            " tables: document.querySelectorAll('table').length,"
+            " tables: document.querySelectorAll('table').length, text: document.body.innerText,"
+            " prev_next: Array.from(document.querySelectorAll('.prev-next-area a')).map(a => a.innerText),"
+            " open_hidden: document.querySelectorAll('details.hide[open], details.above-input[open]').length,"
             " height: document.documentElement.scrollHeight, width: document.documentElement.scrollWidth,"
             " scroll_x: window.scrollX})")))["result"]["value"]
         height = min(int(page["height"]), 12000)
@@ -171,3 +173,23 @@ def test_results_pages_open_without_console_errors(built_book):
         assert page["tables"] >= 1, name
         broken = [src for src, width in page["images"] if width == 0]
         assert not broken, f"{name}: images that did not load: {broken}"
+
+
+def test_dataset_pages_have_distinct_titles_and_no_visible_boilerplate(built_book):
+    html = built_book.parent / "book" / "datasets" / "acdc"
+    titles = []
+    for stem in ("01_data", "03_search"):
+        problems, page = _open((html / f"{stem}.html").as_uri(), ARTIFACTS / f"acdc-{stem}.png")
+        assert problems == [], stem
+        assert page["title"].startswith("ACDC · "), page["title"]
+        assert page["h1"].startswith("ACDC · "), page["h1"]
+        text = page["text"]
+        for boilerplate in ("cfg = ", "warnings.filterwarnings", "NBVAL", "assert check", " if ran else None"):
+            assert boilerplate not in text, f"{stem}: {boilerplate!r} is visible"
+        assert "This page: profile smoke, seed 0" in text, stem  # the provenance line under the title
+        assert page["open_hidden"] == 0, stem  # hidden inputs stay folded
+        if stem == "03_search":  # the previous/next links name the dataset too
+            assert any("ACDC · 2." in link for link in page["prev_next"]), page["prev_next"]
+            assert any("ACDC · 4." in link for link in page["prev_next"]), page["prev_next"]
+        titles.append(page["title"])
+    assert len(set(titles)) == len(titles)

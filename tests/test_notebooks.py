@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,36 @@ def test_pythia_anatomy_in_order(stem):
     assert "Files written" in nb.cells[0].source
     config_cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("cfg = "))
     assert config_cell.source.startswith(f"cfg = {NOTEBOOKS[stem].__name__}(")
+
+
+FIGURE_CALL = re.compile(r"^(plot_\w+)\(", re.M)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_book_pages_are_clean_and_every_figure_has_a_caption(path):
+    """Boilerplate is tagged away (input kept in the file), nbval markers are tags, figures carry captions."""
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    imports = next(c for c in code if c.source.startswith("%matplotlib"))
+    assert "hide-input" in imports.metadata.get("tags", []) and "setup_notebook()" in imports.source
+    assert "filterwarnings" not in imports.source
+    for cell in code:
+        tags = cell.metadata.get("tags", [])
+        assert "NBVAL" not in cell.source and " else None" not in cell.source, cell.source[:60]
+        if cell.source.startswith(("cfg = ", "assert ")):
+            assert "remove-cell" in tags, cell.source[:60]
+        if FIGURE_CALL.search(cell.source):
+            figure = cell.metadata.get("mystnb", {}).get("figure", {})
+            assert figure.get("name", "").startswith("fig-") and len(figure.get("caption", "")) > 40, cell.source[:60]
+    config_heading = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Config")]
+    assert all("remove-cell" in c.metadata.get("tags", []) for c in config_heading)
+    names = [c.metadata["mystnb"]["figure"]["name"] for c in code if "mystnb" in c.metadata]
+    assert len(names) == len(set(names))
+    if path.parent.name == "notebooks":
+        parameters = next(c.source for c in code if "parameters" in c.metadata.get("tags", []))
+        assert 'results_root = "../artifacts/scratch-results"' in parameters  # not the book's results/
+        described = next(c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Param"))
+        assert "smoke-sized defaults" in described and "in the cell below" in described
 
 
 def test_select_notebooks():
@@ -194,11 +225,11 @@ def test_runner_writes_tagged_copies_with_portable_paths(smoke_book):
 
 @pytest.mark.slow
 def test_nbval_on_smoke_execution(smoke_book):
-    """nbval re-runs every executed notebook (stages are skipped, so it is quick) and compares the cells marked
-    ``# NBVAL_CHECK_OUTPUT``."""
+    """nbval re-runs every executed notebook (stages are skipped, so it is quick) and compares the cells tagged
+    ``nbval-check-output``."""
     paths = sorted((smoke_book / "book" / "datasets" / "acdc").glob("*.ipynb"))
     paths.append(smoke_book / "book" / "datasets" / "results.ipynb")
-    checked = sum("NBVAL_CHECK_OUTPUT" in c.source for p in paths
+    checked = sum("nbval-check-output" in c.metadata.get("tags", []) for p in paths
                   for c in nbformat.read(str(p), as_version=4).cells if c.cell_type == "code")
     assert checked >= 5
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}

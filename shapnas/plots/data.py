@@ -57,35 +57,38 @@ def plot_sample_slices(prepared: PreparedData, num_cases: int = 3) -> Figure:
         k = int(np.argmax(num_present + foreground))
         for c in range(num_channels):
             row[c].imshow(volume.image[k, c], cmap="gray")
-            row[c].set_title(f"{volume.case_id} [{k}] {spec.channel_names[c]}", fontsize=7)
+            row[c].set_title(f"{volume.case_id} [{k}] {spec.channel_names[c]}", fontsize=8)
         row[-1].imshow(volume.image[k, 0], cmap="gray")
         row[-1].imshow(volume.label[k], cmap=ListedColormap(colours), vmin=-0.5, vmax=len(colours) - 0.5,
                        interpolation="nearest", alpha=0.5)
-        row[-1].set_title("labels", fontsize=7)
+        row[-1].set_title("labels", fontsize=8)
         for ax in row:
             ax.set_axis_off()
     handles = [Patch(color=colours[k], label=name) for k, name in enumerate(spec.class_names) if k > 0]
     ncol = min(len(handles), max(2, int(width / 1.7)))
-    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=7)
-    fig.suptitle(f"{spec.name}: sample slices ({prepared.data_dir.name})", fontsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8)
+    fig.suptitle(f"{spec.name}: sample slices ({prepared.data_dir.name})")
     return fig
 
 
 def plot_class_frequencies(summary: dict[str, Any]) -> Figure:
-    """Bar chart (log scale) of each foreground class's share of pixels, from :func:`shapnas.data.summarize`."""
+    """Bar chart of each foreground class's share of pixels, from :func:`shapnas.data.summarize`.
+
+    Linear, starting at zero, every bar labelled with its share: a log axis with a cut baseline made a class
+    1.5× rarer than another look 20× smaller.
+    """
     frequencies = summary["class_frequencies"]
     names = [n for n in frequencies if n != summary["classes"][0]]
-    values = [max(frequencies[n], 1e-7) for n in names]
-    fig = Figure(figsize=(max(4.0, 0.45 * len(names) + 2), 3.2), layout="constrained")
+    values = np.asarray([frequencies[n] for n in names], dtype=float)
+    fig = Figure(figsize=(max(4.5, 0.5 * len(names) + 2.5), 3.4), layout="constrained")
     ax = fig.subplots()
-    ax.bar(range(len(names)), values, color=class_colours(len(names) + 1)[1:])
+    bars = ax.bar(range(len(names)), 100 * values, color=class_colours(len(names) + 1)[1:])
+    ax.bar_label(bars, [f"{100 * v:.2g}%" for v in values], fontsize=8, padding=2)
     crowded = len(names) > 4
-    ax.set_xticks(range(len(names)), names, rotation=45 if crowded else 0, ha="right" if crowded else "center",
-                  fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("share of pixels")
-    ax.set_title(f"{summary['dataset']}: class frequencies (background {frequencies[summary['classes'][0]]:.1%})",
-                 fontsize=9)
+    ax.set_xticks(range(len(names)), names, rotation=45 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_ylim(0, 100 * float(values.max(initial=0)) * 1.18 + 1e-9)
+    ax.set_ylabel("share of pixels (%)")
+    ax.set_title(f"{summary['dataset']}: class frequencies (background {frequencies[summary['classes'][0]]:.1%})")
     return fig
 
 
@@ -107,15 +110,16 @@ def plot_intensity_histograms(prepared: PreparedData, bins: int = 60) -> Figure:
         groups += [(spec.class_names[k], labels == k, colours[k]) for k in shown]
         for name, mask, colour in groups:
             ax.hist(values[mask], bins=edges, density=True, histtype="step", color=colour, label=name)
-        ax.set_title(spec.channel_names[c], fontsize=9)
+        ax.set_title(spec.channel_names[c])
         ax.set_yscale("log")
-        ax.set_xlabel("normalised intensity", fontsize=8)
-    axes[0].legend(fontsize=6)
+        ax.set_xlabel("normalised intensity")
+        ax.set_ylabel("density (log scale)")
+    axes[0].legend(fontsize=7)
     return fig
 
 
 def split_table(prepared: PreparedData) -> pd.DataFrame:
-    """One row per split: patients, cases (volumes), slices and foreground share of pixels."""
+    """One row per split: patients, cases (volumes), slices and foreground share of pixels (%, two decimals)."""
     rows = []
     for name in SPLIT_NAMES:
         volumes = prepared.volumes[name]
@@ -123,5 +127,5 @@ def split_table(prepared: PreparedData) -> pd.DataFrame:
         foreground = sum(int((v.label > 0).sum()) for v in volumes)
         rows.append({"split": name, "patients": len(prepared.splits[name]), "cases": len(volumes),
                      "slices": sum(v.label.shape[0] for v in volumes),
-                     "foreground": foreground / pixels if pixels else float("nan")})
+                     "foreground (%)": round(100 * foreground / pixels, 2) if pixels else float("nan")})
     return pd.DataFrame(rows).set_index("split")

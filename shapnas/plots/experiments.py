@@ -144,9 +144,9 @@ def plot_ablations(records: Sequence[Mapping[str, Any]]) -> Figure:
     if stats.empty:
         raise ValueError("no ablation records; expected shapnas.ablations.ablation_records of a dataset")
     axes_names = list(dict.fromkeys(stats["axis"]))
-    cols = min(4, len(axes_names))
+    cols = min(3, len(axes_names))  # three panels a row: text stays ~9 px at the book's column width
     rows = math.ceil(len(axes_names) / cols)
-    fig = Figure(figsize=(3.1 * cols, 2.7 * rows), layout="constrained")
+    fig = Figure(figsize=(2.9 * cols, 2.8 * rows), layout="constrained")
     grid = fig.subplots(rows, cols, squeeze=False)
     colours = matplotlib.colormaps["tab10"]
     for ax, axis in zip(grid.flat, axes_names):
@@ -158,21 +158,21 @@ def plot_ablations(records: Sequence[Mapping[str, Any]]) -> Figure:
             ax.errorbar(row["wall"], row["dice"], xerr=row["wall_std"] if spread else None,
                         yerr=row["dice_std"] if spread else None, fmt="s" if reference else "o", color=colour,
                         ms=5, capsize=2, lw=0.9, label=f"{row['setting']} (n={int(row['seeds'])})")
-        ax.set_title(axis, fontsize=9)
+        ax.set_title(axis, fontsize=10)
         ax.margins(x=0.35, y=0.3)
         low, high = ax.get_ylim()
         if high - low < MIN_DICE_SPAN:  # near-equal settings should look near-equal
             middle = (low + high) / 2
             ax.set_ylim(middle - MIN_DICE_SPAN / 2, middle + MIN_DICE_SPAN / 2)
         ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("search wall-clock (s)", fontsize=8)
-        ax.legend(fontsize=6, loc="best", handlelength=1.0, borderpad=0.3, labelspacing=0.25)
+        ax.tick_params(labelsize=8.5)
+        ax.set_xlabel("search wall-clock (s)", fontsize=9)
+        ax.legend(fontsize=8, loc="best", handlelength=1.0, borderpad=0.3, labelspacing=0.25)
     for ax in grid.flat[len(axes_names):]:
         ax.set_visible(False)
     for ax in grid[:, 0]:
-        ax.set_ylabel("test Dice (%)", fontsize=8)
-    fig.suptitle("mean over seeds; bars: ± 1 std over seeds (n ≥ 2)", fontsize=8)
+        ax.set_ylabel("test Dice (%)", fontsize=9)
+    fig.suptitle("mean over seeds; bars: ± 1 std over seeds (n ≥ 2)", fontsize=9)
     return fig
 
 
@@ -408,7 +408,7 @@ def plot_genotypes_across_seeds(stability_records: Sequence[Mapping[str, Any]],
     edges = _num_edges(records)
     groups = {p: sorted((r for r in records if r["policy"] == p), key=lambda r: r["seed"]) for p in chosen}
     widths = [len(g) for g in groups.values()]
-    fig = Figure(figsize=(0.42 * sum(widths) + 0.5 * len(chosen) + 1.3, 0.26 * edges + 1.9), layout="constrained")
+    fig = Figure(figsize=(min(0.42 * sum(widths) + 0.5 * len(chosen) + 1.3, 9), 0.27 * edges + 2), layout="constrained")
     axes = fig.subplots(1, len(chosen), sharey=True, squeeze=False, width_ratios=widths)[0]
     used = set()
     for ax, (policy, group) in zip(axes, groups.items()):
@@ -417,21 +417,21 @@ def plot_genotypes_across_seeds(stability_records: Sequence[Mapping[str, Any]],
             for node, src, op in record["genotype"]:
                 row = edge_index(int(node), int(src))
                 image[row, column] = OP_COLOURS.get(op, (0.5, 0.5, 0.5, 1.0))
-                ax.text(column, row, OP_SHORT.get(op, op), ha="center", va="center", fontsize=6, color="white")
+                ax.text(column, row, OP_SHORT.get(op, op), ha="center", va="center", fontsize=7.5, color="white")
                 used.add(op)
         ax.imshow(image, aspect="auto", interpolation="nearest")
-        ax.set_xticks(range(len(group)), [str(r["seed"]) for r in group], fontsize=7)
-        ax.set_xlabel("seed", fontsize=8)
+        ax.set_xticks(range(len(group)), [str(r["seed"]) for r in group], fontsize=8.5)
+        ax.set_xlabel("seed", fontsize=9)
         ax.set_xticks(np.arange(len(group) + 1) - 0.5, minor=True)
         ax.set_yticks(np.arange(edges + 1) - 0.5, minor=True)
         ax.grid(which="minor", color="0.85", lw=0.5)
         ax.tick_params(which="minor", length=0)
-        ax.set_title(policy, fontsize=9)
-    axes[0].set_yticks(range(edges), edge_labels(edges), fontsize=7)
+        ax.set_title(policy, fontsize=10)
+    axes[0].set_yticks(range(edges), edge_labels(edges), fontsize=8.5)
     handles = [Patch(color=OP_COLOURS.get(op, (0.5, 0.5, 0.5, 1.0)), label=OP_SHORT.get(op, op))
                for op in sorted(used, key=lambda o: PRIMITIVES.index(o) if o in PRIMITIVES else len(PRIMITIVES))]
-    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=min(len(handles), 7), frameon=False,
-               title="op kept on the edge (blank: edge not in the cell)", title_fontsize=7)
+    fig.legend(handles=handles, fontsize=8.5, loc="outside lower center", ncols=min(len(handles), 7), frameon=False,
+               title="op kept on the edge (blank: edge not in the cell)", title_fontsize=8.5)
     return fig
 
 

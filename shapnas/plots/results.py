@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shapnas.stability import stability_report
+from shapnas.plots.claims import PAPER_CLAIMS, claims_table, claims_text, interval_text
+
 
 __all__ = [
     "PAPER_CLAIMS",
@@ -26,12 +27,12 @@ __all__ = [
     "speedups",
     "speedup_table",
     "data_sources",
+    "paired_intervals",
+    "plot_seed_spread",
     "claims_table",
     "claims_text",
 ]
 
-# The paper's stated claims (abstracts of the IAC paper and the target paper; method.md).
-PAPER_CLAIMS = {"dice_gain_points": 5.0, "dice_gain_max_points": 11.0, "search_speedup": 4.0, "min_seeds": 3}
 METHOD_LABELS = {
     "backbone": "backbone (pre-trained)",
     "finetune": "backbone fine-tuned",
@@ -41,7 +42,6 @@ METHOD_LABELS = {
     "iac-js": "IAC, JS-pruned",
     "iac-random": "IAC, randomly pruned",
 }
-TIE_POINTS = 1.0  # a difference within one Dice point counts as "matches"
 
 
 def _label(method: str) -> str:
@@ -85,32 +85,43 @@ def patient_scores(metrics: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["case_id", "patient_id", "dice", "hd95"])
 
 
-def plot_patient_boxplots(evals: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Box plots of the per-patient Dice and HD95 of each evaluated model, with the patients as dots.
+def plot_patient_boxplots(evals: Mapping[str, Mapping[str, Any]],
+                          intervals: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
+    """Box plots of the per-patient Dice and HD95 of each evaluated model, with the patients as dots (seaborn).
 
     Args:
         evals: label (``backbone``, ``finetune``, ``iac-shapley`` or a policy name) -> eval metrics body.
+        intervals: label -> paired 95 % bootstrap interval of its Dice against the backbone (Dice fractions,
+            :func:`paired_intervals`); printed under the Dice panel when given.
 
     Returns:
         Two panels (Dice, HD95); a dot per patient on each box.
     """
+    import seaborn as sns
+
     if not evals:
         raise ValueError("no evaluations given; expected label -> eval metrics.json body")
-    scores = {label: patient_scores(metrics) for label, metrics in evals.items()}
-    labels = [_label(k) for k in scores]
-    fig = Figure(figsize=(9.0, 3.4), layout="constrained")
+    labels = [_label(k) for k in evals]
+    frame = pd.concat([patient_scores(metrics).assign(model=_label(label)) for label, metrics in evals.items()],
+                      ignore_index=True)
+    fig = Figure(figsize=(max(6.5, 1.1 * len(labels) + 3.5), 4.0), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, column, title in ((axes[0], "dice", "Dice per patient (higher is better)"),
                               (axes[1], "hd95", "HD95 per patient (lower is better)")):
-        data = [frame[column].dropna().to_numpy() for frame in scores.values()]
-        ax.boxplot([d if len(d) else [np.nan] for d in data], showfliers=False)
-        for position, values in enumerate(data, start=1):
-            offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
-            ax.scatter(position + offsets, values, s=10, color="#4c72b0", alpha=0.7, zorder=3)
-        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=20, ha="right", fontsize=8)
-        ax.set_title(title, fontsize=9)
+        sns.boxplot(data=frame, x="model", y=column, order=labels, ax=ax, showfliers=False, color="#dbe9f6",
+                    width=0.55)
+        sns.stripplot(data=frame, x="model", y=column, order=labels, ax=ax, color="#4c72b0", size=4, jitter=0.12,
+                      alpha=0.8)
+        ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+        ax.set_xlabel("")
+        ax.set_ylabel(column.upper() if column == "hd95" else "Dice")
+        ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylim(0, 1)
+    shown = {_label(k): v for k, v in (intervals or {}).items() if v}
+    if shown:
+        fig.suptitle("paired 95 % bootstrap over test patients, Dice vs the backbone: "
+                     + "; ".join(f"{k}: {interval_text(v)}" for k, v in shown.items()), fontsize=8.5)
     return fig
 
 
@@ -197,129 +208,49 @@ def data_sources(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return sources
 
 
-def _points(value: float) -> str:
-    """Dice points with a sign and one decimal, never ``-0.0``."""
-    return f"{round(float(value), 1) + 0.0:+.1f}"
-
-
-def _paired_gain(frame: pd.DataFrame, method: str, baseline: str) -> pd.Series:
-    """Dice points of ``method`` minus ``baseline`` per (dataset, backbone, seed) where both exist."""
-    dice = frame.pivot_table(index=["dataset", "backbone", "seed"], columns="method", values="dice_mean")
-    if method not in dice or baseline not in dice:
-        return pd.Series(dtype=float)
-    return ((dice[method] - dice[baseline]) * 100).dropna()
-
-
-def _gain_row(frame: pd.DataFrame, method: str) -> dict[str, str]:
-    gain = _paired_gain(frame, method, "backbone")
-    claim = PAPER_CLAIMS["dice_gain_points"]
-    if gain.empty:
-        return {"measured": "not run yet", "verdict": f"Not measured: no run has both the backbone and "
-                                                       f"{_label(method)} evaluated."}
-    measured = f"{_points(gain.mean())} points (range {_points(gain.min())} to {_points(gain.max())}, {len(gain)} run(s))"
-    if gain.mean() >= claim:
-        verdict = f"Agrees: the mean gain of {_points(gain.mean())} points reaches the claimed +{claim:.0f}."
-    elif round(gain.mean(), 1) > 0:  # a gain that shows in the reported precision
-        verdict = (f"Partly: {_label(method)} improves the backbone, but by {_points(gain.mean())} points, less than "
-                   f"the claimed +{claim:.0f}.")
-    else:
-        verdict = f"Disagrees: {_label(method)} does not improve the backbone here ({_points(gain.mean())} points)."
-    return {"measured": measured, "verdict": verdict}
-
-
-def _speed_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    speed = speedups(records)
-    claim = PAPER_CLAIMS["search_speedup"]
-    if speed.empty:
-        return {"measured": "not run yet", "verdict": "Not measured: no run has both the full and the Shapley-pruned "
-                                                      "search."}
-    best, mean = speed["speedup"].max(), speed["speedup"].mean()
-    measured = f"up to {best:.2f}× (mean {mean:.2f}×, {len(speed)} run(s))"
-    if best >= claim:
-        verdict = f"Agrees: the pruned search is up to {best:.2f}× faster, reaching the claimed {claim:.0f}×."
-    elif best > 1:
-        verdict = f"Partly: the pruned search is faster (up to {best:.2f}×) but does not reach {claim:.0f}×."
-    else:
-        verdict = f"Disagrees: the pruned search is not faster here (best {best:.2f}×)."
-    return {"measured": measured, "verdict": verdict}
-
-
-def _stability_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    search = [{"dataset": r["dataset"], "backbone": r["backbone"], "policy": r["method"][4:], "seed": r["seed"],
-               "genotype": r["genotype"], "dice_mean": r["dice_mean"]}
-              for r in records if str(r["method"]).startswith("iac-") and r.get("genotype")]
-    report = {(g["dataset"], g["backbone"], g["policy"]): g for g in stability_report(search)} if search else {}
-    needed = PAPER_CLAIMS["min_seeds"]
-    pairs = [(report[(d, b, "none")], report[(d, b, "shapley")]) for d, b, p in report
-             if p == "shapley" and (d, b, "none") in report]
-    pairs = [(full, pruned) for full, pruned in pairs if min(full["num_seeds"], pruned["num_seeds"]) >= needed]
-    if not pairs:
-        most = max((g["num_seeds"] for g in report.values()), default=0)
-        return {"measured": f"{most} seed(s) per search so far",
-                "verdict": f"Not yet measurable: stability needs at least {needed} seeds of both searches "
-                           f"(`python -m shapnas ablations --profile workshop` runs three)."}
-    full = float(np.mean([f["jaccard"] for f, _ in pairs]))
-    pruned = float(np.mean([p["jaccard"] for _, p in pairs]))
-    measured = f"genotype Jaccard across seeds: Shapley-pruned {pruned:.2f}, full search {full:.2f}"
-    verdict = ("Agrees: the Shapley-pruned search picks more similar cells across seeds." if pruned > full else
-               "Disagrees: the Shapley-pruned search is not more stable than the full search here.")
-    return {"measured": measured, "verdict": verdict}
-
-
-def _baselines_row(frame: pd.DataFrame) -> dict[str, str]:
-    comparisons = [_paired_gain(frame, "iac-shapley", b) for b in ("backbone", "finetune", "iac-none")]
-    gains = pd.concat([g for g in comparisons if not g.empty]) if any(not g.empty for g in comparisons) else None
-    if gains is None:
-        return {"measured": "not run yet", "verdict": "Not measured: no baseline evaluated beside the Shapley-pruned "
-                                                      "cell."}
-    share = float((gains >= -TIE_POINTS).mean())
-    measured = f"{int((gains >= -TIE_POINTS).sum())} of {len(gains)} comparisons (ties: ±{TIE_POINTS:.0f} point)"
-    verdict = (f"Agrees: the Shapley-pruned cell improves or matches its baseline in most comparisons "
-               f"({100 * share:.0f}%)." if share > 0.5 else
-               f"Disagrees: the Shapley-pruned cell improves or matches its baseline in only {100 * share:.0f}% "
-               "of the comparisons.")
-    return {"measured": measured, "verdict": verdict}
-
-
-def claims_table(records: Sequence[Mapping[str, Any]],
-                 seed_records: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
-    """The paper's claims beside our measured numbers, each with a computed sentence saying whether they agree.
-
-    Args:
-        records: ``collect_summary`` records.
-        seed_records: ``collect_summary`` records of runs with several seeds (the ablation plan's main runs,
-            ``<results>/ablations/main``); when given, the stability claim is judged on them.
+def paired_intervals(records: Sequence[Mapping[str, Any]], *, dataset: str, backbone: str, seed: int,
+                     field: str = "dice_vs_backbone") -> dict[str, dict[str, float]]:
+    """The paired bootstrap intervals of one run's IAC records (``shapnas summary``), keyed by eval target.
 
     Returns:
-        Rows: the claims; columns ``paper`` (the stated claim), ``measured``, ``agreement`` (Agrees, Partly,
-        Disagrees, Not measured, Not yet measurable) and ``verdict`` (a sentence). On phantom data the verdicts
-        carry a note that they say nothing about the paper.
+        e.g. ``{"none": {"mean", "ci_low", "ci_high"}, "shapley": {...}}`` (Dice fractions); empty when the
+        summary provides none.
     """
-    frame = _frame(records)
-    rows = {
-        "IAC improves the pre-trained U-Net (Dice)": {
-            "paper": f"about +{PAPER_CLAIMS['dice_gain_points']:.0f} Dice points on average, up to "
-                     f"+{PAPER_CLAIMS['dice_gain_max_points']:.0f}", **_gain_row(frame, "iac-shapley")},
-        "IAC with the full search (Dice)": {
-            "paper": f"about +{PAPER_CLAIMS['dice_gain_points']:.0f} Dice points (IAC paper)",
-            **_gain_row(frame, "iac-none")},
-        "Shapley pruning speeds up the search": {
-            "paper": f"up to {PAPER_CLAIMS['search_speedup']:.0f}× faster", **_speed_row(records)},
-        "More stable operation choices": {"paper": "more stable across runs",
-                                          **_stability_row(seed_records if seed_records else records)},
-        "Improves or matches strong baselines": {"paper": "in most comparisons", **_baselines_row(frame)},
-    }
-    sources = data_sources(records)
-    if any(kind != "real" for kind in sources.values()):
-        phantom = ", ".join(sorted(d for d, kind in sources.items() if kind != "real"))
-        for row in rows.values():
-            if row["measured"] != "not run yet":
-                row["verdict"] += f" (Phantom data for {phantom}: this checks the pipeline, not the paper.)"
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table["agreement"] = [verdict.split(":")[0] for verdict in table["verdict"]]
-    return table[["paper", "measured", "agreement", "verdict"]]
+    return {r["method"][4:]: r[field] for r in records
+            if (r["dataset"], r["backbone"], r["seed"]) == (dataset, backbone, seed)
+            and str(r["method"]).startswith("iac-") and r.get(field)}
 
 
-def claims_text(claims: pd.DataFrame) -> str:
-    """The verdicts of :func:`claims_table` as a Markdown list, one sentence per claim."""
-    return "\n".join(f"- **{claim}.** {row['verdict']}" for claim, row in claims.iterrows())
+def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
+    """Test Dice per method and dataset over seeds (seaborn point plot: the mean ± one standard deviation over
+    seeds, every seed as a dot; with two to five seeds a bootstrap interval over seeds would be meaningless).
+
+    Args:
+        records: ``collect_summary`` records with several seeds (e.g. the ablation plan's main runs).
+
+    Returns:
+        One panel per dataset.
+    """
+    import seaborn as sns
+
+    frame = _frame(records).dropna(subset=["dice_mean"])
+    if frame.empty:
+        raise ValueError("no evaluated records; expected collect_summary records with dice_mean")
+    frame["Dice (%)"] = 100 * frame["dice_mean"]
+    frame["method"] = [_label(m) for m in frame["method"]]
+    datasets = sorted(frame["dataset"].unique())
+    fig = Figure(figsize=(4.2 * len(datasets) + 0.6, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(datasets), sharey=True, squeeze=False)[0])
+    order = [_label(m) for m in METHOD_LABELS if _label(m) in set(frame["method"])]
+    for ax, dataset in zip(axes, datasets):
+        part = frame[frame["dataset"] == dataset]
+        sns.stripplot(data=part, x="method", y="Dice (%)", order=order, ax=ax, color="0.55", size=4, jitter=0.12)
+        sns.pointplot(data=part, x="method", y="Dice (%)", order=order, ax=ax, errorbar="sd", linestyle="none",
+                      color="#c44e52", markers="D", capsize=0.2)
+        ax.set_title(f"{dataset}: {part['seed'].nunique()} seeds")
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=25)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+        ax.grid(axis="y", alpha=0.3)
+    return fig

@@ -21,13 +21,21 @@ from shapnas.ops import PRIMITIVES
 __all__ = [
     "edge_labels",
     "pick_epochs",
+    "nice_bound",
+    "alpha_deviation",
     "plot_arch_heatmaps",
     "plot_edge_weights",
     "plot_cell_graph",
     "plot_epoch_times",
     "plot_retrofit_diagram",
+    "SIGNAL_FIELDS",
+    "search_signal_text",
 ]
 
+# what the search writes into its metrics.json about how much it moved (the search-signal issue)
+SIGNAL_FIELDS = ("alpha_spread", "alpha_max_prob", "alpha_uniform", "cell_weight_change", "loss_first", "loss_last")
+
+ALPHA_SCALE_FLOOR = 0.02  # the α colour scale spans at least ±0.02 (16 % of 1/8): tiny deviations stay pale
 OP_SHORT = {"none": "none", "max_pool_3x3": "max3", "avg_pool_3x3": "avg3", "skip_connect": "skip",
             "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5"}
 
@@ -49,9 +57,39 @@ def pick_epochs(history: Sequence[dict[str, Any]], count: int = 4) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, len(history) - 1, min(count, len(history)))})
 
 
+def nice_bound(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10^k at or above ``value`` (> 0): a colour-scale bound a reader can state."""
+    value = max(float(value), 1e-6)
+    exponent = np.floor(np.log10(value))
+    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if step * 10 ** exponent >= value * (1 - 1e-9):
+            return float(step * 10 ** exponent)
+    return float(10 ** (exponent + 1))  # pragma: no cover (the loop always returns)
+
+
+def alpha_deviation(record: dict[str, Any]) -> np.ndarray:
+    """Op probabilities minus the uniform share of each edge's active ops; pruned ops NaN.
+
+    Args:
+        record: a search history record (``op_probs`` (E, P), optional ``active`` (E, P)).
+
+    Returns:
+        (E, P) deviations: 0 is "no preference", e.g. 1/8 = 0.125 subtracted while all eight ops are active.
+    """
+    probs = np.asarray(record["op_probs"], dtype=float)  # (E, P)
+    active = np.broadcast_to(np.asarray(record.get("active", True), dtype=bool), probs.shape)
+    uniform = 1.0 / np.maximum(active.sum(axis=1, keepdims=True), 1)  # (E, 1)
+    return np.where(active, probs - uniform, np.nan)
+
+
 def plot_arch_heatmaps(history: Sequence[dict[str, Any]], primitives: Sequence[str] = PRIMITIVES,
-                       count: int = 4) -> Figure:
-    """Op distributions (softmax α, mean over levels) per edge at a few epochs of a search; pruned ops hatched.
+                       count: int = 3) -> Figure:
+    """Op distributions (softmax α, mean over levels) per edge at a few epochs, as the deviation from the
+    uniform share of the edge's active ops, on one symmetric colour scale stated in the title; pruned ops ×.
+
+    An auto-scaled colour map would stretch a spread of 0.003 around 1/8 over the whole palette and make noise
+    look like structure; here white is "uniform", the bound is at least :data:`ALPHA_SCALE_FLOOR` and it is
+    printed with the largest deviation.
 
     Args:
         history: search history records (``op_probs`` (E, P), ``active`` (E, P), ``epoch``, ``phase``).
@@ -65,21 +103,23 @@ def plot_arch_heatmaps(history: Sequence[dict[str, Any]], primitives: Sequence[s
     if not chosen:
         raise ValueError("history is empty; expected at least one search epoch record")
     num_edges = len(chosen[0]["op_probs"])
-    shown = [np.where(np.asarray(r.get("active", True), dtype=bool), np.asarray(r["op_probs"], dtype=float), np.nan)
-             for r in chosen]  # (E, P) each, pruned ops NaN
-    low, high = float(np.nanmin(shown)), float(np.nanmax(shown))  # colour range of the data: early
-    high = max(high, low + 1e-6)                                    # distributions are close to uniform
-    fig = Figure(figsize=(2.6 * len(chosen) + 1.2, 0.28 * num_edges + 1.8), layout="constrained")
+    shown = [alpha_deviation(r) for r in chosen]  # (E, P) each, pruned ops NaN
+    spread = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 0.0
+    bound = max(nice_bound(spread), ALPHA_SCALE_FLOOR)
+    fig = Figure(figsize=(min(2.1 * len(chosen) + 1.6, 9.0), 0.27 * num_edges + 2.0), layout="constrained")
     axes = fig.subplots(1, len(chosen), sharey=True, squeeze=False)
     image = None
-    for ax, record, probs in zip(axes[0], chosen, shown):
-        image = ax.imshow(probs, vmin=low, vmax=high, cmap="viridis", aspect="auto")
-        rows, cols = np.nonzero(np.isnan(probs))
-        ax.scatter(cols, rows, marker="x", color="0.55", s=14, linewidths=0.8)
-        ax.set_title(f"epoch {record['epoch']} ({record.get('phase', '')})", fontsize=9)
-        ax.set_xticks(range(len(primitives)), [OP_SHORT.get(p, p) for p in primitives], rotation=90, fontsize=7)
-        ax.set_yticks(range(num_edges), edge_labels(num_edges), fontsize=7)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="op probability (× = pruned)")
+    for ax, record, deviation in zip(axes[0], chosen, shown):
+        image = ax.imshow(deviation, vmin=-bound, vmax=bound, cmap="RdBu_r", aspect="auto")
+        rows, cols = np.nonzero(np.isnan(deviation))
+        ax.scatter(cols, rows, marker="x", color="0.45", s=16, linewidths=0.9)
+        ax.set_title(f"epoch {record['epoch']} ({record.get('phase', '')})")
+        ax.set_xticks(range(len(primitives)), [OP_SHORT.get(p, p) for p in primitives], rotation=90)
+        ax.set_yticks(range(num_edges), edge_labels(num_edges))
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.85, label="probability − uniform share")
+    fig.suptitle(f"op probability − uniform share (1/{len(primitives)} = {1 / len(primitives):.3f} with every op "
+                 f"active)\ncolour scale ±{bound:g} (at least ±{ALPHA_SCALE_FLOOR:g}); largest |deviation| here "
+                 f"{spread:.2g}; × = pruned")
     return fig
 
 
@@ -99,8 +139,8 @@ def plot_edge_weights(history: Sequence[dict[str, Any]]) -> Figure:
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(weights, cmap="magma", aspect="auto", vmin=0, vmax=1)
-    ax.set_xticks(range(len(history)), [str(r["epoch"]) for r in history], fontsize=7)
-    ax.set_yticks(range(weights.shape[0]), edge_labels(weights.shape[0]), fontsize=7)
+    ax.set_xticks(range(len(history)), [str(r["epoch"]) for r in history])
+    ax.set_yticks(range(weights.shape[0]), edge_labels(weights.shape[0]))
     ax.set_xlabel("epoch")
     fig.colorbar(image, ax=ax, label="edge weight (softmax β)")
     return fig
@@ -139,8 +179,10 @@ def plot_cell_graph(edges: Sequence[Sequence[Any]] | None, num_nodes: int = 4, t
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color=colour,
                                      lw=1.0 if full else 1.8, connectionstyle="arc3,rad=0.12", shrinkA=14, shrinkB=14))
         if not full:
-            mid = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.08)
-            ax.text(*mid, OP_SHORT.get(op, op), fontsize=8, color=colour, ha="center", va="center",
+            # label at 70 % of the way to the target: the inputs of one node arrive from different directions,
+            # so their labels separate, while midpoints of long and short edges coincide
+            at = (start[0] + 0.7 * (end[0] - start[0]), start[1] + 0.7 * (end[1] - start[1]))
+            ax.text(*at, OP_SHORT.get(op, op), fontsize=8.5, color=colour, ha="center", va="center",
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     for j in range(num_nodes):
         ax.add_patch(FancyArrowPatch(positions[j + 2], positions[-1], arrowstyle="-|>", mutation_scale=8,
@@ -238,3 +280,24 @@ def plot_retrofit_diagram(num_levels: int = 4) -> Figure:
     ax.set_ylim(-num_levels * step - 0.9, 0.9)
     ax.axis("off")
     return fig
+
+
+def search_signal_text(metrics: dict[str, Any]) -> str:
+    """One paragraph on how far a search moved, from its ``metrics.json`` (:data:`SIGNAL_FIELDS`).
+
+    Args:
+        metrics: the search's ``metrics.json`` body.
+
+    Returns:
+        The sentence, or one saying that the fields are not available (an older search).
+    """
+    missing = [f for f in SIGNAL_FIELDS if metrics.get(f) is None]
+    if missing:
+        return (f"How far the search moved: not available (this search's `metrics.json` lacks "
+                f"{', '.join(f'`{f}`' for f in missing)}).")
+    value = {f: float(metrics[f]) for f in SIGNAL_FIELDS}
+    return (f"How far the search moved: on an average edge the active operations' probabilities span "
+            f"{value['alpha_spread']:.3f} (max − min; 0 would be uniform), and the operations the cell keeps have "
+            f"probability {value['alpha_max_prob']:.3f} on average against the uniform {value['alpha_uniform']:.3f}. "
+            f"The cell weights changed by {100 * value['cell_weight_change']:.1f} % (relative L2) and the search's "
+            f"training loss went from {value['loss_first']:.3f} to {value['loss_last']:.3f}.")

@@ -22,9 +22,11 @@ __all__ = [
     "player_label",
     "plot_shapley_rounds",
     "pruning_table",
+    "pruning_table_view",
     "pruned_epochs",
     "plot_pruning_timeline",
     "plot_cost_per_epoch",
+    "estimator_text",
 ]
 
 
@@ -94,6 +96,16 @@ def pruning_table(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             rows.append({"epoch": record["epoch"], "edge": edge_labels(num_edges)[int(edge)], "op": op,
                          "Shapley value": mean, "s.e.": stderr})
     return pd.DataFrame(rows, columns=["epoch", "edge", "op", "Shapley value", "s.e."])
+
+
+def pruning_table_view(history: Sequence[Mapping[str, Any]]) -> Any:
+    """:func:`pruning_table` for reading: values and standard errors in Dice points (× 100, three decimals, no
+    e-notation), every row shown in a scroll box (CSS class ``long-table`` of the book's stylesheet)."""
+    table = pruning_table(history)
+    table[["Shapley value", "s.e."]] = table[["Shapley value", "s.e."]] * 100
+    table = table.rename(columns={"Shapley value": "Shapley value (Dice points)", "s.e.": "s.e. (points)"})
+    return (table.style.format({"Shapley value (Dice points)": "{:+.3f}", "s.e. (points)": "{:.3f}"}, na_rep="–")
+            .hide(axis="index").set_table_attributes('class="long-table"'))
 
 
 def pruned_epochs(history: Sequence[Mapping[str, Any]], primitives: Sequence[str] = PRIMITIVES) -> np.ndarray:
@@ -169,3 +181,39 @@ def plot_cost_per_epoch(histories: Mapping[str, Sequence[Mapping[str, Any]]]) ->
     time_ax.set_ylim(bottom=0)
     return fig
 
+
+
+def _first(record: Mapping[str, Any], *keys: str) -> Any:
+    return next((record[k] for k in keys if record.get(k) is not None), None)
+
+
+def estimator_text(history: Sequence[Mapping[str, Any]]) -> str:
+    """One paragraph on the Shapley rounds of a search: the estimator, its cost per round and its completeness
+    gap |Σφ − (v(N) − v(∅))| / |v(N) − v(∅)| where the rounds record them (the estimator issue).
+
+    Args:
+        history: search history records (``shapley`` per epoch: ``estimator``, ``completeness_gap``,
+            ``passes``, ``num_evals`` or ``evaluations``, ``ms``; older searches have some of them).
+
+    Returns:
+        The paragraph; "not recorded" for what the rounds lack.
+    """
+    rounds = shapley_rounds(history)
+    if not rounds:
+        return "Shapley rounds: not available (this search ran none)."
+    names = sorted({str(r["estimator"]) for r in rounds if r.get("estimator")})
+    seconds = [float(r.get("time_shapley_s") or 0.0) for r in history if r.get("shapley")]
+    players = [len(r.get("players") or []) for r in rounds]
+    which = f"with the {' and '.join(f'`{n}`' for n in names)} estimator" if names else "(estimator not recorded)"
+    text = (f"{len(rounds)} Shapley round(s) {which}, valuing {players[0]} to {players[-1]} players, "
+            f"{np.mean(seconds):.1f} s per round on average")
+    evaluations = [v for v in (_first(r, "num_evals", "evaluations") for r in rounds) if v is not None]
+    passes = [v for v in (_first(r, "passes", "num_passes") for r in rounds) if v is not None]
+    costs = [f"{np.mean(evaluations):.0f} value evaluations" if evaluations else "",
+             f"{np.mean(passes):.0f} forward+backward passes" if passes else ""]
+    text += f" ({' and '.join(c for c in costs if c)} per round)." if any(costs) else "."
+    gaps = [float(v) for v in (_first(r, "completeness_gap") for r in rounds) if v is not None]
+    gap = "|Σφ − (v(N) − v(∅))| / |v(N) − v(∅)|"
+    text += (f" Completeness gap {gap}: median {100 * np.median(gaps):.1f} %, largest {100 * max(gaps):.1f} %."
+             if gaps else " Completeness gap: not recorded by this estimator.")
+    return text
