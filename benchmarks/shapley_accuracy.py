@@ -119,6 +119,10 @@ def sub_game(model, images, labels, players: Players, cfg: SearchConfig, points:
             "ig_spearman": float(spearmanr(ig, exact).statistic), "mc_spearman": float(spearmanr(mc, exact).statistic)}
 
 
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def evaluate_round(model, images, labels, players: Players, cfg: SearchConfig, index: int, seed: int,
                    edges: list[int]) -> dict[str, Any]:
     """All comparisons on one saved round (see the module docstring)."""
@@ -135,10 +139,10 @@ def evaluate_round(model, images, labels, players: Players, cfg: SearchConfig, i
         "round": index, "players": len(players), "ig_points": options["points"],
         "value_span": ig["value_full"] - ig["value_empty"], "value_full": ig["value_full"],
         "ig": {**agreement(np.array(ig["mean"]), reference, players, r),
-               "completeness_gap": ig["completeness_gap"], "passes": ig["passes"], "evals": ig["num_evals"],
+               "completeness_gap": _nan(ig["completeness_gap"]), "passes": ig["passes"], "evals": ig["num_evals"],
                "ms": ig["ms"]},
         "mc": {**agreement(c, reference, players, r), "evals": mc[2]["num_evals"], "ms": mc[2]["ms"],
-               "completeness_gap": mc[2]["completeness_gap"]},
+               "completeness_gap": _nan(mc[2]["completeness_gap"])},
         "noise_ceiling": agreement(a, b, players, r),
         "alpha": agreement(np.array([alpha[e, o] for e, o in players]), reference, players, r),
         "random": agreement(rngs[4].random(len(players)), reference, players, r),

@@ -210,6 +210,7 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
     finally:
         model.train(was_training)
     wall = time.perf_counter() - start
+    gap = completeness_gap(float(np.sum(mean)), float(v_full), float(v_empty))
     return {
         "estimator": estimator,
         "players": [list(p) for p in players],
@@ -222,7 +223,7 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
         "pass_ms": 1000.0 * game.pass_seconds / max(game.num_passes, 1),
         "value_full": float(v_full),
         "value_empty": float(v_empty),
-        "completeness_gap": completeness_gap(float(np.sum(mean)), float(v_full), float(v_empty)),
+        "completeness_gap": gap if np.isfinite(gap) else None,  # None: v(N) = v(∅) but Σφ ≠ 0
         "ms": 1000.0 * wall,
         "wall_s": wall,
     }
