@@ -49,6 +49,8 @@ Players = list[tuple[int, int]]
 def saved_rounds(cfg: SearchConfig, keep: Path) -> list[dict[str, Any]]:
     """Run the search one epoch per call; keep the checkpoint and record of every epoch with a round."""
     stage = stage_path(cfg, search_stage_name(cfg))
+    if (stage / "metrics.json").exists():
+        raise ValueError(f"{stage} holds a finished search, whose rounds were not kept; use an empty --results")
     rounds = []
     while not (stage / "metrics.json").exists():
         run_search(cfg, progress=False, stop_after=1)
