@@ -1,11 +1,19 @@
 """Search speed-up of Shapley-guided pruning over the full PC-DARTS search, measured in one process.
 
 On the same data and the same pre-trained backbone, runs the full search (policy ``none``, the profile's
-own search length, the one the book's 03_search uses) and the ``shapley`` search, re-trains and tests both
-discrete cells, and prints the figures; the last line is one JSON object. Targets (issue): speedup >= 4,
-shapley_overhead <= 0.15, dice_shapley >= dice_full - 0.01.
+own search length, the one the book's 03_search uses) and the ``shapley`` search (its schedule and estimator
+from the profile, ``--set`` to change them), re-trains and tests both discrete cells, and prints the
+figures; the last line is one JSON object. With ``--seeds 0,1,2`` every seed runs and the last line holds
+each seed's figures and the worst of them (lowest speed-up, highest overhead, largest Dice loss). Targets
+(issue 10): speedup >= 4, shapley_overhead <= 0.15, dice_shapley >= dice_full - 0.01.
+
+``speedup_if_shapley_free`` counts the Shapley rounds' time as 0 in the same run (what the schedule alone
+gives); ``train_s``, ``eval_s``, ``shapley_s`` split the pruned search's wall-clock (the full search's split
+is under ``full``). ``speedup_cpu`` is the same ratio in process CPU time, which other jobs sharing the
+cores disturb less than wall-clock (run with ``OMP_NUM_THREADS`` fixed).
 
     python benchmarks/search_speed.py --dataset acdc --profile workshop --seed 0
+    python benchmarks/search_speed.py --dataset kits --profile workshop --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -14,11 +22,15 @@ import argparse
 import json
 import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
 from shapnas.config import RetrainConfig, config_from_profile
 from shapnas.pipeline import run_evaluate, run_pretrain, run_search
 from shapnas.runs import load_json, read_jsonl
+
+PRINTED = ("speedup", "shapley_overhead", "speedup_if_shapley_free", "dice_full", "dice_shapley", "epochs_full",
+           "epochs_shapley", "estimator", "train_s", "eval_s", "shapley_s", "full_genotype_settled_epoch",
+           "shapley_rounds", "shapley_evals", "shapley_passes", "shapley_round_ms", "speedup_cpu")
 
 
 def settled_epoch(history: list[dict]) -> int:
@@ -30,52 +42,101 @@ def settled_epoch(history: list[dict]) -> int:
     return last
 
 
+def measure(cfg: RetrainConfig) -> dict[str, Any]:
+    """Both searches of one seed on one backbone; re-train, test and compare them.
+
+    Args:
+        cfg: the run config (its ``policy`` is ignored; ``none`` and ``shapley`` both run).
+
+    Returns:
+        The seed's figures (see the module docstring).
+    """
+    run_pretrain(cfg)  # shared by both searches, not timed
+    walls, cpus, metrics, dice, histories = {}, {}, {}, {}, {}
+    for policy in ("none", "shapley"):
+        policy_cfg = cfg.replace(policy=policy)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        stage = run_search(policy_cfg, progress=False)
+        walls[policy] = time.perf_counter() - start
+        cpus[policy] = time.process_time() - cpu_start
+        metrics[policy] = load_json(stage / "metrics.json")
+        histories[policy] = read_jsonl(stage / "history.jsonl")
+        dice[policy] = load_json(run_evaluate(policy_cfg, policy) / "metrics.json")["dice_mean"]
+        print(f"seed {cfg.seed} {policy:8} search {walls[policy]:7.1f} s  epochs {metrics[policy]['epochs']:3d}  "
+              f"shapley {metrics[policy]['time_shapley_s']:6.1f} s  test dice {dice[policy]:.4f}")
+        print(f"         genotype: {metrics[policy]['genotype_text']}")
+    rounds = [h["shapley"] for h in histories["shapley"] if h["shapley"]]
+    shap = metrics["shapley"]
+    return {
+        "dataset": cfg.dataset, "seed": cfg.seed, "estimator": cfg.shapley_estimator,
+        "speedup": walls["none"] / walls["shapley"],
+        "shapley_overhead": shap["time_shapley_s"] / walls["shapley"],
+        "speedup_if_shapley_free": walls["none"] / (walls["shapley"] - shap["time_shapley_s"]),
+        "dice_full": dice["none"], "dice_shapley": dice["shapley"],
+        "epochs_full": metrics["none"]["epochs"], "epochs_shapley": shap["epochs"],
+        "train_s": shap["time_train_s"], "eval_s": shap["time_eval_s"], "shapley_s": shap["time_shapley_s"],
+        "full": {"train_s": metrics["none"]["time_train_s"], "eval_s": metrics["none"]["time_eval_s"],
+                 "shapley_s": metrics["none"]["time_shapley_s"]},
+        "full_genotype_settled_epoch": settled_epoch(histories["none"]),
+        "wall_full_s": walls["none"], "wall_shapley_s": walls["shapley"],
+        "cpu_full_s": cpus["none"], "cpu_shapley_s": cpus["shapley"], "speedup_cpu": cpus["none"] / cpus["shapley"],
+        "schedule": {k: getattr(cfg, k) for k in ("search_epochs", "warmup_epochs", "prune_warmup_epochs",
+                                                  "prune_interval", "prune_per_round", "settle_epochs",
+                                                  "shapley_points_first", "shapley_points")},
+        "shapley_rounds": len(rounds),
+        "shapley_evals": sum(r["num_evals"] for r in rounds),
+        "shapley_passes": sum(r.get("passes", 0) for r in rounds),
+        "shapley_round_ms": [round(r.get("ms", 1000.0 * r["wall_s"]), 1) for r in rounds],
+        "completeness_gap": [r.get("completeness_gap") for r in rounds],
+        "epoch_s_full": [round(h["time_train_s"], 3) for h in histories["none"]],
+        "epoch_s_shapley": [round(h["time_train_s"], 3) for h in histories["shapley"]],
+        "genotype_full": metrics["none"]["genotype_text"], "genotype_shapley": shap["genotype_text"],
+    }
+
+
+def worst(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worst seed on each target: lowest speed-up, highest overhead, largest Dice loss."""
+    loss = [r["dice_full"] - r["dice_shapley"] for r in results]
+    return {
+        "speedup": min(r["speedup"] for r in results),
+        "shapley_overhead": max(r["shapley_overhead"] for r in results),
+        "speedup_if_shapley_free": min(r["speedup_if_shapley_free"] for r in results),
+        "speedup_cpu": min(r.get("speedup_cpu", float("nan")) for r in results),
+        "dice_loss": max(loss),
+        "seed_of_dice_loss": results[loss.index(max(loss))]["seed"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="acdc")
     parser.add_argument("--profile", default="workshop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="", help="comma-separated seeds (overrides --seed), e.g. 0,1,2")
     parser.add_argument("--results", default="", help="results folder (default: a temporary one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     from shapnas.cli.common import parse_overrides
 
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
     root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
-    cfg = config_from_profile(RetrainConfig, args.profile, dataset=args.dataset, seed=args.seed, results_root=root,
-                              **parse_overrides(args.overrides))
-    run_pretrain(cfg)  # shared by both searches, not timed
-    walls, metrics, dice = {}, {}, {}
-    for policy in ("none", "shapley"):
-        policy_cfg = cfg.replace(policy=policy)
-        start = time.perf_counter()
-        stage = run_search(policy_cfg, progress=False)
-        walls[policy] = time.perf_counter() - start
-        metrics[policy] = load_json(stage / "metrics.json")
-        dice[policy] = load_json(run_evaluate(policy_cfg, policy) / "metrics.json")["dice_mean"]
-        print(f"{policy:8} search {walls[policy]:7.1f} s  epochs {metrics[policy]['epochs']:3d}  "
-              f"shapley {metrics[policy]['time_shapley_s']:6.1f} s  test dice {dice[policy]:.4f}")
-        print(f"         genotype: {metrics[policy]['genotype_text']}")
-    history_full = read_jsonl(Path(root) / args.dataset / cfg.backbone / f"seed-{args.seed}" / "search-none" / "history.jsonl")
-    history_shap = read_jsonl(Path(root) / args.dataset / cfg.backbone / f"seed-{args.seed}" / "search-shapley" / "history.jsonl")
-    rounds = [h["shapley"] for h in history_shap if h["shapley"]]
-    result = {
-        "dataset": args.dataset, "profile": args.profile, "seed": args.seed,
-        "speedup": walls["none"] / walls["shapley"],
-        "shapley_overhead": metrics["shapley"]["time_shapley_s"] / walls["shapley"],
-        "dice_full": dice["none"], "dice_shapley": dice["shapley"],
-        "epochs_full": metrics["none"]["epochs"], "epochs_shapley": metrics["shapley"]["epochs"],
-        "full_genotype_settled_epoch": settled_epoch(history_full),
-        "wall_full_s": walls["none"], "wall_shapley_s": walls["shapley"],
-        "shapley_rounds": len(rounds), "shapley_evals": sum(r["num_evals"] for r in rounds),
-        "shapley_evals_saved": sum(r["evals_saved"] for r in rounds),
-        "shapley_eval_ms": (sum(r["eval_ms"] * r["num_evals"] for r in rounds) / max(1, sum(r["num_evals"] for r in rounds))),
-        "epoch_s_full": [round(h["time_train_s"], 3) for h in history_full],
-        "epoch_s_shapley": [round(h["time_train_s"], 3) for h in history_shap],
-    }
-    for key in ("speedup", "shapley_overhead", "dice_full", "dice_shapley", "epochs_full", "epochs_shapley",
-                "full_genotype_settled_epoch", "shapley_rounds", "shapley_evals", "shapley_evals_saved", "shapley_eval_ms"):
-        print(f"{key:28} {result[key]}")
-    print(json.dumps(result))
+    overrides = parse_overrides(args.overrides)
+    results = []
+    for seed in seeds:
+        cfg = config_from_profile(RetrainConfig, args.profile, dataset=args.dataset, seed=seed, results_root=root,
+                                  **overrides)
+        result = measure(cfg)
+        result["profile"] = args.profile
+        for key in PRINTED:
+            print(f"{key:28} {result[key]}")
+        print(json.dumps(result))
+        results.append(result)
+    if len(results) == 1:
+        return
+    summary = {"dataset": args.dataset, "profile": args.profile, "seeds": seeds,
+               "estimator": results[0]["estimator"], "worst": worst(results), "per_seed": results}
+    print(f"worst over seeds {seeds}: {summary['worst']}")
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

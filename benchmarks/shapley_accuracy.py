@@ -1,10 +1,22 @@
-"""Accuracy of the Monte-Carlo Shapley estimate against exact Shapley on a real retrofitted supernet.
+"""Accuracy of the Shapley estimators on the real rounds of a pruned search (issue 10).
 
-A short full search (policy ``none``) trains the implanted cells; then a sub-game small enough for exact
-Shapley is cut out of the supernet: the ops of ``--edges`` edges (the ``--ops`` strongest by α on each;
-every other op stays present). The Monte-Carlo estimator at the default number of permutations
-(``shapley_permutations`` of the profile, antithetic) is compared with exact Shapley on the same value
-function. Prints figures; the last line is one JSON object. Target: spearman >= 0.9 with evals_mc < evals_exact.
+A ``shapley`` search runs one epoch per call (a resumed search ends exactly as an uninterrupted one), and the
+supernet state of every epoch that held a Shapley round is kept, with the round's players restored (the
+checkpoint is written after pruning; pruning only clears ``active``). On each saved round:
+
+- reference: two independent Monte-Carlo runs of M permutations (default 4) averaged (M = 8);
+- estimators against it: ``ig`` (Aumann–Shapley, the round's K points) and a third, independent MC M run;
+  ``spearman`` (all players), ``within_edge_spearman`` (mean over edges with ≥ 3 ops), ``decision_agreement``
+  (fraction of edges whose ``prune_per_round`` lowest ops match the reference's);
+- ``noise_ceiling``: the same figures for one MC M run against the other (the reference's two halves);
+- controls: softmax α and a random score against the reference;
+- exact sub-games: all active ops of each of ``--edges`` (default 0, 5 and 13: into the first, third and
+  last node) switch on/off with every other op present; exact Shapley over the 2^m coalitions, the value
+  range, the additive R² (least squares of v(S) on the membership bits) and the estimators' errors there.
+
+The last line is one JSON object (means over rounds at the top, every round under ``rounds``). Targets:
+``decision_agreement`` ≥ ``noise_ceiling.decision_agreement`` and ``within_edge_spearman`` ≥ 0.9, on rounds
+whose values carry signal (see ``value_span`` and the sub-games' ``value_range``).
 
     python benchmarks/shapley_accuracy.py --dataset acdc --profile workshop --seed 0
 """
@@ -13,28 +25,169 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
-import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from shapnas.aumann_shapley import aumann_shapley
 from shapnas.config import SearchConfig, config_from_profile
-from shapnas.pipeline import load_search_supernet, run_search
+from shapnas.pipeline import load_search_supernet, run_pretrain, run_search, search_stage_name, stage_path
+from shapnas.pruning import mean_op_probs, select_ops_to_prune
+from shapnas.runs import load_checkpoint, read_jsonl
+from shapnas.search import STATE_FILE
 from shapnas.shapley import exact_shapley, permutation_shapley
-from shapnas.supernet_shapley import SupernetGame, foreground_rich_batch
+from shapnas.supernet_shapley import SupernetGame, estimate_supernet_shapley, foreground_rich_batch, round_options
+
+Players = list[tuple[int, int]]
 
 
-def sub_game_players(model: torch.nn.Module, num_edges: int, num_ops: int) -> list[tuple[int, int]]:
-    """The ``num_ops`` highest-α non-``none`` ops of the ``num_edges`` edges with the highest β."""
-    op_probs = model.arch[0].op_probs().detach().cpu()
-    edges = torch.argsort(model.arch[0].edge_probs().detach().cpu(), descending=True)[:num_edges].tolist()
-    players = []
-    for edge in sorted(edges):
-        ops = torch.argsort(op_probs[edge, 1:], descending=True)[:num_ops] + 1
-        players.extend((edge, int(op)) for op in sorted(ops.tolist()))
-    return players
+def saved_rounds(cfg: SearchConfig, keep: Path) -> list[dict[str, Any]]:
+    """Run the search one epoch per call; keep the checkpoint and record of every epoch with a round."""
+    stage = stage_path(cfg, search_stage_name(cfg))
+    if (stage / "metrics.json").exists():
+        raise ValueError(f"{stage} holds a finished search, whose rounds were not kept; use an empty --results")
+    rounds = []
+    while not (stage / "metrics.json").exists():
+        run_search(cfg, progress=False, stop_after=1)
+        record = read_jsonl(stage / "history.jsonl")[-1]
+        if record["shapley"] and not any(r["epoch"] == record["epoch"] for r in rounds):
+            path = keep / f"round-{len(rounds)}.pt"
+            shutil.copy(stage / STATE_FILE, path)
+            rounds.append({"epoch": record["epoch"], "path": path, "record": record["shapley"]})
+    return rounds
+
+
+def restore_round(model: torch.nn.Module, path: Path, players: list[list]) -> Players:
+    """Load a round's checkpoint and re-activate the ops its round pruned; returns the round's players."""
+    from shapnas.ops import PRIMITIVES
+
+    model.load_state_dict(load_checkpoint(path, map_location=next(model.parameters()).device)["model"])
+    pairs = [(int(e), PRIMITIVES.index(o) if isinstance(o, str) else int(o)) for e, o in players]
+    for arch in model.arch:
+        for edge, op in pairs:
+            arch.active[edge, op] = True
+    restored = model.arch[0].players()
+    if restored != pairs:
+        raise ValueError(f"{path}: restored players {len(restored)} differ from the round's {len(pairs)}")
+    return restored
+
+
+def by_edge(players: Players, values: np.ndarray) -> dict[int, dict[int, float]]:
+    grouped: dict[int, dict[int, float]] = {}
+    for (edge, op), value in zip(players, values):
+        grouped.setdefault(edge, {})[op] = float(value)
+    return grouped
+
+
+def agreement(estimate: np.ndarray, reference: np.ndarray, players: Players, per_round: int) -> dict[str, float]:
+    """Spearman over all players, mean within-edge Spearman (edges with ≥ 3 ops), decision agreement."""
+    est, ref = by_edge(players, estimate), by_edge(players, reference)
+    within = [spearmanr([est[e][o] for o in ops], [ref[e][o] for o in ops]).statistic
+              for e, ops in ref.items() if len(ops) >= 3]
+    decided = [e for e, ops in ref.items() if len(ops) >= 2]
+    pruned_est = set(select_ops_to_prune({e: est[e] for e in decided}, per_round))
+    pruned_ref = set(select_ops_to_prune({e: ref[e] for e in decided}, per_round))
+    same = [all(((e, o) in pruned_est) == ((e, o) in pruned_ref) for o in ref[e]) for e in decided]
+    return {"spearman": float(spearmanr(estimate, reference).statistic),
+            "within_edge_spearman": float(np.nanmean(within)) if within else float("nan"),
+            "decision_agreement": float(np.mean(same)) if same else float("nan")}
+
+
+def sub_game(model, images, labels, players: Players, cfg: SearchConfig, points: int,
+             generator: np.random.Generator) -> dict[str, Any]:
+    """Exact Shapley of one edge's active ops (every other op present) against ``ig`` and MC."""
+    n = len(players)
+    game = SupernetGame(model, images, labels, players, value=cfg.shapley_value)
+    bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)  # (2^n, n)
+    table = game(bits)  # (2^n,)
+    powers = 1 << np.arange(n)
+    exact = exact_shapley(lambda masks: table[masks.astype(np.int64) @ powers], n).mean
+    design = np.hstack([np.ones((2**n, 1)), bits.astype(float)])
+    fitted = design @ np.linalg.lstsq(design, table, rcond=None)[0]
+    total = float(np.sum((table - table.mean()) ** 2))
+    ig = aumann_shapley(game.value_and_grad, n, points, value_fn=game).mean
+    mc = permutation_shapley(game, n, cfg.shapley_permutations, generator, truncation=cfg.shapley_truncation).mean
+    spread = float(exact.max() - exact.min())
+    return {"edge": players[0][0], "players": n, "evals_exact": 2**n,
+            "value_range": float(table.max() - table.min()), "phi_range": spread,
+            "additive_r2": 1.0 - float(np.sum((table - fitted) ** 2)) / total if total > 0 else float("nan"),
+            "ig_max_err_over_range": float(np.abs(ig - exact).max() / spread) if spread > 0 else float("nan"),
+            "mc_max_err_over_range": float(np.abs(mc - exact).max() / spread) if spread > 0 else float("nan"),
+            "ig_spearman": float(spearmanr(ig, exact).statistic), "mc_spearman": float(spearmanr(mc, exact).statistic)}
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def evaluate_round(model, images, labels, players: Players, cfg: SearchConfig, index: int, seed: int,
+                   edges: list[int]) -> dict[str, Any]:
+    """All comparisons on one saved round (see the module docstring)."""
+    rngs = [np.random.default_rng([seed, index, k]) for k in range(5)]
+    options = round_options(cfg, index)
+    mc = [estimate_supernet_shapley(model, images, labels, players, generator=rngs[k],
+                                    **{**options, "estimator": "mc"}) for k in range(3)]
+    ig = estimate_supernet_shapley(model, images, labels, players, generator=rngs[3], **{**options, "estimator": "ig"})
+    a, b, c = (np.array(r["mean"]) for r in mc)
+    reference = 0.5 * (a + b)
+    alpha = mean_op_probs([arch.op_probs() for arch in model.arch])
+    r = cfg.prune_per_round
+    result = {
+        "round": index, "players": len(players), "ig_points": options["points"],
+        "value_span": ig["value_full"] - ig["value_empty"], "value_full": ig["value_full"],
+        "ig": {**agreement(np.array(ig["mean"]), reference, players, r),
+               "completeness_gap": _nan(ig["completeness_gap"]), "passes": ig["passes"], "evals": ig["num_evals"],
+               "ms": ig["ms"]},
+        "mc": {**agreement(c, reference, players, r), "evals": mc[2]["num_evals"], "ms": mc[2]["ms"],
+               "completeness_gap": _nan(mc[2]["completeness_gap"])},
+        "noise_ceiling": agreement(a, b, players, r),
+        "alpha": agreement(np.array([alpha[e, o] for e, o in players]), reference, players, r),
+        "random": agreement(rngs[4].random(len(players)), reference, players, r),
+        "evals_reference": mc[0]["num_evals"] + mc[1]["num_evals"],
+        "sub_games": [],
+    }
+    for edge in edges:
+        sub = [p for p in players if p[0] == edge]
+        if len(sub) >= 2:
+            result["sub_games"].append(sub_game(model, images, labels, sub, cfg, options["points"],
+                                                np.random.default_rng([seed, index, 100 + edge])))
+    return result
+
+
+def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over rounds of the headline figures (the issue's JSON keys)."""
+    def mean(path: tuple[str, ...]) -> float:
+        values = []
+        for r in rounds:
+            value: Any = r
+            for key in path:
+                value = value[key]
+            values.append(value)
+        return float(np.nanmean(values))
+
+    keys = ("spearman", "within_edge_spearman", "decision_agreement")
+    subs = [s for r in rounds for s in r["sub_games"]]
+    return {
+        "players": sum(r["players"] for r in rounds),
+        **{k: mean(("ig", k)) for k in keys},
+        "noise_ceiling": {k: mean(("noise_ceiling", k)) for k in keys},
+        "mc": {k: mean(("mc", k)) for k in keys},
+        "alpha": {k: mean(("alpha", k)) for k in keys},
+        "random": {k: mean(("random", k)) for k in keys},
+        "completeness_gap_ig": mean(("ig", "completeness_gap")),
+        "evals_ig": sum(r["ig"]["evals"] for r in rounds), "passes_ig": sum(r["ig"]["passes"] for r in rounds),
+        "ms_ig": sum(r["ig"]["ms"] for r in rounds),
+        "evals_mc": sum(r["mc"]["evals"] for r in rounds), "ms_mc": sum(r["mc"]["ms"] for r in rounds),
+        "evals_reference": sum(r["evals_reference"] for r in rounds),
+        "evals_exact": sum(s["evals_exact"] for s in subs),
+        "sub_game_ig_max_err_over_range": max((s["ig_max_err_over_range"] for s in subs), default=float("nan")),
+        "sub_game_additive_r2_min": min((s["additive_r2"] for s in subs), default=float("nan")),
+    }
 
 
 def main() -> None:
@@ -42,42 +195,41 @@ def main() -> None:
     parser.add_argument("--dataset", default="acdc")
     parser.add_argument("--profile", default="workshop")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--edges", type=int, default=2)
-    parser.add_argument("--ops", type=int, default=5, help="ops per edge in the sub-game (players = edges x ops)")
+    parser.add_argument("--edges", default="0,5,13", help="edges of the exact sub-games (13: into the last node)")
+    parser.add_argument("--max-rounds", type=int, default=0, help="evaluate only the first N rounds (0: all)")
     parser.add_argument("--results", default="", help="results folder (default: a temporary one)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
-    cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, seed=args.seed, results_root=root,
-                              policy="none")
-    run_search(cfg, progress=False)
+    from shapnas.cli.common import parse_overrides
+
+    root = Path(args.results or tempfile.mkdtemp(prefix="shapnas-bench-"))
+    cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, seed=args.seed,
+                              results_root=str(root), **{**parse_overrides(args.overrides), "policy": "shapley"})
+    run_pretrain(cfg)
+    keep = root / "rounds"
+    keep.mkdir(parents=True, exist_ok=True)
+    rounds = saved_rounds(cfg, keep)
+    if args.max_rounds:
+        rounds = rounds[:args.max_rounds]
     model, data = load_search_supernet(cfg)
     device = next(model.parameters()).device
     images, labels = foreground_rich_batch(*data.slices("val"), cfg.shapley_slices)
-    players = sub_game_players(model, args.edges, args.ops)
-    # the sub-game: the chosen players switch on/off, every other active op stays present
-    game = SupernetGame(model, images.to(device), labels.to(device), players, value=cfg.shapley_value)
-    start = time.perf_counter()
-    exact = exact_shapley(game, len(players))
-    exact_s = time.perf_counter() - start
-    start = time.perf_counter()
-    mc = permutation_shapley(game, len(players), cfg.shapley_permutations, np.random.default_rng(args.seed),
-                             truncation=cfg.shapley_truncation)
-    mc_s = time.perf_counter() - start
-    rho = float(spearmanr(exact.mean, mc.mean).statistic)
-    result = {
-        "dataset": args.dataset, "profile": args.profile, "seed": args.seed, "players": len(players),
-        "spearman": rho, "max_abs_err": float(np.max(np.abs(exact.mean - mc.mean))),
-        "value_range": float(np.max(exact.mean) - np.min(exact.mean)),
-        "evals_mc": int(mc.num_evals), "evals_exact": int(exact.num_evals),
-        "evals_saved_by_truncation": int(mc.evals_saved_by_truncation),
-        "permutations": cfg.shapley_permutations, "truncation": cfg.shapley_truncation,
-        "exact_s": exact_s, "mc_s": mc_s,
-    }
-    for name, e, m in zip(["%d:%d" % p for p in players], exact.mean, mc.mean):
-        print(f"player {name:6} exact {e:+.6f}  mc {m:+.6f}")
-    for key in ("players", "spearman", "max_abs_err", "value_range", "evals_mc", "evals_exact"):
-        print(f"{key:14} {result[key]}")
-    print(json.dumps(result))
+    images, labels = images.to(device), labels.to(device)
+    edges = [int(e) for e in args.edges.split(",") if e.strip()]
+    results = []
+    for index, saved in enumerate(rounds):
+        players = restore_round(model, saved["path"], saved["record"]["players"])
+        result = evaluate_round(model, images, labels, players, cfg, index, args.seed, edges)
+        result["epoch"] = saved["epoch"]
+        results.append(result)
+        print(f"round {index} (epoch {saved['epoch']}, {len(players)} players, span {result['value_span']:+.5f}): "
+              f"ig {result['ig']}  mc {result['mc']}  ceiling {result['noise_ceiling']}  alpha {result['alpha']}")
+        for sub in result["sub_games"]:
+            print(f"  sub-game {sub}")
+    out = {"dataset": args.dataset, "profile": args.profile, "seed": args.seed, "estimator_search": cfg.shapley_estimator,
+           "permutations": cfg.shapley_permutations, "prune_per_round": cfg.prune_per_round, **summary(results),
+           "rounds": results}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

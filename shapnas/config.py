@@ -232,6 +232,13 @@ class SearchConfig(PretrainConfig):
         shapley_slices: V slices (foreground-rich) in the value batch. Defaults to 8.
         js_window: epochs in the Jensen–Shannon stability window (policy ``js``). Defaults to 2.
         js_threshold: JS divergence under which an edge counts as settled. Defaults to 0.01.
+        shapley_estimator: ``ig`` (Aumann–Shapley: mask gradients at K points on the diagonal, issue 10) or
+            ``mc`` (truncated Monte-Carlo permutations: ``shapley_permutations``, ``shapley_truncation``).
+            Defaults to ``ig``.
+        shapley_points: K, midpoint-rule points on the diagonal of an ``ig`` round. Defaults to 1 (t = ½).
+        shapley_points_first: K of the first ``ig`` round (the most players). Defaults to 2.
+        prune_warmup_epochs: epochs before the first pruning round; -1 means ``warmup_epochs`` (the
+            architecture warm-up). Defaults to -1.
     """
 
     policy: str = "none"
@@ -259,6 +266,11 @@ class SearchConfig(PretrainConfig):
     shapley_slices: int = 8
     js_window: int = 2
     js_threshold: float = 0.01
+    # Shapley estimator and pruning start (issue 10)
+    shapley_estimator: str = "ig"
+    shapley_points: int = 1
+    shapley_points_first: int = 2
+    prune_warmup_epochs: int = -1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -279,6 +291,23 @@ class SearchConfig(PretrainConfig):
         for name in ("prune_interval", "prune_per_round", "shapley_permutations", "shapley_slices", "num_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+        self._check_shapley_estimator()
+
+    def _check_shapley_estimator(self) -> None:
+        """Validate the issue-10 fields (estimator, diagonal points, pruning warm-up)."""
+        if self.shapley_estimator not in ("ig", "mc"):
+            raise ValueError(f"shapley_estimator={self.shapley_estimator!r}; expected 'ig' or 'mc'")
+        for name in ("shapley_points", "shapley_points_first"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+        if not -1 <= self.prune_warmup_epochs < self.search_epochs:
+            raise ValueError(f"prune_warmup_epochs={self.prune_warmup_epochs}, search_epochs={self.search_epochs}; "
+                             "expected -1 (the architecture warm-up) or 0 <= prune_warmup_epochs < search_epochs")
+
+    @property
+    def prune_start(self) -> int:
+        """Epochs before the first pruning round (``prune_warmup_epochs``, or ``warmup_epochs`` when -1)."""
+        return self.warmup_epochs if self.prune_warmup_epochs < 0 else self.prune_warmup_epochs
 
 
 @dataclass(frozen=True, kw_only=True)

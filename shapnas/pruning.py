@@ -47,15 +47,17 @@ class PolicyContext:
         op_probs: softmax of α over active ops, (E, P), mean over levels.
         players: active non-``none`` (edge, op) pairs in a fixed order.
         generator: NumPy generator of this epoch (random policy, Monte-Carlo Shapley).
-        estimate_shapley: callable running one Shapley round on V for ``players``; returns a dict
-            with ``mean``, ``stderr`` (lists aligned with ``players``), ``num_evals``, ``evals_saved``, ``eval_ms``.
+        estimate_shapley: callable ``(players, round_index=0)`` running one Shapley round on V; returns a
+            dict with ``mean``, ``stderr`` (lists aligned with ``players``) and the round's cost record
+            (``estimator``, ``completeness_gap``, ``passes``, ``num_evals``, ``ms``; see
+            :func:`shapnas.supernet_shapley.estimate_supernet_shapley`).
     """
 
     epoch: int
     op_probs: np.ndarray
     players: list[tuple[int, int]]
     generator: np.random.Generator
-    estimate_shapley: Callable[[list[tuple[int, int]]], dict[str, Any]] | None = None
+    estimate_shapley: Callable[..., dict[str, Any]] | None = None
 
 
 @dataclass
@@ -188,7 +190,7 @@ class ShapleyPolicy(PruningPolicy):
     def scores(self, ctx: PolicyContext) -> EdgeScores:
         if ctx.estimate_shapley is None:
             raise ValueError("the shapley policy needs an estimate_shapley callable in the context")
-        result = ctx.estimate_shapley(ctx.players)
+        result = ctx.estimate_shapley(ctx.players, round_index=self.rounds)
         mean = np.asarray(result["mean"], dtype=float)
         stderr = np.nan_to_num(np.asarray(result["stderr"], dtype=float), nan=0.0)  # NaN when M < 2
         lower = mean - stderr

@@ -26,7 +26,7 @@ from shapnas.config import SearchConfig
 from shapnas.ops import PRIMITIVES
 from shapnas.pruning import PolicyContext, build_policy, is_pruning_epoch, mean_op_probs, select_ops_to_prune
 from shapnas.runs import append_jsonl, load_checkpoint, read_jsonl, save_checkpoint
-from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch
+from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch, round_options
 from shapnas.train import dice_ce_loss, iterate_batches, validation_dice
 
 __all__ = ["SearchData", "SearchResult", "run_search_loop", "epoch_generators", "train_search_epoch"]
@@ -206,15 +206,14 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
         players = model.arch[0].players()
         context = PolicyContext(
             epoch=epoch, op_probs=op_probs, players=players, generator=np_gen,
-            estimate_shapley=lambda ps: estimate_supernet_shapley(
-                model, value_images, value_labels, ps, num_permutations=cfg.shapley_permutations,
-                truncation=cfg.shapley_truncation, generator=np_gen, value=cfg.shapley_value),
+            estimate_shapley=lambda ps, round_index=0: estimate_supernet_shapley(
+                model, value_images, value_labels, ps, generator=np_gen, **round_options(cfg, round_index)),
         )
         policy.observe(context)
         tick = time.perf_counter()
         pruned: list[tuple[int, int]] = []
         policy.info = None
-        if settle_left is None and players and is_pruning_epoch(epoch, cfg.warmup_epochs, cfg.prune_interval):
+        if settle_left is None and players and is_pruning_epoch(epoch, cfg.prune_start, cfg.prune_interval):
             edge_scores = policy.scores(context)
             if edge_scores:
                 pruned = select_ops_to_prune(edge_scores, cfg.prune_per_round)

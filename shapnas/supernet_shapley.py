@@ -5,21 +5,31 @@ its edge, without re-normalisation (Shapley-NAS, Xiao et al. CVPR 2022). The val
 mean foreground soft Dice (or −DiceCE) of the supernet on a fixed, foreground-rich batch of V slices, in
 eval mode without gradients (Benedykciuk et al., Sci. Rep. 2026; method.md). The frozen encoder's features
 are computed once per round; each coalition reruns only the cells and the decoder.
+
+Two estimators share the game: ``mc`` (truncated Monte-Carlo permutations, :mod:`shapnas.shapley`) and ``ig``
+(Aumann–Shapley, :mod:`shapnas.aumann_shapley`): the keep-mask becomes a float in [0, 1] that multiplies each
+player's op weight, and the gradient of the value with respect to the masks only (parameters frozen for the
+round) is averaged over K points t·1 on the diagonal.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
 from shapnas.metrics import soft_dice
+from shapnas.aumann_shapley import aumann_shapley, completeness_gap
 from shapnas.shapley import permutation_shapley
 
-__all__ = ["foreground_rich_batch", "coalition_mask", "SupernetGame", "estimate_supernet_shapley"]
+__all__ = ["foreground_rich_batch", "coalition_mask", "float_coalition", "frozen_parameters", "SupernetGame",
+           "estimate_supernet_shapley", "round_options", "ESTIMATORS"]
+
+ESTIMATORS = ("ig", "mc")
 
 
 def foreground_rich_batch(images: torch.Tensor, labels: torch.Tensor, num_slices: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,6 +68,37 @@ def coalition_mask(active: torch.Tensor, players: list[tuple[int, int]], present
     return mask
 
 
+def float_coalition(active: torch.Tensor, players: list[tuple[int, int]], masks: torch.Tensor) -> torch.Tensor:
+    """The (E, P) float keep-mask of a continuous coalition: active ops 1, each player its mask value.
+
+    Args:
+        active: (E, P) bool mask of active ops.
+        players: (edge, op) pairs, aligned with ``masks``.
+        masks: (n,) float keep-masks in [0, 1] (may require grad; the result is differentiable in it).
+
+    Returns:
+        (E, P) float tensor.
+    """
+    base = active.to(masks.dtype).clone()
+    edges = torch.tensor([e for e, _ in players], dtype=torch.long, device=base.device)
+    ops = torch.tensor([o for _, o in players], dtype=torch.long, device=base.device)
+    base[edges, ops] = 0.0
+    return base.index_put((edges, ops), masks.to(base.device), accumulate=True)
+
+
+@contextmanager
+def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
+    """Turn off ``requires_grad`` of every parameter for the block (restored afterwards)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 class SupernetGame:
     """The coalition game of one Shapley round: ``value_fn(masks (K, n)) -> values (K,)``.
 
@@ -77,10 +118,40 @@ class SupernetGame:
         self.value = value
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.active = model.arch[0].active.detach().clone()  # (E, P)
+        self.dtype = next(model.arch[0].parameters()).dtype
         self.num_evals = 0
         self.eval_seconds = 0.0
+        self.num_passes = 0
+        self.pass_seconds = 0.0
         with torch.no_grad():
             self.features = model.encode(images)  # computed once per round
+
+    def _value(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.value == "dice":
+            return soft_dice(logits, self.labels)
+        return -self.loss(logits, self.labels)
+
+    def value_and_grad(self, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values and mask gradients of continuous coalitions (one forward+backward pass each).
+
+        Args:
+            masks: (K, n) float keep-masks in [0, 1].
+
+        Returns:
+            (values (K,), grads (K, n)).
+        """
+        values, grads = np.empty(len(masks)), np.empty((len(masks), len(self.players)))
+        with frozen_parameters(self.model), torch.enable_grad():
+            for row, point in enumerate(np.asarray(masks, dtype=float)):
+                start = time.perf_counter()
+                mask = torch.tensor(point, dtype=self.dtype, device=self.active.device, requires_grad=True)  # (n,)
+                coalition = float_coalition(self.active, self.players, mask)  # (E, P)
+                value = self._value(self.model.decode_from(self.features, coalition=coalition))
+                (grad,) = torch.autograd.grad(value, mask)
+                values[row], grads[row] = float(value.detach()), grad.detach().cpu().numpy()
+                self.pass_seconds += time.perf_counter() - start
+                self.num_passes += 1
+        return values, grads
 
     @torch.no_grad()
     def __call__(self, masks: np.ndarray) -> np.ndarray:
@@ -89,10 +160,7 @@ class SupernetGame:
             start = time.perf_counter()
             coalition = coalition_mask(self.active, self.players, present)
             logits = self.model.decode_from(self.features, coalition=coalition)  # (B, K, H, W)
-            if self.value == "dice":
-                values[row] = float(soft_dice(logits, self.labels))
-            else:
-                values[row] = -float(self.loss(logits, self.labels))
+            values[row] = float(self._value(logits))
             self.eval_seconds += time.perf_counter() - start
             self.num_evals += 1
         return values
@@ -100,36 +168,81 @@ class SupernetGame:
 
 def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                               players: list[tuple[int, int]], *, num_permutations: int, truncation: float,
-                              generator: np.random.Generator, value: str = "dice") -> dict[str, Any]:
-    """One Shapley round on the supernet (eval mode restored to the previous mode afterwards).
+                              generator: np.random.Generator, value: str = "dice", estimator: str = "mc",
+                              points: int = 1) -> dict[str, Any]:
+    """One Shapley round on the supernet (eval mode; the previous mode restored afterwards).
 
     Args:
         model: retrofitted supernet.
         images, labels: the fixed V value batch on the model's device.
         players: active non-``none`` (edge, op) pairs.
-        num_permutations: M antithetic permutation pairs.
-        truncation: relative truncation tolerance τ (0 disables).
-        generator: NumPy generator of this round.
+        num_permutations: M antithetic permutation pairs (``mc``).
+        truncation: relative truncation tolerance τ, 0 disables (``mc``).
+        generator: NumPy generator of this round (``mc``).
         value: ``dice`` or ``dicece``.
+        estimator: ``mc`` (Monte-Carlo permutations) or ``ig`` (Aumann–Shapley). Defaults to ``mc``.
+        points: K, midpoint-rule points on the diagonal (``ig``). Defaults to 1.
 
     Returns:
-        dict with ``players`` ([[edge, op]]), ``mean``, ``stderr``, ``num_evals``, ``evals_saved``,
-        ``eval_ms`` (mean time of one coalition evaluation), ``value_full``, ``value_empty``, ``wall_s``.
+        dict with ``estimator``, ``players`` ([[edge, op]]), ``mean``, ``stderr`` (zeros for ``ig``),
+        ``num_evals`` (value-only evaluations), ``passes`` (forward+backward passes), ``evals_saved``,
+        ``eval_ms`` (mean time of one evaluation), ``value_full``, ``value_empty``, ``completeness_gap``
+        (``|Σφ − (v(N) − v(∅))| / |v(N) − v(∅)|``), ``ms`` and ``wall_s`` (the whole round).
+
+    Raises:
+        ValueError: for an unknown estimator.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator={estimator!r}; expected one of {', '.join(ESTIMATORS)}")
     was_training = model.training
     model.eval()
     start = time.perf_counter()
-    game = SupernetGame(model, images, labels, players, value=value)
-    estimate = permutation_shapley(game, len(players), num_permutations, generator, truncation=truncation)
-    model.train(was_training)
+    try:
+        game = SupernetGame(model, images, labels, players, value=value)
+        if estimator == "mc":
+            mc = permutation_shapley(game, len(players), num_permutations, generator, truncation=truncation)
+            mean, stderr, saved = mc.mean, mc.stderr, mc.evals_saved_by_truncation
+            v_full, v_empty = mc.value_full, mc.value_empty
+        else:
+            ig = aumann_shapley(game.value_and_grad, len(players), points, value_fn=game)
+            mean, stderr, saved = ig.mean, np.zeros(len(players)), 0
+            v_full, v_empty = ig.value_full, ig.value_empty
+    finally:
+        model.train(was_training)
+    wall = time.perf_counter() - start
+    gap = completeness_gap(float(np.sum(mean)), float(v_full), float(v_empty))
     return {
+        "estimator": estimator,
         "players": [list(p) for p in players],
-        "mean": estimate.mean.tolist(),
-        "stderr": estimate.stderr.tolist(),
-        "num_evals": int(estimate.num_evals),
-        "evals_saved": int(estimate.evals_saved_by_truncation),
+        "mean": [float(x) for x in mean],
+        "stderr": [float(x) for x in stderr],
+        "num_evals": int(game.num_evals),
+        "passes": int(game.num_passes),
+        "evals_saved": int(saved),
         "eval_ms": 1000.0 * game.eval_seconds / max(game.num_evals, 1),
-        "value_full": float(estimate.value_full),
-        "value_empty": float(estimate.value_empty),
-        "wall_s": time.perf_counter() - start,
+        "pass_ms": 1000.0 * game.pass_seconds / max(game.num_passes, 1),
+        "value_full": float(v_full),
+        "value_empty": float(v_empty),
+        "completeness_gap": gap if np.isfinite(gap) else None,  # None: v(N) = v(∅) but Σφ ≠ 0
+        "ms": 1000.0 * wall,
+        "wall_s": wall,
+    }
+
+
+def round_options(cfg: Any, round_index: int) -> dict[str, Any]:
+    """Keyword arguments of :func:`estimate_supernet_shapley` for round ``round_index`` (0-based) of a search.
+
+    Args:
+        cfg: a :class:`shapnas.config.SearchConfig` (``shapley_*`` fields).
+        round_index: rounds already run (the first ``ig`` round uses ``shapley_points_first`` points).
+
+    Returns:
+        ``num_permutations``, ``truncation``, ``value``, ``estimator``, ``points``.
+    """
+    return {
+        "num_permutations": cfg.shapley_permutations,
+        "truncation": cfg.shapley_truncation,
+        "value": cfg.shapley_value,
+        "estimator": cfg.shapley_estimator,
+        "points": cfg.shapley_points_first if round_index == 0 else cfg.shapley_points,
     }

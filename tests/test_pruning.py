@@ -59,9 +59,9 @@ def test_shapley_policy_momentum_and_state():
     players = [(0, 1), (0, 2), (0, 3)]
     rounds = iter([{"mean": [1.0, 2.0, 3.0], "stderr": [0, 0, 0]}, {"mean": [3.0, 2.0, 1.0], "stderr": [0, 0, 0]}])
     policy = ShapleyPolicy(momentum=0.8)
-    first = policy.scores(_context(np.zeros((1, 4)), players, estimate=lambda ps: next(rounds)))
+    first = policy.scores(_context(np.zeros((1, 4)), players, estimate=lambda ps, round_index=0: next(rounds)))
     assert first[0][1] < first[0][2] < first[0][3]
-    second = policy.scores(_context(np.zeros((1, 4)), players, estimate=lambda ps: next(rounds)))
+    second = policy.scores(_context(np.zeros((1, 4)), players, estimate=lambda ps, round_index=0: next(rounds)))
     assert second[0][1] < second[0][3], "momentum 0.8 keeps the earlier ranking after one reversed round"
     clone = build_policy("shapley", momentum=0.8)
     clone.load_state_dict(policy.state_dict())

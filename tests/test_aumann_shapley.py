@@ -1,0 +1,140 @@
+"""Aumann–Shapley (diagonal integrated gradients) against exact Shapley values: Owen's theorem on known games."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shapnas.aumann_shapley import aumann_shapley, completeness_gap, multilinear_extension, quadrature
+from shapnas.shapley import exact_shapley
+
+
+def additive(weights, constant=0.0):
+    w = np.asarray(weights, dtype=float)
+    return lambda masks: masks @ w + constant
+
+
+def pairwise(weights, interactions):
+    w, J = np.asarray(weights, dtype=float), np.triu(np.asarray(interactions, dtype=float), 1)
+    return lambda masks: masks @ w + np.einsum("ki,ij,kj->k", masks.astype(float), J, masks.astype(float))
+
+
+def glove(left, right):
+    """Players 0..left-1 hold left gloves, the next ``right`` players right gloves; value = pairs."""
+    return lambda masks: np.minimum(masks[:, :left].sum(1), masks[:, left:left + right].sum(1)).astype(float)
+
+
+def majority(num_players):
+    return lambda masks: (masks.sum(1) > num_players / 2).astype(float)
+
+
+def weighted_voting(weights, quota):
+    w = np.asarray(weights, dtype=float)
+    return lambda masks: (masks @ w >= quota).astype(float)
+
+
+W6 = [0.3, -1.2, 2.0, 0.0, 0.7, -0.4]
+J6 = np.random.default_rng(3).normal(size=(6, 6))
+
+
+def _phi(game, n, points, rule="midpoint"):
+    return aumann_shapley(multilinear_extension(game, n), n, points, rule, value_fn=game)
+
+
+def test_quadrature_rules():
+    t, w = quadrature(1)
+    assert t.tolist() == [0.5] and w.tolist() == [1.0]
+    t, w = quadrature(4, "midpoint")
+    assert np.allclose(t, [0.125, 0.375, 0.625, 0.875]) and w.sum() == pytest.approx(1.0)
+    t, w = quadrature(3, "gauss")
+    assert np.all((t > 0) & (t < 1)) and w.sum() == pytest.approx(1.0)
+    # Gauss–Legendre with K points integrates t^(2K-1) exactly on [0, 1]; the midpoint rule does not
+    assert w @ t**5 == pytest.approx(1 / 6, abs=1e-12)
+    tm, wm = quadrature(3, "midpoint")
+    assert abs(wm @ tm**5 - 1 / 6) > 1e-3
+
+
+def test_multilinear_extension_matches_the_game_at_vertices():
+    game = pairwise(W6, J6)
+    f = multilinear_extension(game, 6)
+    vertices = np.random.default_rng(0).random((10, 6)) < 0.5
+    values, _ = f(vertices.astype(float))
+    assert np.allclose(values, game(vertices))
+
+
+def test_multilinear_gradient_matches_finite_differences():
+    game = glove(2, 3)
+    f = multilinear_extension(game, 5)
+    x = np.random.default_rng(1).random((3, 5))
+    _, grads = f(x)
+    eps = 1e-6
+    for i in range(5):
+        step = np.zeros(5)
+        step[i] = eps
+        numeric = (f(x + step)[0] - f(x - step)[0]) / (2 * eps)
+        assert np.allclose(grads[:, i], numeric, atol=1e-6)
+
+
+@pytest.mark.parametrize("game", [additive(W6, constant=0.3), pairwise(W6, J6)], ids=["additive", "pairwise"])
+def test_one_midpoint_is_exact_on_additive_and_pairwise_games(game):
+    exact = exact_shapley(game, 6).mean
+    estimate = _phi(game, 6, 1)
+    assert np.allclose(estimate.mean, exact, atol=1e-12)
+    assert estimate.completeness_gap < 1e-12
+    assert estimate.passes == 1 and estimate.num_evals == 2
+
+
+@pytest.mark.parametrize("name,game,n", [("glove", glove(2, 3), 5), ("majority", majority(5), 5),
+                                         ("voting", weighted_voting([4, 2, 1, 1, 1, 1, 3], 7), 7)])
+def test_gauss_legendre_with_half_n_points_is_exact_on_general_games(name, game, n):
+    exact = exact_shapley(game, n).mean
+    k = math.ceil(n / 2)
+    assert np.allclose(_phi(game, n, k, "gauss").mean, exact, atol=1e-10)
+    # one point fewer is not exact on these games: the test can fail
+    assert not np.allclose(_phi(game, n, k - 1, "gauss").mean, exact, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,game,n", [("glove", glove(2, 3), 5), ("majority", majority(7), 7)])
+def test_midpoint_rule_converges_on_general_games(name, game, n):
+    exact = exact_shapley(game, n).mean
+    errors = [np.abs(_phi(game, n, k).mean - exact).max() for k in (1, 2, 4, 8, 16)]
+    assert errors[0] > 1e-3, "one midpoint is not exact beyond pairwise interactions"
+    assert all(b < a for a, b in zip(errors, errors[1:]))
+    assert errors[-1] < 1e-2 * errors[0]
+
+
+def test_completeness_holds_for_any_rule_on_the_multilinear_extension():
+    # the diagonal integrand of Σφ is d f(t·1)/dt, a polynomial; exact integration gives v(N) − v(∅)
+    game = majority(7)
+    assert _phi(game, 7, 4, "gauss").completeness_gap < 1e-10
+    assert _phi(game, 7, 1).completeness_gap > 1e-3
+
+
+def test_completeness_gap_definition():
+    assert completeness_gap(1.0, 3.0, 1.0) == pytest.approx(0.5)
+    assert completeness_gap(0.0, 1.0, 1.0) == 0.0
+    assert completeness_gap(0.1, 1.0, 1.0) == math.inf
+
+
+def test_value_and_grad_path_costs_two_more_passes():
+    game = additive(W6)
+    estimate = aumann_shapley(multilinear_extension(game, 6), 6, 2)
+    assert estimate.passes == 4 and estimate.num_evals == 0
+    assert estimate.value_full == pytest.approx(sum(W6)) and estimate.value_empty == pytest.approx(0.0)
+    record = estimate.to_dict()
+    assert set(record) >= {"mean", "completeness_gap", "passes", "num_evals", "ms"}
+
+
+def test_input_validation():
+    with pytest.raises(ValueError, match="num_points=0"):
+        quadrature(0)
+    with pytest.raises(ValueError, match="rule='simpson'"):
+        quadrature(2, "simpson")
+    with pytest.raises(ValueError, match="num_players=0"):
+        aumann_shapley(lambda m: (np.zeros(len(m)), m), 0)
+    with pytest.raises(ValueError, match="expected"):
+        aumann_shapley(lambda m: (np.zeros(len(m)), np.zeros((len(m), 2))), 3)
+    with pytest.raises(ValueError, match="num_players=17"):
+        multilinear_extension(additive(np.ones(17)), 17)

@@ -1,0 +1,129 @@
+"""The supernet game's two estimators: float keep-masks, mask-only gradients, exact sub-games, round records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from shapnas.aumann_shapley import aumann_shapley
+from shapnas.backbones import adapt, build_backbone
+from shapnas.config import SearchConfig
+from shapnas.retrofit import build_supernet
+from shapnas.shapley import exact_shapley
+from shapnas.supernet_shapley import (SupernetGame, coalition_mask, estimate_supernet_shapley, float_coalition,
+                                      round_options)
+
+# players of a small sub-game: three ops on an edge into the first node and on an edge into the last node
+SUB_GAME = [(0, 1), (0, 4), (0, 6), (13, 3), (13, 5), (13, 7)]
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_backbone("basic_unet", 1, 3, "tiny")[0].eval()
+    model = build_supernet(adapt(net), generator=torch.Generator().manual_seed(0)).freeze_backbone().eval()
+    model = model.double()  # float64: finite differences of values that move by ~1e-5
+    with torch.no_grad():
+        model.gates.fill_(2.0)  # open the cells so that the players matter
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(4, 1, 32, 32, generator=gen, dtype=torch.float64)
+    labels = (torch.rand(4, 1, 32, 32, generator=gen) * 3).long()
+    return model, images, labels
+
+
+def test_float_coalition_equals_bool_coalition_at_vertices():
+    active = torch.ones(14, 8, dtype=torch.bool)
+    active[2, 3] = False
+    players = [(0, 1), (0, 2), (5, 7), (13, 4)]
+    present = np.array([True, False, False, True])
+    expected = coalition_mask(active, players, present).float()
+    got = float_coalition(active, players, torch.tensor(present, dtype=torch.float32))
+    assert torch.equal(got, expected)
+    masks = torch.tensor([0.25, 0.5, 0.75, 1.0], requires_grad=True)
+    (grad,) = torch.autograd.grad(float_coalition(active, players, masks)[0, 1], masks)
+    assert grad.tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_value_and_grad_matches_the_set_game_and_finite_differences(supernet):
+    model, images, labels = supernet
+    game = SupernetGame(model, images, labels, SUB_GAME, value="dicece")  # float64 end to end (soft Dice casts)
+    vertices = np.array([[1, 0, 1, 0, 1, 1], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=bool)
+    values, _ = game.value_and_grad(vertices.astype(float))
+    assert np.allclose(values, game(vertices), rtol=0, atol=1e-12)
+    point = np.full((1, 6), 0.5)
+    _, grads = game.value_and_grad(point)
+    eps = 0.05
+    for i in (0, 4):
+        step = np.zeros((1, 6))
+        step[0, i] = eps
+        numeric = (game.value_and_grad(point + step)[0] - game.value_and_grad(point - step)[0]) / (2 * eps)
+        assert grads[0, i] == pytest.approx(float(numeric[0]), rel=0.02)
+    assert np.abs(grads).max() > 0
+
+
+def test_mask_gradients_leave_parameters_untouched(supernet):
+    model, images, labels = supernet
+    flags = [p.requires_grad for p in model.parameters()]
+    game = SupernetGame(model, images, labels, SUB_GAME)
+    game.value_and_grad(np.full((2, 6), 0.5))
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert game.num_passes == 2 and game.num_evals == 0
+
+
+def test_ig_agrees_with_exact_shapley_on_a_supernet_sub_game(supernet):
+    """Stated error: on this 6-player sub-game (two edges, three ops each; soft Dice) one or two midpoints are
+    within 6 % of the exact values' range (measured 3.9 % and 3.1 %), rank them alike (Spearman ≥ 0.9), and
+    miss completeness by under 10 % (measured 2.4 % and 6.7 %). The value is not multilinear in the masks,
+    so the Aumann–Shapley value itself differs from the Shapley value here (K = 4: 1.9 %, K = 8: 2.2 %)."""
+    model, images, labels = supernet
+    game = SupernetGame(model, images, labels, SUB_GAME)
+    exact = exact_shapley(game, len(SUB_GAME))
+    value_range = exact.mean.max() - exact.mean.min()
+    assert value_range > 0
+    for points in (1, 2):
+        ig = aumann_shapley(game.value_and_grad, len(SUB_GAME), points, value_fn=game)
+        assert np.abs(ig.mean - exact.mean).max() <= 0.06 * value_range, (points, ig.mean, exact.mean)
+        assert spearmanr(ig.mean, exact.mean).statistic >= 0.9
+        assert ig.completeness_gap < 0.10
+    # control: the bound is not trivially met; a shuffled answer fails it
+    shuffled = exact.mean[np.random.default_rng(0).permutation(6)]
+    assert np.abs(shuffled - exact.mean).max() > 0.06 * value_range
+
+
+@pytest.mark.parametrize("estimator", ["ig", "mc"])
+def test_round_record(supernet, estimator):
+    model, images, labels = supernet
+    model.train()
+    record = estimate_supernet_shapley(model, images, labels, SUB_GAME, num_permutations=2, truncation=0.0,
+                                       generator=np.random.default_rng(0), estimator=estimator, points=2)
+    assert model.training, "the previous mode is restored"
+    model.eval()
+    assert record["estimator"] == estimator and len(record["mean"]) == len(SUB_GAME)
+    assert {"completeness_gap", "passes", "num_evals", "ms", "value_full", "value_empty"} <= set(record)
+    if estimator == "ig":
+        assert record["passes"] == 2 and record["num_evals"] == 2 and record["stderr"] == [0.0] * 6
+    else:
+        assert record["passes"] == 0 and record["num_evals"] > 2
+        assert record["completeness_gap"] < 1e-6, "untruncated walks sum to v(N) − v(∅)"
+    with pytest.raises(ValueError, match="estimator='exact'"):
+        estimate_supernet_shapley(model, images, labels, SUB_GAME, num_permutations=1, truncation=0.0,
+                                  generator=np.random.default_rng(0), estimator="exact")
+
+
+def test_round_options_and_config_validation():
+    cfg = SearchConfig()
+    assert cfg.shapley_estimator == "ig"
+    assert round_options(cfg, 0)["points"] == cfg.shapley_points_first
+    assert round_options(cfg, 3)["points"] == cfg.shapley_points
+    assert round_options(cfg.replace(shapley_estimator="mc"), 1)["estimator"] == "mc"
+    assert cfg.prune_start == cfg.warmup_epochs and cfg.replace(prune_warmup_epochs=1).prune_start == 1
+    with pytest.raises(ValueError, match="shapley_estimator='tmc'"):
+        SearchConfig(shapley_estimator="tmc")
+    with pytest.raises(ValueError, match="shapley_points=0"):
+        SearchConfig(shapley_points=0)
+    with pytest.raises(ValueError, match="prune_warmup_epochs=12"):
+        SearchConfig(prune_warmup_epochs=12)
