@@ -200,6 +200,18 @@ class SearchConfig(PretrainConfig):
         shapley_slices: V slices (foreground-rich) in the value batch. Defaults to 8.
         js_window: epochs in the Jensen–Shannon stability window (policy ``js``). Defaults to 2.
         js_threshold: JS divergence under which an edge counts as settled. Defaults to 0.01.
+        weight_optimizer: optimiser of the cell weights, ``adam`` (our choice: the frozen decoder hands the
+            cells gradients of ~1e-3, which SGD at PC-DARTS's rate barely moves) or ``sgd`` (PC-DARTS, with
+            ``weight_momentum``); both cosine-annealed, clipped at ``grad_clip``. Defaults to ``adam``.
+        search_epoch_steps: weight steps in one search epoch (batches drawn from W, reshuffled at each pass),
+            so that budgets are optimiser steps rather than passes over a small split: warm-up
+            ``warmup_epochs × search_epoch_steps`` steps, search at most ``search_epochs × search_epoch_steps``;
+            0 means one pass over W. Defaults to 0.
+        residual: how a cell joins its skip: ``projection`` (``e + cell(e)`` with the cell's output 1×1
+            projection initialised to zero) or ``gate`` (``e + 30·γ·cell(e)``, γ = 0 at implant). Both equal
+            the backbone exactly at implant time. Defaults to ``projection``.
+        decoder_input: the cell's second input state ``s1`` is the decoder feature upsampled to the skip's
+            level (``s0`` the skip) instead of a second projection of the skip. Defaults to False.
     """
 
     policy: str = "none"
@@ -227,6 +239,11 @@ class SearchConfig(PretrainConfig):
     shapley_slices: int = 8
     js_window: int = 2
     js_threshold: float = 0.01
+    # issue 9a: search optimisation, residual form, decoder input
+    weight_optimizer: str = "adam"
+    search_epoch_steps: int = 0
+    residual: str = "projection"
+    decoder_input: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -244,6 +261,12 @@ class SearchConfig(PretrainConfig):
                 f"cell_channels={self.cell_channels}, partial_channels={self.partial_channels}; "
                 "expected K >= 1 and C divisible by K"
             )
+        if self.weight_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"weight_optimizer={self.weight_optimizer!r}; expected 'adam' or 'sgd'")
+        if self.residual not in ("projection", "gate"):
+            raise ValueError(f"residual={self.residual!r}; expected 'projection' or 'gate'")
+        if self.search_epoch_steps < 0:
+            raise ValueError(f"search_epoch_steps={self.search_epoch_steps}; expected 0 (one pass over W) or more")
         for name in ("prune_interval", "prune_per_round", "shapley_permutations", "shapley_slices", "num_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
