@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--results", default="", help="results folder (data cache, backbone; default: temporary)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a SearchConfig field (repeatable)")
+    parser.add_argument("--skip-shapley", action="store_true",
+                        help="no Shapley round (α, weight and loss figures only; much cheaper)")
     args = parser.parse_args()
 
     root = args.results or tempfile.mkdtemp(prefix="shapnas-signal-")
@@ -149,6 +151,8 @@ def main() -> None:
 
     def on_epoch(record: dict[str, Any]) -> None:
         epoch = record["epoch"]
+        if args.skip_shapley:
+            return
         if "shapley_signal" not in result and is_pruning_epoch(epoch, cfg.warmup_epochs, cfg.prune_interval):
             result["grad_norms_first_round"] = grad_norms(model.train(), *probe)
             result.update(first_round(model, cfg, batches, epoch))
@@ -164,6 +168,7 @@ def main() -> None:
         "search_train_s": search.time_train_s, "wall_s": wall, "genotype": str(search.genotype),
         "alpha_spread_by_epoch": [round(h["alpha_spread"], 5) for h in search.history],
         "loss_by_epoch": [round(h["train_loss"], 4) for h in search.history],
+        "final_op_probs": search.history[-1]["op_probs"],
         **result,
     }
     for key, value in summary.items():

@@ -1,9 +1,12 @@
 """First-order PC-DARTS bilevel search of the implanted cells, with a pluggable pruning policy.
 
-Weight steps (SGD, cosine, clipped) on the W half of the training patients alternate with architecture
-steps (Adam on α, β) on the A half once the warm-up is over (PC-DARTS, Xu et al. ICLR 2020). After each
-epoch the pruning policy may remove ops (Benedykciuk et al., Sci. Rep. 2026): survivors keep α, β, weights
-and optimiser state; removed ops are no longer computed. The backbone stays frozen and in eval mode.
+Weight steps (Adam by default, or PC-DARTS's SGD; cosine, clipped) on the W half of the training patients
+alternate with architecture steps (Adam on α, β) on the A half once the warm-up is over (PC-DARTS, Xu et
+al. ICLR 2020). An epoch is ``search_epoch_steps`` weight steps (0: one pass over W), so budgets are
+optimiser steps. After each epoch the pruning policy may remove ops (Benedykciuk et al., Sci. Rep. 2026):
+survivors keep α, β, weights and optimiser state; removed ops are no longer computed. The backbone stays
+frozen and in eval mode. Each epoch records whether the search learns: α spread and the chosen ops'
+probability (:func:`alpha_signal`), the relative change of the cell weights, step counts and the loss.
 
 Every epoch appends one line to ``history.jsonl`` and saves a resumable checkpoint; per-epoch randomness
 comes from generators derived from (seed, epoch), so a resumed search ends exactly as an uninterrupted one.

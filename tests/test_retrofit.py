@@ -293,3 +293,30 @@ def test_same_generator_same_supernet():
     a = build_supernet(adapt(_backbone()), generator=_gen(3))
     b = build_supernet(adapt(_backbone()), generator=_gen(3))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_SIZES))
+def test_saved_retrofit_keeps_residual_and_decoder_input(tmp_path, name):
+    """model.pt rebuilds the same form (from its config); a config without the keys means the old gate form."""
+    from shapnas.models import load_model, save_model
+    from shapnas.retrofit import retrofit_options
+
+    class Spec:
+        name, channel_names, class_names, label_values, modality, eval_regions = "x", ["i"], ["b", "f", "g"], \
+            [0, 1, 2], "MR", {}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net, init_args = build_backbone(name, 1, 3, "tiny")
+    model = build_discrete(adapt(net.eval()), GENOTYPE, generator=_gen(), residual="projection", decoder_input=True)
+    with torch.no_grad():
+        for cell in model.cells:
+            cell.project.weight.normal_(generator=_gen(4))
+    path = save_model(tmp_path / "model.pt", kind="retrofit", net=net, backbone_name=name, init_args=init_args,
+                      model=model, genotype=GENOTYPE, spec=Spec, slice_size=32,
+                      config={"residual": "projection", "decoder_input": True})
+    loaded, _ = load_model(path)
+    assert loaded.gates is None and loaded.decoder_input
+    with torch.no_grad():
+        assert torch.equal(loaded(_x(6)), model.eval()(_x(6)))
+    assert retrofit_options({}) == {"residual": "gate", "decoder_input": False}
