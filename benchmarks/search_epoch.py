@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import torch
+import yaml
 
 from shapnas.backbones import adapt
 from shapnas.config import SearchConfig, config_from_profile
@@ -59,11 +60,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each kind (default: 3)")
     parser.add_argument("--results", default="", help="results folder for the data cache (default: temporary)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a SearchConfig field (repeatable), e.g. --set search_epoch_steps=0")
     args = parser.parse_args()
 
     root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
     cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, data_dir=args.data_dir,
                               seed=args.seed, results_root=root)
+    cfg = cfg.replace(**{k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     prepared = prepare_data(cfg)
@@ -85,7 +89,7 @@ def main() -> None:
         backbone_s.append(backbone_epoch(net, data, cfg, device))
         supernet_s.append(supernet_epoch(model, data, cfg, device, optimizers))
     result = {
-        "dataset": args.dataset, "profile": args.profile, "device": str(device),
+        "dataset": args.dataset, "profile": args.profile, "overrides": args.set, "device": str(device),
         "threads": torch.get_num_threads(), "slices_train": int(data.train_w[0].shape[0] + data.train_a[0].shape[0]),
         "slice_size": cfg.slice_size, "batch_size": cfg.batch_size,
         "weight_steps_per_epoch": cfg.search_epoch_steps or -(-int(data.train_w[0].shape[0]) // cfg.batch_size),
