@@ -68,9 +68,14 @@ def disjoint_value_batches(images: torch.Tensor, labels: torch.Tensor, size: int
 
 def grad_norms(model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:
     """Gradient norms of one DiceCE backward pass, per skip level: output projection, the rest of the cell,
-    the gate (if any); and α, β."""
+    the gate (if any); and α, β. The model's buffers (BN running statistics) are restored afterwards, so the
+    probe leaves the search unchanged."""
+    buffers = {name: value.clone() for name, value in model.named_buffers()}  # BN statistics: the search's own
     model.zero_grad(set_to_none=True)
     dice_ce_loss()(model(images), labels).backward()
+    with torch.no_grad():
+        for name, value in model.named_buffers():
+            value.copy_(buffers[name])
 
     def norm(params) -> float:
         grads = [p.grad.flatten() for p in params if p.grad is not None]
