@@ -93,7 +93,7 @@ def main() -> None:
         net = build_backbone(args.backbone, 1, args.classes, args.size)[0].to(device)
     backbone = copy.deepcopy(net).train()
     backbone_opt = torch.optim.SGD(backbone.parameters(), lr=1e-3)
-    models = {"full": build_supernet(adapt(net), generator=torch.Generator().manual_seed(1))}
+    models = {"full": build_supernet(adapt(net), generator=torch.Generator().manual_seed(1), residual="gate")}
     for name, keep in (("pruned2", 2), ("pruned1", 1)):
         models[name] = copy.deepcopy(models["full"])
         keep_random_ops(models[name], keep, torch.Generator().manual_seed(keep))

@@ -86,9 +86,27 @@ class SkipAdapter(nn.Module, ABC):
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Encoder: (B, C_in, H, W) -> (skips, full resolution first; bottom tensor)."""
 
+    decoder_channels: list[int]
+
     @abstractmethod
+    def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The decoder feature entering skip level ``level``, at the skip's resolution: ``deep`` (the
+        decoder output one level down, or the bottom) upsampled as the backbone does. ``skip`` gives the shape."""
+
+    @abstractmethod
+    def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """The decoder block of ``level`` on its skip and :meth:`up_feature`: the next ``deep`` tensor."""
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the last decoder output (identity unless the backbone has a final conv)."""
+        return x
+
     def decode(self, skips: list[torch.Tensor], bottom: torch.Tensor) -> torch.Tensor:
-        """Decoder: skips and bottom -> logits (B, out_channels, H, W)."""
+        """Decoder: skips and bottom -> logits (B, out_channels, H, W), level by level from the deepest."""
+        x = bottom
+        for level in reversed(range(len(skips))):
+            x = self.merge(level, skips[level], self.up_feature(level, x, skips[level]))
+        return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(*self.encode(x))
@@ -107,6 +125,10 @@ class BasicUNetAdapter(SkipAdapter):
             raise ValueError("BasicUNet adapter: expected spatial_dims=2")
         self.net = net
         self.skip_channels = [_out_channels(net.conv_0)] + [_out_channels(getattr(net, f"down_{k}")) for k in (1, 2, 3)]
+        self.decoder_channels = [_out_channels(self._upcat(level).upsample) for level in range(4)]
+
+    def _upcat(self, level: int) -> nn.Module:
+        return getattr(self.net, f"upcat_{level + 1}")  # skip x_l enters upcat_{l+1}
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         x0 = self.net.conv_0(x)  # (B, f0, H, W)
@@ -116,12 +138,22 @@ class BasicUNetAdapter(SkipAdapter):
         x4 = self.net.down_4(x3)  # (B, f4, H/16, W/16)
         return [x0, x1, x2, x3], x4
 
-    def decode(self, skips: list[torch.Tensor], bottom: torch.Tensor) -> torch.Tensor:
-        u4 = self.net.upcat_4(bottom, skips[3])
-        u3 = self.net.upcat_3(u4, skips[2])
-        u2 = self.net.upcat_2(u3, skips[1])
-        u1 = self.net.upcat_1(u2, skips[0])  # (B, f5, H, W)
-        return self.net.final_conv(u1)
+    def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        upcat = self._upcat(level)
+        up = upcat.upsample(deep)  # (B, up_chns, H_l, W_l), as UpCat.forward
+        if upcat.is_pad:  # odd edge lengths: MONAI pads the upsampled tensor by one (replicate)
+            pad = [0] * 4
+            for i in range(2):
+                if skip.shape[-i - 1] != up.shape[-i - 1]:
+                    pad[i * 2 + 1] = 1
+            up = torch.nn.functional.pad(up, pad, "replicate")
+        return up
+
+    def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return self._upcat(level).convs(torch.cat([skip, up], dim=1))  # u_{l+1} of BasicUNet.forward
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.final_conv(x)  # (B, out_channels, H, W)
 
 
 class MonaiUNetAdapter(SkipAdapter):
@@ -152,6 +184,8 @@ class MonaiUNetAdapter(SkipAdapter):
         # plain lists: the modules stay registered once, under ``net``
         self._downs, self._ups, self._bottom = downs, ups, [block]
         self.skip_channels = [_out_channels(d) for d in downs]
+        # the feature entering level l is the inner block's output, already at the skip's resolution
+        self.decoder_channels = [_out_channels(m) for m in ups[1:] + [block]]
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         skips = []
@@ -160,11 +194,11 @@ class MonaiUNetAdapter(SkipAdapter):
             skips.append(x)
         return skips, self._bottom[0](x)
 
-    def decode(self, skips: list[torch.Tensor], bottom: torch.Tensor) -> torch.Tensor:
-        x = bottom
-        for skip, up in zip(reversed(skips), reversed(self._ups)):
-            x = up(torch.cat([skip, x], dim=1))
-        return x
+    def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return deep  # (B, c, H_l, W_l): UNet upsamples inside the up block of the level below
+
+    def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return self._ups[level](torch.cat([skip, up], dim=1))  # SkipConnection 'cat', then up
 
 
 def adapt(net: nn.Module) -> SkipAdapter:

@@ -18,7 +18,7 @@ from torch import nn
 
 from shapnas.genotype import Genotype, edge_list, num_edges
 from shapnas.ops import (OPS, PARAMETRIC, POOLS, PRIMITIVES, ReLUConvBN, batch_norm_affine, depthwise_rows,
-                         linear_rows, pool_rows, search_op)
+                         input_mask, linear_rows, pool_rows, search_op, with_decoder)
 
 __all__ = ["channel_shuffle", "MixedOp", "FusedEdges", "SearchCell", "DiscreteCell", "init_uniform_"]
 
@@ -402,8 +402,10 @@ class SearchCell(nn.Module):
     """PC-DARTS search cell implanted on a skip: 2 input states, ``num_nodes`` nodes, 14 edges for 4.
 
     ``s0 = pre0(e)`` and ``s1 = pre1(e)`` are two ReLU-Conv1×1-BN of the skip ``e`` (one conv with 2C
-    outputs; a reconstruction that keeps the DARTS layout, see :mod:`shapnas.genotype`); node ``i`` sums
-    ``edge_weights[e] · mixed_e(state)`` over its ``2 + i`` inputs; the output is a 1×1 conv of the
+    outputs; a reconstruction that keeps the DARTS layout, see :mod:`shapnas.genotype`), or, with
+    ``decoder_channels``, ``s1 = pre1(d)`` of the decoder feature ``d`` at the skip's level (the conv's
+    weight is masked block-diagonal, so ``s0`` sees only the skip and ``s1`` only the decoder); node ``i``
+    sums ``edge_weights[e] · mixed_e(state)`` over its ``2 + i`` inputs; the output is a 1×1 conv of the
     concatenated nodes back to the skip's channels. Computed by :class:`FusedEdges`; ``mixed_op(e)``
     exports edge ``e`` as a reference :class:`MixedOp`.
 
@@ -413,26 +415,35 @@ class SearchCell(nn.Module):
         k: K, partial-channel ratio (PC-DARTS: 4).
         num_nodes: intermediate nodes. Defaults to 4.
         generator: draws the initial weights (PyTorch's default init); None uses the global RNG.
+        decoder_channels: channels of the decoder input (0: both states come from the skip). Defaults to 0.
+        zero_output: initialise the output projection to zero (the cell then outputs exactly 0, the
+            residual ``e + cell(e)`` is the backbone's skip at implant time). Defaults to False.
     """
 
     def __init__(self, in_channels: int, channels: int, k: int, num_nodes: int = 4,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, decoder_channels: int = 0,
+                 zero_output: bool = False) -> None:
         super().__init__()
         if channels % k or channels < k:
             raise ValueError(f"SearchCell: channels={channels} must be a positive multiple of k={k}")
         self.in_channels, self.channels, self.k, self.num_nodes = in_channels, channels, k, num_nodes
+        self.decoder_channels = int(decoder_channels)
         self.num_edges = num_edges(num_nodes)
-        self.preprocess = ReLUConvBN(in_channels, 2 * channels)  # s0 = [:C], s1 = [C:]
+        self.preprocess = ReLUConvBN(in_channels + self.decoder_channels, 2 * channels)  # s0 = [:C], s1 = [C:]
+        self.register_buffer("input_mask", input_mask(in_channels, self.decoder_channels, channels), persistent=False)
         self.edges = FusedEdges(channels, k, num_nodes)
         self.project = nn.Conv2d(num_nodes * channels, in_channels, 1)
         init_uniform_(self.preprocess.op[1].weight, in_channels, generator)
         init_uniform_(self.project.weight, num_nodes * channels, generator)
         init_uniform_(self.project.bias, num_nodes * channels, generator)
+        if zero_output:
+            nn.init.zeros_(self.project.weight)
+            nn.init.zeros_(self.project.bias)
         self.edges.reset_parameters(generator)
 
     def forward(self, x: torch.Tensor, op_weights: torch.Tensor, edge_weights: torch.Tensor,
-                active: torch.Tensor) -> torch.Tensor:
-        """Cell on a skip tensor.
+                active: torch.Tensor, decoder: torch.Tensor | None = None) -> torch.Tensor:
+        """Cell on a skip tensor (and the decoder feature at its level).
 
         Ops that are inactive are not computed. Under ``torch.no_grad`` ops and edges of zero weight are
         skipped too; with gradients enabled they are computed so that gradients w.r.t. α, β stay exact.
@@ -442,14 +453,16 @@ class SearchCell(nn.Module):
             op_weights: (E, P) mixing weights of the ops.
             edge_weights: (E,) normalised edge weights.
             active: (E, P) bool, the ops that may be computed.
+            decoder: (B, decoder_channels, H, W), required iff the cell was built with decoder channels.
 
         Returns:
             (B, in_channels, H, W).
         """
         batch, _, height, width = x.shape
-        rows = F.relu(x).permute(0, 2, 3, 1).reshape(-1, self.in_channels)  # (N, C_in), N = B·H·W
+        x = with_decoder(x, decoder, self.decoder_channels)  # (B, C_in + C_dec, H, W)
+        rows = F.relu(x).permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (N, C_in + C_dec), N = B·H·W
         conv, norm = self.preprocess.op[1], self.preprocess.op[2]
-        weight = conv.weight[:, :, 0, 0]  # (2C, C_in)
+        weight = conv.weight[:, :, 0, 0] * self.input_mask  # (2C, C_in + C_dec)
         scale, shift = batch_norm_affine(rows, weight, norm.running_mean, norm.running_var, None, self.training)
         out = self.edges(rows, (batch, height, width), scale[:, None] * weight, shift, self.project.weight[:, :, 0, 0],
                          self.project.bias, op_weights, edge_weights, active)  # (N, C_in)
@@ -463,21 +476,25 @@ class SearchCell(nn.Module):
 class DiscreteCell(nn.Module):
     """The discrete cell of a genotype: one full-width op per kept edge (no partial channels).
 
-    Same wiring and output shape as :class:`SearchCell`; BNs are affine as in the DARTS evaluation
-    network.
+    Same wiring, inputs and output shape as :class:`SearchCell`; BNs are affine as in the DARTS
+    evaluation network.
 
     Args:
         in_channels: the skip's channels.
         channels: C, the cell width.
         genotype: the :class:`~shapnas.genotype.Genotype`.
         generator: draws the conv weights (PyTorch's default init); None uses the global RNG.
+        decoder_channels: channels of the decoder input (0: both states from the skip). Defaults to 0.
+        zero_output: zero-initialised output projection. Defaults to False.
     """
 
     def __init__(self, in_channels: int, channels: int, genotype: Genotype,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, decoder_channels: int = 0,
+                 zero_output: bool = False) -> None:
         super().__init__()
-        self.channels, self.genotype = channels, genotype
-        self.preprocess = ReLUConvBN(in_channels, 2 * channels, affine=True)
+        self.channels, self.genotype, self.decoder_channels = channels, genotype, int(decoder_channels)
+        self.preprocess = ReLUConvBN(in_channels + self.decoder_channels, 2 * channels, affine=True)
+        self.register_buffer("input_mask", input_mask(in_channels, self.decoder_channels, channels), persistent=False)
         self.ops = nn.ModuleList(OPS[op](channels, affine=True) for _, _, op in genotype.edges)
         self.project = nn.Conv2d(genotype.num_nodes * channels, in_channels, 1)
         if generator is not None:
@@ -487,9 +504,14 @@ class DiscreteCell(nn.Module):
                     init_uniform_(module.weight, fan_in, generator)
                     if module.bias is not None:
                         init_uniform_(module.bias, fan_in, generator)
+        if zero_output:
+            nn.init.zeros_(self.project.weight)
+            nn.init.zeros_(self.project.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.preprocess(x)  # (B, 2C, H, W)
+    def forward(self, x: torch.Tensor, decoder: torch.Tensor | None = None) -> torch.Tensor:
+        x = with_decoder(x, decoder, self.decoder_channels)  # (B, C_in + C_dec, H, W)
+        _, conv, norm = self.preprocess.op
+        pre = norm(F.conv2d(F.relu(x), conv.weight * self.input_mask[:, :, None, None]))  # (B, 2C, H, W)
         states = [pre[:, : self.channels], pre[:, self.channels:]]
         for node in range(self.genotype.num_nodes):
             states.append(sum(op(states[src]) for (n, src, _), op in zip(self.genotype.edges, self.ops) if n == node))

@@ -215,10 +215,14 @@ class SearchConfig(PretrainConfig):
         cell_channels: C, the cell width (divisible by K); 0 means min(skip channels, 32) rounded to K.
         num_nodes: intermediate nodes per cell (DARTS: 4, 14 edges). Defaults to 4.
         per_level_alpha: one α/β per skip level instead of one shared genotype (ablation).
-        weight_lr: SGD learning rate of the cell weights (cosine). Defaults to 0.025.
-        weight_momentum, weight_decay, grad_clip: SGD settings (0.9, 3e-4, 5).
+        weight_lr: learning rate of the cell weights (cosine), for ``weight_optimizer`` (PC-DARTS's SGD: 0.1,
+            DARTS 0.025). Defaults to 3e-3 (Adam).
+        weight_momentum, weight_decay, grad_clip: momentum (SGD only), weight decay and gradient-norm clip of
+            the weight steps (0.9, 3e-4, 5).
         arch_lr: Adam learning rate of α, β. Defaults to 6e-4.
-        arch_beta1, arch_beta2, arch_weight_decay: Adam settings (0.5, 0.999, 1e-3).
+        arch_beta1, arch_beta2, arch_weight_decay: Adam settings (0.5, 0.999, 0). PC-DARTS decays α, β by 1e-3;
+            behind a frozen decoder their gradients are ~1e-4 per entry, so that decay alone held α within
+            ±0.01 of uniform (measured, ``benchmarks/signal.py``): no decay by default.
         prune_interval: T, epochs between pruning rounds after the warm-up. Defaults to 1.
         prune_per_round: r, ops removed per edge a round (never the last). Defaults to 2.
         settle_epochs: epochs after every edge has one op. Defaults to 1.
@@ -239,6 +243,18 @@ class SearchConfig(PretrainConfig):
         shapley_points_first: K of the first ``ig`` round (the most players). Defaults to 2.
         prune_warmup_epochs: epochs before the first pruning round; -1 means ``warmup_epochs`` (the
             architecture warm-up). Defaults to -1.
+        weight_optimizer: optimiser of the cell weights, ``adam`` (our choice: the frozen decoder hands the
+            cells gradients of ~1e-3, which SGD at PC-DARTS's rate barely moves) or ``sgd`` (PC-DARTS, with
+            ``weight_momentum``); both cosine-annealed, clipped at ``grad_clip``. Defaults to ``adam``.
+        search_epoch_steps: weight steps in one search epoch (batches drawn from W, reshuffled at each pass),
+            so that budgets are optimiser steps rather than passes over a small split: warm-up
+            ``warmup_epochs × search_epoch_steps`` steps, search at most ``search_epochs × search_epoch_steps``;
+            0 means one pass over W. Defaults to 0.
+        residual: how a cell joins its skip: ``projection`` (``e + cell(e)`` with the cell's output 1×1
+            projection initialised to zero) or ``gate`` (``e + 30·γ·cell(e)``, γ = 0 at implant). Both equal
+            the backbone exactly at implant time. Defaults to ``projection``.
+        decoder_input: the cell's second input state ``s1`` is the decoder feature upsampled to the skip's
+            level (``s0`` the skip) instead of a second projection of the skip. Defaults to False.
     """
 
     policy: str = "none"
@@ -248,14 +264,14 @@ class SearchConfig(PretrainConfig):
     cell_channels: int = 0
     num_nodes: int = 4
     per_level_alpha: bool = False
-    weight_lr: float = 0.025
+    weight_lr: float = 3e-3
     weight_momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     arch_lr: float = 6e-4
     arch_beta1: float = 0.5
     arch_beta2: float = 0.999
-    arch_weight_decay: float = 1e-3
+    arch_weight_decay: float = 0.0
     prune_interval: int = 1
     prune_per_round: int = 2
     settle_epochs: int = 1
@@ -271,6 +287,11 @@ class SearchConfig(PretrainConfig):
     shapley_points: int = 1
     shapley_points_first: int = 2
     prune_warmup_epochs: int = -1
+    # issue 9a: search optimisation, residual form, decoder input
+    weight_optimizer: str = "adam"
+    search_epoch_steps: int = 0
+    residual: str = "projection"
+    decoder_input: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -288,6 +309,12 @@ class SearchConfig(PretrainConfig):
                 f"cell_channels={self.cell_channels}, partial_channels={self.partial_channels}; "
                 "expected K >= 1 and C divisible by K"
             )
+        if self.weight_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"weight_optimizer={self.weight_optimizer!r}; expected 'adam' or 'sgd'")
+        if self.residual not in ("projection", "gate"):
+            raise ValueError(f"residual={self.residual!r}; expected 'projection' or 'gate'")
+        if self.search_epoch_steps < 0:
+            raise ValueError(f"search_epoch_steps={self.search_epoch_steps}; expected 0 (one pass over W) or more")
         for name in ("prune_interval", "prune_per_round", "shapley_permutations", "shapley_slices", "num_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")

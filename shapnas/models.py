@@ -16,7 +16,7 @@ import torch
 
 from shapnas.backbones import adapt, backbone_payload, build_backbone
 from shapnas.genotype import Genotype
-from shapnas.retrofit import build_discrete
+from shapnas.retrofit import build_discrete, retrofit_options
 from shapnas.runs import load_checkpoint, save_checkpoint
 
 __all__ = ["spec_dict", "save_model", "load_model", "new_backbone", "net_from_payload"]
@@ -94,7 +94,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     elif checkpoint["kind"] == "retrofit":
         genotype = Genotype.from_dict(checkpoint["genotype"])
         model = build_discrete(adapt(net), genotype, channels=int(checkpoint["cell_channels"]),
-                               k=int(checkpoint.get("partial_channels", 4)))
+                               k=int(checkpoint.get("partial_channels", 4)),
+                               **retrofit_options(checkpoint.get("config") or {}))
     else:
         raise ValueError(f"{path}: kind={checkpoint['kind']!r}; expected 'backbone' or 'retrofit'")
     model.load_state_dict(checkpoint["state_dict"])

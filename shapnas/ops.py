@@ -17,7 +17,7 @@ from torch import nn
 __all__ = [
     "PRIMITIVES", "OPS", "PARAMETRIC", "POOLS", "ReLUConvBN", "SepConv", "DilConv", "Zero", "Identity",
     "search_op", "linear_rows", "depthwise_rows", "pool_rows", "batch_moments", "batch_norm_affine",
-    "BN_MOMENTUM", "BN_EPS",
+    "BN_MOMENTUM", "BN_EPS", "input_mask", "with_decoder",
 ]
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d defaults
@@ -298,3 +298,25 @@ def batch_norm_affine(x: torch.Tensor, weight: torch.Tensor | None, running_mean
         var = flat_var if index is None else flat_var[index]
     scale = torch.rsqrt(var + BN_EPS)
     return scale, -mean * scale
+
+
+def input_mask(in_channels: int, decoder_channels: int, channels: int) -> torch.Tensor:
+    """(2C, C_in + C_dec) mask of the preprocessing conv: all ones without a decoder input; with one,
+    block-diagonal, so that ``s0`` (rows ``[:C]``) reads the skip and ``s1`` (rows ``[C:]``) the decoder."""
+    mask = torch.ones(2 * channels, in_channels + decoder_channels)
+    if decoder_channels:
+        mask[:channels, in_channels:] = 0
+        mask[channels:, :in_channels] = 0
+    return mask
+
+
+def with_decoder(x: torch.Tensor, decoder: torch.Tensor | None, decoder_channels: int) -> torch.Tensor:
+    """The cell's input: the skip, or skip and decoder feature concatenated (B, C_in + C_dec, H, W)."""
+    if not decoder_channels:
+        if decoder is not None:
+            raise ValueError("a decoder feature was given to a cell built without decoder channels")
+        return x
+    if decoder is None or decoder.shape[1] != decoder_channels or decoder.shape[2:] != x.shape[2:]:
+        got = None if decoder is None else tuple(decoder.shape)
+        raise ValueError(f"decoder feature {got}; expected (B, {decoder_channels}, {x.shape[2]}, {x.shape[3]})")
+    return torch.cat([x, decoder], dim=1)

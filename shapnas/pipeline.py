@@ -21,10 +21,10 @@ from shapnas.evaluate import evaluate_model, patient_dice
 from shapnas.genotype import Genotype
 from shapnas.ops import PRIMITIVES
 from shapnas.models import load_model, new_backbone, save_model
-from shapnas.retrofit import build_discrete, build_supernet
+from shapnas.retrofit import build_discrete, build_supernet, retrofit_options
 from shapnas.runs import is_complete, load_json, save_json, stage_dir
 from shapnas.runtime import pick_device, seed_everything, torch_generator, versions
-from shapnas.search import SearchData, run_search_loop
+from shapnas.search import SearchData, run_search_loop, search_signal
 from shapnas.train import count_parameters, fit, validation_dice
 
 __all__ = [
@@ -197,7 +197,8 @@ def run_search(cfg: SearchConfig, *, progress: bool = True, stop_after: int | No
     device, data = _start(cfg, stage)
     adapter, _ = _frozen_adapter(pretrain, device)
     model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
-                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed)).to(device)
+                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
+                           **retrofit_options(cfg)).to(device)
     model.freeze_backbone()
     search_data = SearchData(train_w=data.slices("train_w"), train_a=data.slices("train_a"), val=data.slices("val"),
                              num_classes=len(data.spec.class_names))
@@ -212,7 +213,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True, stop_after: int | No
         "time_train_s": result.time_train_s, "time_shapley_s": result.time_shapley_s,
         "time_eval_s": result.time_eval_s, "val_dice": result.val_dice, "final_op_probs": last["op_probs"],
         "final_edge_probs": last["edge_probs"], "cell_channels": model.cell_channels,
-        "primitives": list(PRIMITIVES)})
+        "primitives": list(PRIMITIVES), **search_signal(result.history)})
 
 
 def run_retrain(cfg: RetrainConfig) -> Path:
@@ -232,7 +233,8 @@ def run_retrain(cfg: RetrainConfig) -> Path:
     channels = int(load_json(search / "metrics.json").get("cell_channels", cfg.cell_channels))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = build_discrete(adapter, genotype, channels=channels, k=cfg.partial_channels).to(device)
+        model = build_discrete(adapter, genotype, channels=channels, k=cfg.partial_channels,
+                               **retrofit_options(cfg)).to(device)
     cells = list(model.weight_parameters())
     params: list[Any] = cells
     backbone_lr = None
@@ -296,7 +298,8 @@ def implant_check(cfg: SearchConfig) -> dict[str, float | int]:
     data = prepare_data(cfg)
     adapter, _ = _frozen_adapter(pretrain, device)
     model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
-                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed)).to(device)
+                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
+                           **retrofit_options(cfg)).to(device)
     model.freeze_backbone()
     model.eval()
     images = data.slices("val")[0][: cfg.batch_size].to(device)
@@ -324,7 +327,8 @@ def load_search_supernet(cfg: SearchConfig) -> tuple[torch.nn.Module, PreparedDa
     data = prepare_data(cfg)
     adapter, _ = _frozen_adapter(stage_path(cfg, "pretrain"), device)
     model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
-                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed)).to(device)
+                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
+                           **retrofit_options(cfg)).to(device)
     model.load_state_dict(load_checkpoint(stage / STATE_FILE, map_location=device)["model"])
     model.freeze_backbone()
     return model.eval(), data

@@ -1,14 +1,18 @@
-"""A pre-trained U-Net with a cell implanted on every skip: ``skip' = e + g · cell(e)``, gate ``g = 0`` at first.
+"""A pre-trained U-Net with a cell implanted on every skip: ``skip' = e + cell(e)``, exact at implant time.
 
-Benedykciuk et al., Sci. Rep. 2026 (IAC): the encoder and decoder stay the pre-trained, frozen ones; with
-the gates initialised to zero the retrofitted network computes exactly what the backbone did. The
+Benedykciuk et al., Sci. Rep. 2026 (IAC): the encoder and decoder stay the pre-trained, frozen ones, and a
+freshly retrofitted network computes exactly what the backbone did. Two residual forms (``residual``):
+``projection`` (default), the cell's output 1×1 projection initialised to zero (the "zero convolution" of
+ControlNet, Zhang et al. ICCV 2023), and ``gate``, ``e + 30·γ·cell(e)`` with γ = 0 (ReZero with a raised
+step). With ``decoder_input`` a cell also reads the decoder feature upsampled to its level (its ``s1``),
+so the decoder runs level by level, each cell before the decoder block that consumes its skip. The
 architecture parameters follow PC-DARTS (α per edge and op, β per edge with edge normalisation) and
 Shapley-NAS (a coalition zeroes the mixing weights of its absent players, without re-normalisation).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +23,7 @@ from shapnas.cells import DiscreteCell, SearchCell
 from shapnas.genotype import Genotype, derive_genotype, num_edges
 from shapnas.ops import PRIMITIVES
 
-__all__ = ["ArchitectureParameters", "RetrofitUNet", "cell_width", "build_supernet", "build_discrete"]
+__all__ = ["ArchitectureParameters", "RetrofitUNet", "cell_width", "build_supernet", "build_discrete", "retrofit_options"]
 
 
 class ArchitectureParameters(nn.Module):
@@ -105,37 +109,46 @@ def cell_width(skip_channels: int, k: int, channels: int = 0) -> int:
 
 
 class RetrofitUNet(nn.Module):
-    """A frozen-able U-Net (through its :class:`SkipAdapter`) with one gated cell per skip level.
+    """A frozen-able U-Net (through its :class:`SkipAdapter`) with one residual cell per skip level.
 
     Args:
         adapter: the backbone's adapter.
-        cells: one :class:`SearchCell` or :class:`DiscreteCell` per skip level, full resolution first.
+        cells: one :class:`SearchCell` or :class:`DiscreteCell` per skip level, full resolution first
+            (built with the adapter's ``decoder_channels`` when ``decoder_input``).
         arch: the architecture parameters (1 shared, or 1 per level) of a supernet; None if discrete.
         genotype: the genotype of a discrete network.
         cell_channels: the ``channels`` argument the cells were built with (0: :func:`cell_width`
             per level); pass it back to :func:`build_discrete` to get the same widths.
+        residual: ``projection`` (cells with a zero-initialised output projection, ``e + cell(e)``) or
+            ``gate`` (``e + GATE_SCALE·γ·cell(e)``, γ = 0). Defaults to ``projection``.
+        decoder_input: the cells read the decoder feature at their level as ``s1``. Defaults to False.
 
     Attributes:
         cell_channels: as given. cell_widths: the width C of each level's cell.
-        gates: the raw gate parameters γ; the gate of level l is ``GATE_SCALE · γ_l``.
+        gates: the raw gate parameters γ (``residual='gate'`` only; None otherwise); the gate of level l is
+            ``GATE_SCALE · γ_l``.
 
-    The gate is parametrised as ``g = GATE_SCALE · γ`` (γ = 0 at implant time). Its gradient is a sum of
-    the frozen decoder's small gradients with respect to the skip features (about 1e-3 on the phantoms), so
-    a plain zero-initialised scalar stays near zero for a whole short search and the cells never take part
-    (measured: gates below 1e-3 after 10 SGD steps); the factor is a learning-rate multiplier for the gate,
-    the ReZero idea with the step size raised (our choice; the sources only say the cell is residual).
+    With ``gate`` the gate's gradient is a sum of the frozen decoder's small gradients with respect to the
+    skip features (about 1e-3 on the phantoms), so a plain zero-initialised scalar stays near zero under
+    SGD; ``GATE_SCALE`` is a learning-rate multiplier for it. With ``projection`` there is no scalar to
+    open: the projection's weights get the gradient directly and, under Adam, move at the learning rate.
     """
 
     GATE_SCALE = 30.0
 
     def __init__(self, adapter: SkipAdapter, cells: Sequence[nn.Module], arch: Sequence[ArchitectureParameters] | None,
-                 genotype: Genotype | None = None, cell_channels: int = 0) -> None:
+                 genotype: Genotype | None = None, cell_channels: int = 0, *, residual: str = "projection",
+                 decoder_input: bool = False) -> None:
         super().__init__()
         if len(cells) != len(adapter.skip_channels):
             raise ValueError(f"{len(cells)} cells for {len(adapter.skip_channels)} skip levels")
+        if residual not in ("projection", "gate"):
+            raise ValueError(f"residual={residual!r}; expected 'projection' or 'gate'")
         self.adapter = adapter
         self.cells = nn.ModuleList(cells)
-        self.gates = nn.Parameter(torch.zeros(len(cells)))  # g_l = 0: the backbone's output exactly
+        self.residual, self.decoder_input = residual, bool(decoder_input)
+        # g_l = 0: the backbone's output exactly
+        self.gates = nn.Parameter(torch.zeros(len(cells))) if residual == "gate" else None
         self.arch = nn.ModuleList(arch) if arch is not None else None
         self.discrete_genotype = genotype
         self.cell_channels = int(cell_channels)
@@ -168,7 +181,7 @@ class RetrofitUNet(nn.Module):
 
     def decode_from(self, features: tuple[list[torch.Tensor], torch.Tensor],
                     coalition: torch.Tensor | None = None) -> torch.Tensor:
-        """Cells and the backbone decoder on cached encoder features.
+        """Cells and the backbone decoder on cached encoder features, level by level from the deepest.
 
         Args:
             features: ``encode(x)``.
@@ -181,28 +194,36 @@ class RetrofitUNet(nn.Module):
         if self.arch is None and coalition is not None:
             raise ValueError("a coalition applies to a supernet; this network is discrete")
         mixing = self._mixing(coalition) if self.arch is not None else None
-        skipped = not torch.is_grad_enabled() and not self.training
-        new_skips = []
-        for level, (skip, cell) in enumerate(zip(skips, self.cells)):
+        x = bottom
+        for level in reversed(range(len(skips))):
+            skip = skips[level]
+            up = self.adapter.up_feature(level, x, skip)  # (B, C_dec, H_l, W_l)
+            x = self.adapter.merge(level, self._residual(level, skip, up, mixing), up)
+        return self.adapter.head(x)
+
+    def _residual(self, level: int, skip: torch.Tensor, up: torch.Tensor, mixing) -> torch.Tensor:
+        """The new skip of ``level``: ``e + cell(e[, d])`` or ``e + g·cell(e[, d])``."""
+        gate = None
+        if self.gates is not None:
             gate = self.GATE_SCALE * self.gates[level]
-            if skipped and float(gate.detach()) == 0.0:  # e + 0·cell(e) = e: nothing to compute
-                new_skips.append(skip)
-                continue
-            if mixing is None:
-                out = cell(skip)
-            else:
-                op_weights, edge_weights, active = mixing[level if len(mixing) > 1 else 0]
-                out = cell(skip, op_weights, edge_weights, active)
-            new_skips.append(skip + gate * out)
-        return self.adapter.decode(new_skips, bottom)
+            if not torch.is_grad_enabled() and not self.training and float(gate.detach()) == 0.0:
+                return skip  # e + 0·cell(e) = e: nothing to compute
+        cell = self.cells[level]
+        extra = (up,) if self.decoder_input else ()
+        if mixing is None:
+            out = cell(skip, *extra)
+        else:
+            op_weights, edge_weights, active = mixing[level if len(mixing) > 1 else 0]
+            out = cell(skip, op_weights, edge_weights, active, *extra)
+        return skip + out if gate is None else skip + gate * out
 
     def forward(self, x: torch.Tensor, coalition: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, out_channels, H, W) of the retrofitted network (``coalition``: see :meth:`decode_from`)."""
         return self.decode_from(self.encode(x), coalition)
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        """Cell weights and gates (the weight step's parameters)."""
-        return list(self.cells.parameters()) + [self.gates]
+        """Cell weights and gates, if any (the weight step's parameters)."""
+        return list(self.cells.parameters()) + ([self.gates] if self.gates is not None else [])
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """α and β of every architecture parameter set (empty for a discrete network)."""
@@ -235,8 +256,14 @@ class RetrofitUNet(nn.Module):
         return derive_genotype(op_probs, edge_probs, self.arch[0].num_nodes)
 
 
+def _cell_kwargs(adapter: SkipAdapter, level: int, residual: str, decoder_input: bool) -> dict:
+    return {"decoder_channels": adapter.decoder_channels[level] if decoder_input else 0,
+            "zero_output": residual == "projection"}
+
+
 def build_supernet(adapter: SkipAdapter, *, channels: int = 0, k: int = 4, num_nodes: int = 4,
-                   per_level_alpha: bool = False, generator: torch.Generator) -> RetrofitUNet:
+                   per_level_alpha: bool = False, generator: torch.Generator, residual: str = "projection",
+                   decoder_input: bool = False) -> RetrofitUNet:
     """Implant a PC-DARTS search cell on every skip of ``adapter``'s backbone.
 
     Args:
@@ -246,19 +273,23 @@ def build_supernet(adapter: SkipAdapter, *, channels: int = 0, k: int = 4, num_n
         num_nodes: intermediate nodes. Defaults to 4.
         per_level_alpha: one α/β per level (ablation) instead of one shared. Defaults to False.
         generator: draws α, β and the cell weights (in that order).
+        residual: ``projection`` or ``gate`` (:class:`RetrofitUNet`). Defaults to ``projection``.
+        decoder_input: cells read the decoder feature at their level as ``s1``. Defaults to False.
 
     Returns:
-        The supernet; gates 0, so it computes the backbone's function.
+        The supernet; it computes the backbone's function.
     """
     levels = len(adapter.skip_channels)
     arch = [ArchitectureParameters(num_nodes, generator=generator) for _ in range(levels if per_level_alpha else 1)]
-    cells = [SearchCell(c, cell_width(c, k, channels), k, num_nodes, generator=generator)
-             for c in adapter.skip_channels]
-    return RetrofitUNet(adapter, cells, arch, cell_channels=channels)
+    cells = [SearchCell(c, cell_width(c, k, channels), k, num_nodes, generator=generator,
+                        **_cell_kwargs(adapter, level, residual, decoder_input))
+             for level, c in enumerate(adapter.skip_channels)]
+    return RetrofitUNet(adapter, cells, arch, cell_channels=channels, residual=residual, decoder_input=decoder_input)
 
 
 def build_discrete(adapter: SkipAdapter, genotype: Genotype, *, channels: int = 0, k: int = 4,
-                   generator: torch.Generator | None = None) -> RetrofitUNet:
+                   generator: torch.Generator | None = None, residual: str = "projection",
+                   decoder_input: bool = False) -> RetrofitUNet:
     """Implant the discrete cell of ``genotype`` on every skip of ``adapter``'s backbone.
 
     Args:
@@ -267,9 +298,21 @@ def build_discrete(adapter: SkipAdapter, genotype: Genotype, *, channels: int = 
         channels: cell width C; 0: :func:`cell_width` per level (with ``k``), as the search used.
         k: the search's K, only for the default width. Defaults to 4.
         generator: draws the cell weights (PyTorch's default init); None: the global RNG.
+        residual: ``projection`` or ``gate``. Defaults to ``projection``.
+        decoder_input: cells read the decoder feature at their level. Defaults to False.
 
     Returns:
-        The retrofitted network; gates 0.
+        The retrofitted network; it computes the backbone's function.
     """
-    cells = [DiscreteCell(c, cell_width(c, k, channels), genotype, generator=generator) for c in adapter.skip_channels]
-    return RetrofitUNet(adapter, cells, None, genotype, cell_channels=channels)
+    cells = [DiscreteCell(c, cell_width(c, k, channels), genotype, generator=generator,
+                          **_cell_kwargs(adapter, level, residual, decoder_input))
+             for level, c in enumerate(adapter.skip_channels)]
+    return RetrofitUNet(adapter, cells, None, genotype, cell_channels=channels, residual=residual,
+                        decoder_input=decoder_input)
+
+
+def retrofit_options(config: Any) -> dict[str, Any]:
+    """``residual`` and ``decoder_input`` of a config (a :class:`~shapnas.config.SearchConfig` or its dict);
+    absent keys (configs written before these options) mean the old form: gate, skip-only cells."""
+    get = config.get if isinstance(config, dict) else lambda name, default: getattr(config, name, default)
+    return {"residual": get("residual", "gate"), "decoder_input": bool(get("decoder_input", False))}

@@ -141,7 +141,7 @@ def test_predict_nifti_backbone_and_retrofit_checkpoints(tmp_path) -> None:
     genotype = Genotype(((0, 0, "sep_conv_3x3"), (0, 1, "skip_connect"), (1, 0, "max_pool_3x3"),
                          (1, 2, "dil_conv_3x3"), (2, 1, "avg_pool_3x3"), (2, 3, "sep_conv_5x5"),
                          (3, 2, "skip_connect"), (3, 4, "dil_conv_5x5")))
-    model = build_discrete(adapt(net), genotype, channels=8)
+    model = build_discrete(adapt(net), genotype, channels=8, residual="gate")  # config={}: the gate form
     with torch.no_grad():
         model.gates.add_(0.5)  # open the zero-initialised gates so the cells matter (backbone left as saved)
     save_model(tmp_path / "retrain" / "model.pt", kind="retrofit", net=net, backbone_name="basic_unet",

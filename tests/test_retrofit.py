@@ -33,37 +33,94 @@ def _x(seed=1, size=32):
 
 @pytest.mark.parametrize("name", list(BACKBONE_SIZES))
 @pytest.mark.parametrize("per_level_alpha", [False, True])
-def test_fresh_supernet_reproduces_backbone_exactly(name, per_level_alpha):
+@pytest.mark.parametrize("residual", ["projection", "gate"])
+@pytest.mark.parametrize("decoder_input", [False, True])
+def test_fresh_supernet_reproduces_backbone_exactly(name, per_level_alpha, residual, decoder_input):
     net = _backbone(name)
     x = _x()
     with torch.no_grad():
         expected = net(x)
-    model = build_supernet(adapt(net), per_level_alpha=per_level_alpha, generator=_gen()).freeze_backbone()
+    model = build_supernet(adapt(net), per_level_alpha=per_level_alpha, generator=_gen(), residual=residual,
+                           decoder_input=decoder_input).freeze_backbone()
     model.train()  # cells computed, with gradients
     out = model(x)
     assert torch.equal(out, expected)
     out.sum().backward()
-    assert model.gates.grad is not None and model.gates.grad.abs().sum() > 0
+    if residual == "gate":
+        assert model.gates.grad is not None and model.gates.grad.abs().sum() > 0
+    else:  # the zero projection is what learns first; nothing behind it has a gradient yet
+        assert model.gates is None
+        assert all(cell.project.weight.grad.abs().sum() > 0 for cell in model.cells)
+        assert all(cell.preprocess.op[1].weight.grad is None or cell.preprocess.op[1].weight.grad.abs().sum() == 0
+                   for cell in model.cells)
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(x), expected)
 
 
 @pytest.mark.parametrize("name", list(BACKBONE_SIZES))
-def test_fresh_discrete_network_reproduces_backbone_exactly(name):
+@pytest.mark.parametrize("residual", ["projection", "gate"])
+@pytest.mark.parametrize("decoder_input", [False, True])
+def test_fresh_discrete_network_reproduces_backbone_exactly(name, residual, decoder_input):
     net = _backbone(name)
     x = _x(2)
     with torch.no_grad():
         expected = net(x)
-    model = build_discrete(adapt(net), GENOTYPE, generator=_gen()).freeze_backbone().train()
+    model = build_discrete(adapt(net), GENOTYPE, generator=_gen(), residual=residual,
+                           decoder_input=decoder_input).freeze_backbone().train()
     assert torch.equal(model(x), expected)
     assert model.genotype() == GENOTYPE and model.arch is None
     with pytest.raises(ValueError, match="discrete"):
         model(x, coalition=torch.ones(E, P, dtype=torch.bool))
 
 
+@pytest.mark.parametrize("name", list(BACKBONE_SIZES))
+def test_decoder_input_feeds_s1_only(name):
+    """With decoder_input, s1 of every cell is the decoder feature at the skip's level: the cells change
+    with the decoder feature (they would not if it were ignored), and s0 reads only the skip."""
+    adapter = adapt(_backbone(name))
+    model = build_supernet(adapter, generator=_gen(), decoder_input=True).freeze_backbone().eval()
+    assert [cell.decoder_channels for cell in model.cells] == adapter.decoder_channels
+    assert all(c > 0 for c in adapter.decoder_channels)
+    for level, cell in enumerate(model.cells):
+        with torch.no_grad():
+            cell.project.weight.normal_(generator=_gen(level))
+        channels, skip_c = cell.channels, cell.in_channels
+        mask = cell.input_mask
+        assert mask[:channels, :skip_c].all() and not mask[:channels, skip_c:].any()
+        assert mask[channels:, skip_c:].all() and not mask[channels:, :skip_c].any()
+        skip = torch.randn(2, skip_c, 8, 8, generator=_gen(10 + level))
+        dec = torch.randn(2, cell.decoder_channels, 8, 8, generator=_gen(20 + level))
+        arch = model.arch[0]
+        with torch.no_grad():
+            a = cell(skip, arch.op_probs(), arch.edge_probs(), arch.active, dec)
+            b = cell(skip, arch.op_probs(), arch.edge_probs(), arch.active, 2 * dec + 1)
+        assert not torch.allclose(a, b)
+        with pytest.raises(ValueError, match="decoder feature"):
+            cell(skip, arch.op_probs(), arch.edge_probs(), arch.active)
+    skip_only = build_supernet(adapter, generator=_gen()).freeze_backbone().eval()
+    assert all(cell.decoder_channels == 0 for cell in skip_only.cells)
+
+
+def test_projection_residual_learns_under_adam():
+    """A few Adam steps open the zero projection: the network leaves the backbone, α gets a gradient."""
+    net = _backbone()
+    model = build_supernet(adapt(net), generator=_gen()).freeze_backbone().train()
+    optimizer = torch.optim.Adam(model.weight_parameters(), lr=1e-2)
+    for step in range(3):
+        optimizer.zero_grad()
+        model(_x(step)).square().mean().backward()
+        optimizer.step()
+    assert all(float(cell.project.weight.detach().abs().max()) > 1e-3 for cell in model.cells)
+    model.zero_grad()
+    model(_x(9)).square().mean().backward()
+    assert float(model.arch[0].alphas.grad.abs().sum()) > 0
+    with torch.no_grad():
+        assert not torch.allclose(model.eval()(_x(9)), net(_x(9)))
+
+
 def test_gates_open_the_cells():
-    model = build_supernet(adapt(_backbone()), generator=_gen()).freeze_backbone().eval()
+    model = build_supernet(adapt(_backbone()), generator=_gen(), residual="gate").freeze_backbone().eval()
     x = _x()
     with torch.no_grad():
         before = model(x)
@@ -120,7 +177,7 @@ def test_coalition_zeroes_weights_without_renormalising():
 
 
 def test_decode_from_with_coalition_matches_manual_cells():
-    model = build_supernet(adapt(_backbone()), generator=_gen()).freeze_backbone().eval()
+    model = build_supernet(adapt(_backbone()), generator=_gen(), residual="gate").freeze_backbone().eval()
     with torch.no_grad():
         model.gates.copy_(torch.tensor([0.3, -0.2, 0.5, 0.1]))
     x = _x(3)
@@ -137,7 +194,7 @@ def test_decode_from_with_coalition_matches_manual_cells():
 
 
 def test_pruned_supernet_equals_unpruned_with_zero_probability():
-    model = build_supernet(adapt(_backbone()), generator=_gen(), per_level_alpha=True).freeze_backbone().train()
+    model = build_supernet(adapt(_backbone()), generator=_gen(), per_level_alpha=True, residual="gate").freeze_backbone().train()
     with torch.no_grad():
         model.gates.fill_(0.5)
     twin = copy.deepcopy(model)
@@ -160,7 +217,7 @@ def test_prune_checks_every_level_before_changing_any():
 
 
 def test_freeze_backbone_and_train_mode():
-    model = build_supernet(adapt(_backbone("unet")), generator=_gen()).freeze_backbone()
+    model = build_supernet(adapt(_backbone("unet")), generator=_gen(), residual="gate").freeze_backbone()
     model.train()
     assert not model.adapter.training and not model.adapter.net.training
     assert all(cell.training for cell in model.cells)
@@ -176,7 +233,7 @@ def test_freeze_backbone_and_train_mode():
 def test_search_steps_leave_the_backbone_untouched():
     net = _backbone()
     frozen = copy.deepcopy(net.state_dict())
-    model = build_supernet(adapt(net), generator=_gen()).freeze_backbone().train()
+    model = build_supernet(adapt(net), generator=_gen(), residual="gate").freeze_backbone().train()
     weight_opt = torch.optim.SGD(model.weight_parameters(), lr=0.1)
     arch_opt = torch.optim.Adam(model.arch_parameters(), lr=0.1)
     cell_buffers = copy.deepcopy(model.cells.state_dict())
@@ -194,11 +251,11 @@ def test_search_steps_leave_the_backbone_untouched():
 
 
 def test_state_dict_round_trip_keeps_pruning():
-    model = build_supernet(adapt(_backbone()), generator=_gen()).freeze_backbone().eval()
+    model = build_supernet(adapt(_backbone()), generator=_gen(), residual="gate").freeze_backbone().eval()
     with torch.no_grad():
         model.gates.fill_(0.2)
     model.prune(2, 3)
-    fresh = build_supernet(adapt(_backbone()), generator=_gen(1)).freeze_backbone().eval()
+    fresh = build_supernet(adapt(_backbone()), generator=_gen(1), residual="gate").freeze_backbone().eval()
     fresh.load_state_dict(model.state_dict())
     assert not bool(fresh.arch[0].active[2, 3])
     with torch.no_grad():
@@ -236,3 +293,30 @@ def test_same_generator_same_supernet():
     a = build_supernet(adapt(_backbone()), generator=_gen(3))
     b = build_supernet(adapt(_backbone()), generator=_gen(3))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_SIZES))
+def test_saved_retrofit_keeps_residual_and_decoder_input(tmp_path, name):
+    """model.pt rebuilds the same form (from its config); a config without the keys means the old gate form."""
+    from shapnas.models import load_model, save_model
+    from shapnas.retrofit import retrofit_options
+
+    class Spec:
+        name, channel_names, class_names, label_values, modality, eval_regions = "x", ["i"], ["b", "f", "g"], \
+            [0, 1, 2], "MR", {}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net, init_args = build_backbone(name, 1, 3, "tiny")
+    model = build_discrete(adapt(net.eval()), GENOTYPE, generator=_gen(), residual="projection", decoder_input=True)
+    with torch.no_grad():
+        for cell in model.cells:
+            cell.project.weight.normal_(generator=_gen(4))
+    path = save_model(tmp_path / "model.pt", kind="retrofit", net=net, backbone_name=name, init_args=init_args,
+                      model=model, genotype=GENOTYPE, spec=Spec, slice_size=32,
+                      config={"residual": "projection", "decoder_input": True})
+    loaded, _ = load_model(path)
+    assert loaded.gates is None and loaded.decoder_input
+    with torch.no_grad():
+        assert torch.equal(loaded(_x(6)), model.eval()(_x(6)))
+    assert retrofit_options({}) == {"residual": "gate", "decoder_input": False}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,6 +61,8 @@ def test_resume_equals_uninterrupted(pretrained_root, tmp_path, policy):
     h_whole = read_jsonl(stage_path(cfg_whole, f"search-{policy}") / "history.jsonl")
     h_resumed = read_jsonl(stage / "history.jsonl")
     assert [h["op_probs"] for h in h_whole] == [h["op_probs"] for h in h_resumed]
+    assert [h["cell_weight_change"] for h in h_whole] == [h["cell_weight_change"] for h in h_resumed]
+    assert [h["weight_steps"] for h in h_whole] == [h["weight_steps"] for h in h_resumed]
 
 
 def test_pruning_policies_shrink_the_supernet(pretrained_root, tmp_path):
@@ -77,3 +80,65 @@ def test_pruning_policies_shrink_the_supernet(pretrained_root, tmp_path):
     none_cfg = _cfg(root, policy="none")
     none_history = read_jsonl(run_search(none_cfg, progress=False) / "history.jsonl")
     assert len(none_history) == none_cfg.search_epochs and {h["num_active_ops"] for h in none_history} == {98}
+
+
+def test_search_records_its_signal(pretrained_root, tmp_path):
+    """metrics.json and every history line carry α spread, the chosen ops' probability, the cell-weight
+    change and step counts; budgets in steps: ``search_epoch_steps`` weight steps per epoch."""
+    root = _fresh(pretrained_root, tmp_path, "signal")
+    cfg = _cfg(root, policy="none", search_epoch_steps=3)
+    stage = run_search(cfg, progress=False)
+    history = read_jsonl(stage / "history.jsonl")
+    metrics = load_json(stage / "metrics.json")
+    assert [h["weight_steps"] for h in history] == [3 * (e + 1) for e in range(cfg.search_epochs)]
+    warm = cfg.warmup_epochs
+    assert [h["arch_steps"] for h in history] == [3 * max(0, e + 1 - warm) for e in range(cfg.search_epochs)]
+    for key in ("alpha_spread", "alpha_max_prob", "alpha_uniform", "cell_weight_change", "loss_first", "loss_last"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["alpha_uniform"] == 1 / 8
+    assert metrics["loss_first"] == history[0]["train_loss"] and metrics["loss_last"] == history[-1]["train_loss"]
+    changes = [h["cell_weight_change"] for h in history]
+    assert all(c > 0 for c in changes), changes
+    spreads = [h["alpha_spread"] for h in history]
+    assert spreads[warm - 1] < spreads[-1], "α moves once architecture steps start"
+    probs = torch.tensor(history[-1]["op_probs"])
+    assert metrics["alpha_spread"] == pytest.approx(float((probs.max(1).values - probs.min(1).values).mean()), abs=1e-6)
+    assert metrics["alpha_max_prob"] >= float(probs[:, 1:].max(1).values.min()) - 1e-6
+
+
+def test_alpha_signal_by_hand():
+    from shapnas.genotype import Genotype
+    from shapnas.search import alpha_signal
+
+    probs = np.full((14, 8), 0.125)
+    probs[0] = [0.3, 0.4, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05]
+    active = np.ones((14, 8), dtype=bool)
+    active[1, 3] = False
+    probs[1] = [0.2, 0.2, 0.2, 0.0, 0.1, 0.1, 0.1, 0.1]
+    edges = ((0, 0, "max_pool_3x3"), (0, 1, "skip_connect")) + tuple((n, s, "sep_conv_3x3") for n in (1, 2, 3)
+                                                                       for s in (0, 1))
+    signal = alpha_signal(probs, active, Genotype(edges))
+    assert signal["alpha_uniform"] == 0.125
+    # edge 0: 0.4 - 0.05; edge 1: 0.2 - 0.1 (the pruned op's 0 does not count); others 0
+    assert signal["alpha_spread"] == pytest.approx((0.35 + 0.1) / 14)
+    # max_pool on edge 0: 0.4; skip_connect on edge 1 (node 0 <- s1): 0.0 -> with the rest at 0.125
+    assert signal["alpha_max_prob"] == pytest.approx((0.4 + 0.0 + 6 * 0.125) / 8)
+
+
+@pytest.mark.parametrize("optimizer, kind", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
+def test_weight_optimizer_choice(optimizer, kind):
+    from shapnas.backbones import adapt, build_backbone
+    from shapnas.retrofit import build_supernet
+    from shapnas.search import _optimizers
+
+    net, _ = build_backbone("basic_unet", 1, 3, "tiny")
+    model = build_supernet(adapt(net), generator=torch.Generator().manual_seed(0)).freeze_backbone()
+    weight_opt, arch_opt, _ = _optimizers(model, SearchConfig(weight_optimizer=optimizer, weight_lr=0.01))
+    assert isinstance(weight_opt, kind) and isinstance(arch_opt, torch.optim.Adam)
+    assert weight_opt.param_groups[0]["lr"] == 0.01
+    with pytest.raises(ValueError, match="weight_optimizer"):
+        SearchConfig(weight_optimizer="lamb")
+    with pytest.raises(ValueError, match="residual"):
+        SearchConfig(residual="scalar")
+    with pytest.raises(ValueError, match="search_epoch_steps"):
+        SearchConfig(search_epoch_steps=-1)

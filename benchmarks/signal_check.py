@@ -1,0 +1,184 @@
+"""Does the workshop search learn? Signal figures of one search (issue 9, "signal checks").
+
+Runs the profile's full search (policy ``none``, every op kept, so α is read without pruning) on the
+dataset's pre-trained backbone and reports:
+
+- ``alpha_max_prob`` (mean over the genotype's edges of the chosen op's probability at the end),
+  ``alpha_spread`` (mean over edges of max − min op probability), against ``alpha_uniform`` = 1/8;
+- ``cell_weight_change`` (relative L2 change of the cell weights over the search), ``loss_first`` and
+  ``loss_last`` (search training loss of the first and last epoch);
+- ``shapley_signal``: |v(N) − v(∅)| (soft Dice) of the first Shapley round, taken on the supernet at the
+  epoch where a ``shapley`` search with the same seed runs its first round (the two searches are the same
+  run up to there), and ``shapley_batch_spearman``: the Spearman correlation of that round's Shapley
+  values on two disjoint V batches (the search's foreground-rich value batch and the next-richest slices);
+- ``grad_norms``: the gradient norm per parameter group and skip level on one W batch before the first
+  step and at the first round (where the cells' gradients are).
+
+Config fields can be changed with ``--set key=value`` (e.g. ``--set residual=gate``) to compare settings.
+The last line is one JSON object. Issue 9 targets (workshop): ``alpha_max_prob`` ≥ 0.2,
+``shapley_signal`` ≥ 0.01, ``shapley_batch_spearman`` ≥ 0.6.
+
+    python benchmarks/signal.py --dataset acdc --profile workshop --seed 0
+
+(``benchmarks/signal.py`` launches this file; the code lives here because a module named ``signal`` in
+this folder would shadow the standard library's for the other benchmark scripts.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from scipy.stats import spearmanr
+
+from shapnas.config import SearchConfig, config_from_profile
+from shapnas.data import prepare_data
+from shapnas.pipeline import _frozen_adapter, run_pretrain
+from shapnas.pruning import is_pruning_epoch
+from shapnas.retrofit import build_supernet, retrofit_options
+from shapnas.runtime import pick_device, seed_everything, torch_generator
+from shapnas.search import SearchData, run_search_loop, search_signal
+from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch
+from shapnas.train import dice_ce_loss
+
+
+def disjoint_value_batches(images: torch.Tensor, labels: torch.Tensor, size: int
+                           ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The search's value batch (the ``size`` most foreground-rich V slices) and the next ``size`` richest.
+
+    Raises:
+        ValueError: when V has fewer than ``2·size`` slices.
+    """
+    if images.shape[0] < 2 * size:
+        raise ValueError(f"V has {images.shape[0]} slices; two disjoint value batches need {2 * size}")
+    first = foreground_rich_batch(images, labels, size)
+    foreground = (labels > 0).flatten(1).sum(1)  # (N,)
+    order = torch.argsort(foreground, descending=True, stable=True)
+    rest = torch.sort(order[size:]).values
+    second = foreground_rich_batch(images[rest], labels[rest], size)
+    return first, second
+
+
+def grad_norms(model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:
+    """Gradient norms of one DiceCE backward pass, per skip level: output projection, the rest of the cell,
+    the gate (if any); and α, β. The model's buffers (BN running statistics) are restored afterwards, so the
+    probe leaves the search unchanged."""
+    buffers = {name: value.clone() for name, value in model.named_buffers()}  # BN statistics: the search's own
+    model.zero_grad(set_to_none=True)
+    dice_ce_loss()(model(images), labels).backward()
+    with torch.no_grad():
+        for name, value in model.named_buffers():
+            value.copy_(buffers[name])
+
+    def norm(params) -> float:
+        grads = [p.grad.flatten() for p in params if p.grad is not None]
+        return float(torch.cat(grads).norm()) if grads else 0.0
+
+    out = {"project": [norm(c.project.parameters()) for c in model.cells],
+           "cell_rest": [norm(p for n, p in c.named_parameters() if not n.startswith("project")) for c in model.cells],
+           "arch": [norm(model.arch_parameters())]}
+    if model.gates is not None:
+        out["gate"] = [float(g) for g in model.gates.grad]
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def first_round(model, cfg: SearchConfig, batches, epoch: int) -> dict[str, Any]:
+    """Shapley values of the current supernet's players on two value batches; their signal and agreement."""
+    players = model.arch[0].players()
+    rounds = []
+    for images, labels in batches:
+        rounds.append(estimate_supernet_shapley(
+            model, images, labels, players, num_permutations=cfg.shapley_permutations,
+            truncation=cfg.shapley_truncation, generator=np.random.default_rng([cfg.seed, epoch, 7]),
+            value=cfg.shapley_value))
+    a, b = (np.asarray(r["mean"]) for r in rounds)
+    rho = spearmanr(a, b).statistic if np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
+    return {"shapley_signal": abs(rounds[0]["value_full"] - rounds[0]["value_empty"]),
+            "shapley_value_full": rounds[0]["value_full"], "shapley_value_empty": rounds[0]["value_empty"],
+            "shapley_signal_batch2": abs(rounds[1]["value_full"] - rounds[1]["value_empty"]),
+            "shapley_batch_spearman": float(rho), "shapley_epoch": epoch,
+            "shapley_evals": sum(r["num_evals"] for r in rounds),
+            "shapley_wall_s": sum(r["wall_s"] for r in rounds)}
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    values = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}; expected key=value")
+        key, value = item.split("=", 1)
+        values[key] = yaml.safe_load(value)
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="acdc", help="dataset (phantom data unless --data-dir)")
+    parser.add_argument("--data-dir", default="", help="dataset root in its official layout")
+    parser.add_argument("--profile", default="workshop", help="parameter profile (default: workshop)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", default="", help="results folder (data cache, backbone; default: temporary)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a SearchConfig field (repeatable)")
+    parser.add_argument("--skip-shapley", action="store_true",
+                        help="no Shapley round (α, weight and loss figures only; much cheaper)")
+    args = parser.parse_args()
+
+    root = args.results or tempfile.mkdtemp(prefix="shapnas-signal-")
+    overrides = _parse_sets(args.set)
+    cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, data_dir=args.data_dir,
+                              seed=args.seed, results_root=root).replace(policy="none", **overrides)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    pretrain = run_pretrain(cfg)
+    prepared = prepare_data(cfg)
+    adapter, _ = _frozen_adapter(pretrain, device)
+    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
+                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
+                           **retrofit_options(cfg)).to(device)
+    model.freeze_backbone()
+    data = SearchData(train_w=prepared.slices("train_w"), train_a=prepared.slices("train_a"),
+                      val=prepared.slices("val"), num_classes=len(prepared.spec.class_names))
+    batches = [tuple(t.to(device) for t in batch)
+               for batch in disjoint_value_batches(*data.val, cfg.shapley_slices)]
+    probe = tuple(t[: cfg.batch_size].to(device) for t in data.train_w)
+    result: dict[str, Any] = {"grad_norms_implant": grad_norms(model.train(), *probe)}
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        epoch = record["epoch"]
+        if args.skip_shapley:
+            return
+        if "shapley_signal" not in result and is_pruning_epoch(epoch, cfg.warmup_epochs, cfg.prune_interval):
+            result["grad_norms_first_round"] = grad_norms(model.train(), *probe)
+            result.update(first_round(model, cfg, batches, epoch))
+
+    stage = Path(tempfile.mkdtemp(prefix="signal-search-", dir=root))
+    start = time.perf_counter()
+    search = run_search_loop(model, data, cfg, stage, device, progress=False, on_epoch=on_epoch)
+    wall = time.perf_counter() - start
+    summary = {
+        "dataset": cfg.dataset, "profile": args.profile, "seed": cfg.seed, "overrides": overrides,
+        **search_signal(search.history), "val_dice_backbone": json.loads((pretrain / "metrics.json").read_text())["val_dice"],
+        "val_dice_last": search.val_dice, "epochs": search.epochs, "search_wall_s": search.wall_s,
+        "search_train_s": search.time_train_s, "wall_s": wall, "genotype": str(search.genotype),
+        "alpha_spread_by_epoch": [round(h["alpha_spread"], 5) for h in search.history],
+        "loss_by_epoch": [round(h["train_loss"], 4) for h in search.history],
+        "final_op_probs": search.history[-1]["op_probs"],
+        **result,
+    }
+    for key, value in summary.items():
+        if not isinstance(value, (dict, list)):
+            print(f"{key:26} {value:.4f}" if isinstance(value, float) else f"{key:26} {value}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
