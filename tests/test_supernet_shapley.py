@@ -24,7 +24,8 @@ def supernet():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = build_backbone("basic_unet", 1, 3, "tiny")[0].eval()
-    model = build_supernet(adapt(net), generator=torch.Generator().manual_seed(0)).freeze_backbone().eval()
+    model = build_supernet(adapt(net), generator=torch.Generator().manual_seed(0),
+                           residual="gate").freeze_backbone().eval()  # a scalar gate to open the cells
     model = model.double()  # float64: finite differences of values that move by ~1e-5
     with torch.no_grad():
         model.gates.fill_(2.0)  # open the cells so that the players matter
