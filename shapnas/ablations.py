@@ -73,6 +73,8 @@ PAPER_VARIANTS = WORKSHOP_VARIANTS + (
     Variant("r1", "schedule T/r", "T = 1, r = 1", {"prune_per_round": 1}),
     Variant("tau-0.1", "truncation τ", "τ = 0.1", {"shapley_truncation": 0.1, "shapley_estimator": "mc"}),
     Variant("K-2", "partial channels K", "K = 2", {"partial_channels": 2}),
+    # issue 9: the cell's second input (s1) is the decoder feature at the skip's level instead of the skip
+    Variant("decoder-input", "cell inputs", "s1 = decoder feature", {"decoder_input": True}),
 )
 
 
