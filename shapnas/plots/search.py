@@ -244,7 +244,7 @@ def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, face: str)
 
 
 def plot_retrofit_diagram(num_levels: int = 4) -> Figure:
-    """The retrofit: a frozen U-Net whose skip tensors e pass through an implanted cell, ``e + g·cell(e)``.
+    """The retrofit: a frozen U-Net whose skip tensors e pass through an implanted cell, ``e + cell(e)``.
 
     Args:
         num_levels: skip connections (BasicUNet 2D: 4). Defaults to 4.
@@ -269,12 +269,12 @@ def plot_retrofit_diagram(num_levels: int = 4) -> Figure:
             ax.text((x_enc + 0.5 + 3.4) / 2, y + 0.12, "e", fontsize=8, ha="center")
             _box(ax, 4.0, y, 1.2, 0.45, "IAC cell\n(searched)", "#e8f3e0")
             ax.annotate("", (x_dec - 0.5, y), (4.6, y), arrowprops={"arrowstyle": "-|>", "color": "#2c7a2c"})
-            ax.text((4.6 + x_dec - 0.5) / 2, y + 0.12, "e + g·cell(e)", fontsize=7, ha="center", color="#2c7a2c")
+            ax.text((4.6 + x_dec - 0.5) / 2, y + 0.12, "e + cell(e)", fontsize=7, ha="center", color="#2c7a2c")
         else:
             _box(ax, 4.0, y, x_dec - x_enc + 0.4, 0.45, "bottleneck", "#dbe9f6")
     ax.text(0.1, 0.65, "image", fontsize=9)
     ax.text(7.3, 0.65, "segmentation", fontsize=9)
-    ax.text(4.0, -num_levels * step - 0.65, "encoder and decoder frozen (pre-trained); gate g = 0 at implant time, "
+    ax.text(4.0, -num_levels * step - 0.65, "encoder and decoder frozen (pre-trained); the cell's output projection is 0 at implant, "
             "so the retrofitted net starts as the backbone", ha="center", fontsize=8, style="italic")
     ax.set_xlim(-0.2, 8.2)
     ax.set_ylim(-num_levels * step - 0.9, 0.9)
