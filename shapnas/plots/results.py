@@ -19,6 +19,7 @@ from shapnas.plots.claims import PAPER_CLAIMS, claims_table, claims_text, interv
 
 __all__ = [
     "PAPER_CLAIMS",
+    "NO_SEEDS_TEXT",
     "METHOD_LABELS",
     "metrics_table",
     "patient_scores",
@@ -221,6 +222,9 @@ def paired_intervals(records: Sequence[Mapping[str, Any]], *, dataset: str, back
             and str(r["method"]).startswith("iac-") and r.get(field)}
 
 
+NO_SEEDS_TEXT = "no seeds evaluated yet: the ablation plan has not run"
+
+
 def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
     """Test Dice per method and dataset over seeds (seaborn point plot: the mean ± one standard deviation over
     seeds, every seed as a dot; with two to five seeds a bootstrap interval over seeds would be meaningless).
@@ -233,9 +237,13 @@ def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
     """
     import seaborn as sns
 
-    frame = _frame(records).dropna(subset=["dice_mean"])
-    if frame.empty:
-        raise ValueError("no evaluated records; expected collect_summary records with dice_mean")
+    frame = _frame(records).dropna(subset=["dice_mean"]) if records else pd.DataFrame()
+    if frame.empty:  # the ablation plan has not run (e.g. `run --notebooks 01,02,03,04`): say so, do not fail
+        fig = Figure(figsize=(6.0, 1.2), layout="constrained")
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, NO_SEEDS_TEXT, ha="center", va="center", fontsize=10)
+        ax.axis("off")
+        return fig
     frame["Dice (%)"] = 100 * frame["dice_mean"]
     frame["method"] = [_label(m) for m in frame["method"]]
     datasets = sorted(frame["dataset"].unique())
