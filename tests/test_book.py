@@ -359,7 +359,7 @@ def test_book_builds_strictly_and_passes_the_html_check(built_book, smoke_book):
     assert check_html(html, pages) == []
     assert (smoke_book / "_toc.yml").read_text() == (ROOT / "_toc.yml").read_text()
     page = (html / "book" / "datasets" / "acdc" / "02_retrofit.html").read_text()
-    assert page.count("<img") >= 3 and "largest |backbone - retrofit| at gate 0" in page
+    assert page.count("<img") >= 3 and "largest |backbone - retrofit| at implant" in page
     assert "tag_remove-cell" not in page and "smoke_book" not in page  # parameters removed; no machine paths
     results = (html / "book" / "datasets" / "results.html").read_text()
     assert "Shapley pruning speeds up the search" in results and "Phantom data for acdc" in results
