@@ -106,6 +106,8 @@ def test_stability_table_hand_computed():
     assert table.loc["shapley", "Jaccard"] == "1.00" and table.loc["shapley", "Kendall τ"] == "1.00"
     assert table.loc["none", "Kendall τ"] == "–" and table.loc["none", "JS divergence"] == "–"
     assert table.loc["shapley", "Dice (%)"] == "72.0 ± 2.0"
+    chance = float(table.loc["none", "Jaccard, chance p95"])  # random genotypes of the same shape
+    assert 0 < chance < 1 and table.loc["shapley", "Jaccard, chance p95"] != "–"
 
 
 def test_stability_table_needs_one_dataset():
@@ -119,6 +121,7 @@ def test_stability_text_verdict_flips_with_the_data():
     more = stability_text(stability_report(_stability_records("shapley")))
     assert "**Yes:**" in more and "genotype Jaccard 1.00 against 0.56" in more and "(3 seeds per search.)" in more
     assert "Test Dice varies by 2.0 points" in more
+    assert "Chance level" in more and "the Shapley-pruned search is above" in more  # identical genotypes
     less = stability_text(stability_report(_stability_records("none")))
     assert "**No:**" in less and "less stable" in less
     weak = stability_text(stability_report(_stability_records("shapley", seeds=2)))  # both G1: a tie

@@ -306,6 +306,9 @@ def stability_table(report: Sequence[Mapping[str, Any]], dataset: str | None = N
         "JS divergence": [_fmt(r["js"], 3) for r in rows],
         "Kendall τ": [_fmt(r["kendall"], 2) for r in rows],
         "Spearman ρ": [_fmt(r["spearman"], 2) for r in rows],
+        # issue 9: what random genotypes of the same shape reach on the same metric (95th percentile)
+        "agreement, chance p95": [_fmt(r.get("chance_modal_agreement_p95", math.nan), 2) for r in rows],
+        "Jaccard, chance p95": [_fmt(r.get("chance_jaccard_p95", math.nan), 2) for r in rows],
         "Dice (%)": [_mean_std(100 * float(r["dice_mean"]), 100 * float(r["dice_std"])) for r in rows],
     }, index=pd.Index([r["policy"] for r in rows], name="policy"))
     return table
@@ -372,7 +375,21 @@ def stability_text(report: Sequence[Mapping[str, Any]], dataset: str | None = No
                   math.isnan(pruned["dice_std"]) or math.isnan(full["dice_std"])) else "")
     caveat = (f" With {seeds} seeds per search (the paper's comparison needs at least 3), this is weak evidence."
               if seeds < 3 else f" ({seeds} seeds per search.)")
-    return " ".join(p for p in (measured, verdict + caveat, spread) if p)
+    return " ".join(p for p in (measured, verdict + caveat, spread, _chance_text(full, pruned)) if p)
+
+
+def _chance_text(full: Mapping[str, Any], pruned: Mapping[str, Any]) -> str:
+    """Whether each search's cells agree across seeds more than random cells of the same shape do (issue 9)."""
+    agree, jacc = float(full.get("chance_modal_agreement_p95", math.nan)), float(full.get("chance_jaccard_p95", math.nan))
+    if math.isnan(agree) or math.isnan(jacc):
+        return ""
+    verdicts = []
+    for name, row in (("full search", full), ("Shapley-pruned search", pruned)):
+        above = float(row["modal_agreement"]) > agree or float(row["jaccard"]) > jacc
+        verdicts.append(f"the {name} is {'above' if above else '**at or below chance**'}")
+    return (f"Chance level (95th percentile over random genotypes of the same shape): op agreement {agree:.2f}, "
+            f"Jaccard {jacc:.2f}; " + ", ".join(verdicts) + ". Below chance, the chosen cells carry no "
+            "stable signal and the comparison above reads noise.")
 
 
 def _num_edges(records: Sequence[Mapping[str, Any]]) -> int:
