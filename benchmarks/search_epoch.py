@@ -20,9 +20,9 @@ import tempfile
 import time
 
 import torch
-import yaml
 
 from shapnas.backbones import adapt
+from shapnas.cli.common import parse_overrides
 from shapnas.config import SearchConfig, config_from_profile
 from shapnas.data import prepare_data
 from shapnas.models import new_backbone
@@ -67,7 +67,7 @@ def main() -> None:
     root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
     cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, data_dir=args.data_dir,
                               seed=args.seed, results_root=root)
-    cfg = cfg.replace(**{k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)})
+    cfg = cfg.replace(**parse_overrides(args.set))
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     prepared = prepare_data(cfg)

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from scipy.stats import spearmanr
 
+from shapnas.cli.common import parse_overrides
 from shapnas.config import SearchConfig, config_from_profile
 from shapnas.data import prepare_data
 from shapnas.pipeline import _frozen_adapter, run_pretrain
@@ -109,16 +109,6 @@ def first_round(model, cfg: SearchConfig, batches, epoch: int) -> dict[str, Any]
             "shapley_wall_s": sum(r["wall_s"] for r in rounds)}
 
 
-def _parse_sets(items: list[str]) -> dict[str, Any]:
-    values = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}; expected key=value")
-        key, value = item.split("=", 1)
-        values[key] = yaml.safe_load(value)
-    return values
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="acdc", help="dataset (phantom data unless --data-dir)")
@@ -133,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = args.results or tempfile.mkdtemp(prefix="shapnas-signal-")
-    overrides = _parse_sets(args.set)
+    overrides = parse_overrides(args.set)
     cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, data_dir=args.data_dir,
                               seed=args.seed, results_root=root).replace(policy="none", **overrides)
     seed_everything(cfg.seed)

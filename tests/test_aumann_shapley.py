@@ -6,19 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from games import additive, pairwise  # tests/games.py
 
 from shapnas.aumann_shapley import aumann_shapley, completeness_gap, multilinear_extension, quadrature
 from shapnas.shapley import exact_shapley
-
-
-def additive(weights, constant=0.0):
-    w = np.asarray(weights, dtype=float)
-    return lambda masks: masks @ w + constant
-
-
-def pairwise(weights, interactions):
-    w, J = np.asarray(weights, dtype=float), np.triu(np.asarray(interactions, dtype=float), 1)
-    return lambda masks: masks @ w + np.einsum("ki,ij,kj->k", masks.astype(float), J, masks.astype(float))
 
 
 def glove(left, right):

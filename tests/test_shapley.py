@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from games import additive, pairwise  # tests/games.py
 
 from shapnas.shapley import (ShapleyEstimate, exact_shapley, mask_from_players, permutation_shapley,
                              players_from_mask)
@@ -24,16 +25,6 @@ class CountingGame:
         self.batch_sizes.append(len(masks))
         self.seen += [m.tobytes() for m in masks]
         return self.fn(masks)
-
-
-def additive(weights, constant=0.0):
-    w = np.asarray(weights, dtype=float)
-    return lambda masks: masks @ w + constant
-
-
-def pairwise(weights, interactions):
-    w, J = np.asarray(weights, dtype=float), np.triu(np.asarray(interactions, dtype=float), 1)
-    return lambda masks: masks @ w + np.einsum("ki,ij,kj->k", masks.astype(float), J, masks.astype(float))
 
 
 def glove(masks):  # players 0, 1 hold left gloves, player 2 a right glove
