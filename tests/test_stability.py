@@ -196,3 +196,10 @@ def test_report_carries_chance_levels_and_argmax_over_non_none_ops():
     assert none["jaccard"] == 1.0 > none["chance_jaccard_p95"]
     assert shap["equivalent_inputs"] is False and shap["jaccard"] < 1.0
     assert math.isnan(shap["chance_argmax_agreement_p95"])  # no op probabilities
+
+
+def test_inputs_are_equivalent_unless_s1_is_the_decoder_feature():
+    from shapnas.cli.stability_cmd import equivalent_inputs
+
+    assert equivalent_inputs({}) and equivalent_inputs({"decoder_input": False, "policy": "none"})
+    assert not equivalent_inputs({"decoder_input": True})

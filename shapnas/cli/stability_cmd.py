@@ -55,10 +55,9 @@ def last_shapley_values(history_path: str | Path) -> dict[str, float] | None:
 
 
 def equivalent_inputs(config: dict[str, Any]) -> bool:
-    """Whether a search's two cell inputs s0, s1 are made from the same tensor (the skip): False once any
-    ``*decoder*`` option of its config is on (s1 is then the decoder feature)."""
-    return not any(value for key, value in config.items() if "decoder" in key and isinstance(value, (bool, str, int))
-                   and value not in ("", "none", "skip", 0, False))
+    """Whether a search's two cell inputs s0, s1 are made from the same tensor (the skip): False when its
+    config's ``decoder_input`` is on (s1 is then the decoder feature at the skip's level)."""
+    return not bool(config.get("decoder_input", False))
 
 
 def collect_stability_records(results_root: str | Path) -> list[dict[str, Any]]:
