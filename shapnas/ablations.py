@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shapnas.policies import POLICY_NAMES
 from shapnas.matrix import Job, JobResult, build_jobs, open_client, run_jobs
 from shapnas.runs import load_json, save_json
 from shapnas.summary import collect_summary
@@ -38,7 +39,7 @@ __all__ = ["Variant", "AblationPlan", "ablation_plan", "ablation_root", "build_a
            "load_plan", "ablation_records", "stability_records", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"
-ALL_POLICIES = ("none", "shapley", "alpha", "js", "random")
+ALL_POLICIES = POLICY_NAMES  # every policy of the registry (shapnas.policies)
 
 
 @dataclass(frozen=True)

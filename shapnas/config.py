@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from shapnas.policies import POLICY_NAMES
+
 __all__ = [
     "DATASET_NAMES",
     "BACKBONE_NAMES",
@@ -31,7 +33,6 @@ __all__ = [
 
 DATASET_NAMES = ("acdc", "brats", "kits", "amos", "msd")
 BACKBONE_NAMES = ("basic_unet", "unet")
-POLICY_NAMES = ("none", "shapley", "alpha", "js", "random")
 PROFILE_NAMES = ("smoke", "workshop", "paper")
 
 C = TypeVar("C", bound="BaseConfig")

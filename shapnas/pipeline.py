@@ -20,6 +20,7 @@ from shapnas.data import PreparedData, prepare_data
 from shapnas.evaluate import evaluate_model, patient_dice
 from shapnas.genotype import Genotype
 from shapnas.ops import PRIMITIVES
+from shapnas.policies import POLICY_NAMES
 from shapnas.models import load_model, new_backbone, save_model
 from shapnas.retrofit import build_discrete, build_supernet, retrofit_options
 from shapnas.runs import is_complete, load_json, save_json, stage_dir
@@ -274,7 +275,7 @@ def run_evaluate(cfg: RetrainConfig, target: str) -> Path:
         The ``eval-<target>`` stage directory (``metrics.json`` with per-case TP/FP/FN).
     """
     sources = {"backbone": lambda: run_pretrain(cfg), "finetune": lambda: run_finetune(cfg)}
-    if target not in sources and target not in ("none", "shapley", "alpha", "js", "random"):
+    if target not in sources and target not in POLICY_NAMES:
         raise ValueError(f"target={target!r}; expected backbone, finetune or a policy name")
     stage = stage_path(cfg, f"eval-{target}")
     if is_complete(stage):

@@ -22,6 +22,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from shapnas.policies import check_policy
+
 __all__ = [
     "PolicyContext",
     "PruningPolicy",
@@ -226,7 +228,8 @@ def build_policy(name: str, *, momentum: float = 0.8, js_window: int = 2, js_thr
         return JSPolicy(js_window, js_threshold)
     if name == "shapley":
         return ShapleyPolicy(momentum)
-    raise ValueError(f"policy={name!r}; expected one of none, shapley, alpha, js, random")
+    check_policy(name)
+    raise AssertionError(f"policy {name!r} is registered in shapnas.policies but has no class here")
 
 
 def is_pruning_epoch(epoch: int, warmup_epochs: int, interval: int) -> bool:

@@ -24,6 +24,7 @@ from scipy.stats import rankdata
 
 from shapnas.genotype import edge_index, num_edges
 from shapnas.ops import PRIMITIVES
+from shapnas.policies import POLICY_NAMES
 from shapnas.plots.search import OP_SHORT, edge_labels
 from shapnas.stability import rank_correlation
 
@@ -45,7 +46,7 @@ __all__ = [
 
 AXES = ("policy", "permutations M", "schedule T/r", "value function", "truncation τ", "α sharing",
         "partial channels K")
-POLICY_ORDER = ("none", "shapley", "alpha", "js", "random")
+POLICY_ORDER = POLICY_NAMES
 # one fixed colour per candidate op (``none`` is never kept), shared by every figure of this module
 OP_COLOURS = {op: matplotlib.colormaps["tab10"](i) for i, op in enumerate(p for p in PRIMITIVES if p != "none")}
 # measures of the chosen cells on which the stability verdict rests (1: higher is more stable)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from shapnas.policies import BASELINE_METHODS, POLICIES, method_label, method_name
 from shapnas.plots.claims import PAPER_CLAIMS, claims_table, claims_text, interval_text
 
 
@@ -34,20 +35,12 @@ __all__ = [
     "claims_text",
 ]
 
-METHOD_LABELS = {
-    "backbone": "backbone (pre-trained)",
-    "finetune": "backbone fine-tuned",
-    "iac-none": "IAC, full search",
-    "iac-shapley": "IAC, Shapley-pruned",
-    "iac-alpha": "IAC, α-pruned",
-    "iac-js": "IAC, JS-pruned",
-    "iac-random": "IAC, randomly pruned",
-}
+METHOD_LABELS = {**BASELINE_METHODS, **{method_name(p): POLICIES[p].label for p in POLICIES}}
 
 
 def _label(method: str) -> str:
     """Display name of a method (``iac-shapley``) or an eval target (``shapley``, ``finetune``)."""
-    return METHOD_LABELS.get(method) or METHOD_LABELS.get(f"iac-{method}", method)
+    return method_label(method)
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
