@@ -49,6 +49,9 @@ class BaseConfig:
         results_root: where run directories live. Defaults to ``results``.
         seed: seed of the run (weights, batches, search). Defaults to 0.
         device: ``auto`` (cuda when present, else cpu), ``cpu`` or ``cuda[:i]``. Defaults to ``auto``.
+        profile: the profile these values started from (``smoke``, ``workshop``, ``paper``) or ``custom``;
+            recorded with every stage so that results of different profiles are never mixed. Defaults to
+            ``custom``.
     """
 
     dataset: str = "acdc"
@@ -56,6 +59,7 @@ class BaseConfig:
     results_root: str = "results"
     seed: int = 0
     device: str = "auto"
+    profile: str = "custom"
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -64,6 +68,8 @@ class BaseConfig:
             raise ValueError(f"seed={self.seed}; expected a non-negative integer")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device={self.device!r}; expected 'auto', 'cpu' or 'cuda[:i]'")
+        if self.profile not in (*PROFILE_NAMES, "custom"):
+            raise ValueError(f"profile={self.profile!r}; expected one of {', '.join(PROFILE_NAMES)} or custom")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict of all fields (JSON and YAML friendly)."""
@@ -380,5 +386,6 @@ def load_profile(name: str) -> dict[str, Any]:
 def config_from_profile(cls: type[C], profile: str, **overrides: Any) -> C:
     """A config of type ``cls`` from a profile's values (keys it lacks are ignored) plus overrides."""
     values = {k: v for k, v in load_profile(profile).items() if k in set(cls.field_names())}
+    values["profile"] = profile
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls.from_dict(values)

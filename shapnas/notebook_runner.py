@@ -50,7 +50,7 @@ NOTEBOOKS: dict[str, type[BaseConfig]] = {
 }
 RESULTS_NOTEBOOK = "results"  # book/results.ipynb: the cross-dataset page, run after the per-dataset ones
 EXPERIMENT_NOTEBOOKS = ("05_ablations", "06_stability")  # they present the ablation plan's runs
-BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device")
+BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device", "profile")
 
 
 class NotebookError(RuntimeError):
