@@ -17,8 +17,8 @@ from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
 __all__ = [
-    "BACKBONE_SIZES", "BACKBONE_NAMES", "build_backbone", "new_backbone", "net_from_payload", "SkipAdapter", "BasicUNetAdapter", "MonaiUNetAdapter", "adapt",
-    "backbone_payload", "load_backbone",
+    "BACKBONE_SIZES", "BACKBONE_NAMES", "build_backbone", "new_backbone", "net_from_payload", "SkipAdapter",
+    "BasicUNetAdapter", "MonaiUNetAdapter", "adapt", "backbone_payload", "load_backbone",
 ]
 
 BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -66,7 +66,8 @@ def build_backbone(name: str, in_channels: int, out_channels: int, size: str) ->
     return _construct(name, init_args), init_args
 
 
-def new_backbone(name: str, in_channels: int, out_channels: int, size: str, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+def new_backbone(name: str, in_channels: int, out_channels: int, size: str,
+                 seed: int) -> tuple[nn.Module, dict[str, Any]]:
     """:func:`build_backbone` with its init drawn from a forked RNG seeded with ``seed`` (the global torch RNG
     is left untouched).
 

@@ -2,8 +2,9 @@
 
 The input goes through the training preprocessing, :func:`shapnas.volumes.network_input` (closest-canonical
 RAS, slice axis, normalisation, resize to the checkpoint's slice size); the logits are resized back
-bilinearly to the input's in-plane size before the arg-max, classes are mapped back to the dataset's on-disk label values,
-and the volume is reoriented to the input's voxel order and written with the input's affine and shape.
+bilinearly to the input's in-plane size before the arg-max, classes are mapped back to the dataset's
+on-disk label values, and the volume is reoriented to the input's voxel order and written with the input's
+affine and shape.
 """
 
 from __future__ import annotations

@@ -187,8 +187,9 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
         dict with ``estimator``, ``players`` ([[edge, op]]), ``mean``, ``stderr`` (zeros for ``ig``),
         ``num_evals`` (value-only evaluations), ``passes`` (forward+backward passes),
         ``evals_saved_by_truncation`` (the field names of :class:`~shapnas.shapley.ShapleyEstimate` and
-        :class:`~shapnas.aumann_shapley.DiagonalEstimate`), ``eval_ms`` (mean time of one evaluation), ``value_full``, ``value_empty``, ``completeness_gap``
-        (``|Σφ − (v(N) − v(∅))| / |v(N) − v(∅)|``), ``ms`` and ``wall_s`` (the whole round).
+        :class:`~shapnas.aumann_shapley.DiagonalEstimate`), ``eval_ms`` (mean time of one evaluation),
+        ``value_full``, ``value_empty``, ``completeness_gap`` (``|Σφ − (v(N) − v(∅))| / |v(N) − v(∅)|``),
+        ``ms`` and ``wall_s`` (the whole round).
 
     Raises:
         ValueError: for an unknown estimator.
