@@ -19,8 +19,8 @@ from shapnas.book import (BookError, build_book, check_html, executed_toc, noteb
                           write_method_figures)
 from shapnas.book_pages import page_title, provenance_text, source_commit, tag_for_book
 from shapnas.ops import PRIMITIVES
-from shapnas.plots.claims import cost_split, interval_verdict, speed_text
-from shapnas.plots.results import (claims_table, claims_text, comparison_table, data_sources, metrics_table,
+from shapnas.plots.claims import claims_table, claims_text, cost_split, interval_verdict, speed_text
+from shapnas.plots.results import (comparison_table, data_sources, metrics_table,
                                    paired_intervals, patient_scores, plot_patient_boxplots, plot_seed_spread, NO_SEEDS_TEXT,
                                    speedup_table, speedups)
 from shapnas.plots.data import plot_class_frequencies
