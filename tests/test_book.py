@@ -54,7 +54,7 @@ def _search_history(prune: bool) -> list[dict]:
         if epoch in schedule:
             mean = [(-1.0 if op in schedule[epoch] else 0.5) + 0.01 * i for i, (_, op) in enumerate(players)]
             shapley = {"round": len([k for k in schedule if k <= epoch]), "players": players, "mean": mean,
-                       "stderr": [0.05] * len(players), "score": mean, "num_evals": 40, "evals_saved": 4,
+                       "stderr": [0.05] * len(players), "score": mean, "num_evals": 40, "evals_saved_by_truncation": 4,
                        "eval_ms": 3.0}
         times = {"time_train_s": 10.0 - 2 * epoch if prune else 10.0, "time_shapley_s": 1.0 if shapley else 0.0,
                  "time_eval_s": 0.5}
