@@ -17,8 +17,8 @@ from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
 __all__ = [
-    "BACKBONE_SIZES", "build_backbone", "SkipAdapter", "BasicUNetAdapter", "MonaiUNetAdapter", "adapt",
-    "backbone_payload", "load_backbone",
+    "BACKBONE_SIZES", "BACKBONE_NAMES", "build_backbone", "new_backbone", "net_from_payload", "SkipAdapter",
+    "BasicUNetAdapter", "MonaiUNetAdapter", "adapt", "backbone_payload", "load_backbone",
 ]
 
 BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -34,6 +34,7 @@ BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 """Constructor keyword arguments of each MONAI backbone (``spatial_dims=2``) per size."""
+BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONE_SIZES)
 
 _CLASSES: dict[str, type[nn.Module]] = {"basic_unet": BasicUNet, "unet": UNet}
 _MAX_LISTED = 5
@@ -63,6 +64,32 @@ def build_backbone(name: str, in_channels: int, out_channels: int, size: str) ->
     init_args = {"spatial_dims": 2, "in_channels": int(in_channels), "out_channels": int(out_channels),
                  **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in BACKBONE_SIZES[name][size].items()}}
     return _construct(name, init_args), init_args
+
+
+def new_backbone(name: str, in_channels: int, out_channels: int, size: str,
+                 seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`build_backbone` with its init drawn from a forked RNG seeded with ``seed`` (the global torch RNG
+    is left untouched).
+
+    Returns:
+        (net, init_args) as :func:`build_backbone`.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_backbone(name, in_channels, out_channels, size)
+
+
+def net_from_payload(payload: dict[str, Any]) -> nn.Module:
+    """The MONAI backbone stored in a :func:`backbone_payload` (``name``, ``init_args``, ``state_dict``).
+
+    Raises:
+        ValueError: for a backbone name without a class.
+    """
+    if payload.get("name") not in _CLASSES:
+        raise ValueError(f"backbone name {payload.get('name')!r}; expected one of {', '.join(_CLASSES)}")
+    net = _construct(payload["name"], payload["init_args"])
+    net.load_state_dict(payload["state_dict"])
+    return net
 
 
 def _out_channels(module: nn.Module) -> int:

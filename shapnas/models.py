@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
-from shapnas.backbones import adapt, backbone_payload, build_backbone
+from shapnas.backbones import adapt, backbone_payload, net_from_payload
+from shapnas.backbones import new_backbone  # noqa: F401 - old import path of pipeline.py and benchmarks/, to drop
 from shapnas.genotype import Genotype
 from shapnas.retrofit import build_discrete, retrofit_options
 from shapnas.runs import load_checkpoint, save_checkpoint
 
-__all__ = ["spec_dict", "save_model", "load_model", "new_backbone", "net_from_payload"]
+__all__ = ["spec_dict", "save_model", "load_model"]
 
 
 def spec_dict(spec: Any) -> dict[str, Any]:
@@ -32,14 +33,6 @@ def spec_dict(spec: Any) -> dict[str, Any]:
         "modality": spec.modality,
         "eval_regions": {k: list(v) for k, v in spec.eval_regions.items()},
     }
-
-
-def new_backbone(name: str, in_channels: int, out_channels: int, size: str, seed: int) -> tuple[torch.nn.Module, dict]:
-    """A freshly initialised MONAI backbone; its init draws from a forked RNG seeded with ``seed``
-    (the global torch RNG is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_backbone(name, in_channels, out_channels, size)
 
 
 def save_model(path: str | Path, *, kind: str, net: torch.nn.Module, backbone_name: str, init_args: dict[str, Any],
@@ -101,16 +94,3 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     model.load_state_dict(checkpoint["state_dict"])
     model.to(device).eval()
     return model, checkpoint
-
-
-def net_from_payload(payload: dict[str, Any]) -> torch.nn.Module:
-    """The MONAI backbone stored in a backbone payload (``name``, ``init_args``, ``state_dict``)."""
-    from monai.networks.nets import BasicUNet, UNet
-
-    classes = {"basic_unet": BasicUNet, "unet": UNet}
-    if payload.get("name") not in classes:
-        raise ValueError(f"backbone name {payload.get('name')!r}; expected one of {', '.join(classes)}")
-    init_args = {k: tuple(v) if isinstance(v, list) else v for k, v in payload["init_args"].items()}
-    net = classes[payload["name"]](**init_args)
-    net.load_state_dict(payload["state_dict"])
-    return net

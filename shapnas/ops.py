@@ -2,7 +2,7 @@
 
 ``OPS`` follows ``cnn/operations.py`` of PC-DARTS (Xu et al., ICLR 2020; ``yuhuixu1993/PC-DARTS``), itself
 from DARTS (Liu et al., ICLR 2019); the column order of every α tensor is :data:`PRIMITIVES`. The
-``*_rows`` functions and the batch-norm folding are what the fused search cell (:mod:`shapnas.cells`)
+``*_rows`` functions and the batch-norm folding are what the fused search cell (:mod:`shapnas.fused`)
 is made of.
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 __all__ = [
     "PRIMITIVES", "OPS", "PARAMETRIC", "POOLS", "ReLUConvBN", "SepConv", "DilConv", "Zero", "Identity",
     "search_op", "linear_rows", "depthwise_rows", "pool_rows", "batch_moments", "batch_norm_affine",
-    "BN_MOMENTUM", "BN_EPS", "input_mask", "with_decoder",
+    "BN_MOMENTUM", "BN_EPS", "input_mask", "with_decoder", "init_uniform_",
 ]
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm2d defaults
@@ -320,3 +320,10 @@ def with_decoder(x: torch.Tensor, decoder: torch.Tensor | None, decoder_channels
         got = None if decoder is None else tuple(decoder.shape)
         raise ValueError(f"decoder feature {got}; expected (B, {decoder_channels}, {x.shape[2]}, {x.shape[3]})")
     return torch.cat([x, decoder], dim=1)
+
+
+def init_uniform_(tensor: torch.Tensor, fan_in: int, generator: torch.Generator | None) -> None:
+    """PyTorch's default conv init, U(−1/√fan_in, 1/√fan_in), drawn from ``generator``."""
+    bound = 1.0 / fan_in ** 0.5
+    with torch.no_grad():
+        tensor.uniform_(-bound, bound, generator=generator)

@@ -1,9 +1,10 @@
 """Segment a whole NIfTI volume slice by slice with a trained stage's model, writing a label NIfTI.
 
-The input goes through the training pipeline of ``shapnas.volumes`` (closest-canonical RAS, slice axis,
-normalisation, resize to the checkpoint's slice size); the logits are resized back bilinearly to the
-input's in-plane size before the arg-max, classes are mapped back to the dataset's on-disk label values,
-and the volume is reoriented to the input's voxel order and written with the input's affine and shape.
+The input goes through the training preprocessing, :func:`shapnas.volumes.network_input` (closest-canonical
+RAS, slice axis, normalisation, resize to the checkpoint's slice size); the logits are resized back
+bilinearly to the input's in-plane size before the arg-max, classes are mapped back to the dataset's
+on-disk label values, and the volume is reoriented to the input's voxel order and written with the input's
+affine and shape.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shapnas.evaluate import predict_volume
-from shapnas.volumes import normalise, read_nifti, slice_axis, to_slices
+from shapnas.volumes import canonical_slice_axis, network_input, read_nifti
 
 __all__ = ["InputCase", "read_input", "model_slices", "from_slices", "load_stage_model", "predict_case",
            "predict_nifti"]
 
-_MASK_FRACTION = 0.75  # as shapnas.volumes.load_volume: MRI z-score inside the nonzero mask below this cover
 _RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 
 
@@ -104,18 +103,9 @@ def read_input(paths: Sequence[str | Path], channel_names: Sequence[str]) -> Inp
     return InputCase(np.stack(channels, axis=-1), affine, ornt, shape, header, paths[0])
 
 
-def _resize_images(image: np.ndarray, size: int) -> np.ndarray:
-    """(S, C, H, W) -> (S, C, size, size), bilinear with antialiasing when shrinking (as ``resize_slices``)."""
-    if image.shape[-2:] == (size, size):
-        return image.astype(np.float32)
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    return F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=min(image.shape[-2:]) > size).numpy()
-
-
 def model_slices(case: InputCase, spec: dict[str, Any], slice_size: int,
                  slice_axis_hint: int | None = None) -> tuple[np.ndarray, int]:
-    """The model's input slices of a case, exactly as ``shapnas.volumes.load_volume`` makes them.
+    """The model's input slices of a case: :func:`shapnas.volumes.network_input`, as in training.
 
     Args:
         case: the input.
@@ -126,14 +116,10 @@ def model_slices(case: InputCase, spec: dict[str, Any], slice_size: int,
     Returns:
         (slices (S, C, slice_size, slice_size) float32, canonical slice axis).
     """
-    spacing = np.empty(3)
-    spacing[case.ornt[:, 0].astype(int)] = nib.affines.voxel_sizes(case.affine)[:3]  # canonical (3,)
-    native = None if slice_axis_hint is None else int(case.ornt[slice_axis_hint, 0])
-    axis = slice_axis(spacing, spec["modality"], native)
-    slices = np.ascontiguousarray(to_slices(case.data, axis).transpose(0, 3, 1, 2))  # (S, C, H, W)
-    use_mask = spec.get("name") == "brats" or float((slices != 0).mean()) < _MASK_FRACTION
-    slices = normalise(slices, spec["modality"], use_mask)
-    return _resize_images(slices, slice_size), axis
+    axis, _ = canonical_slice_axis(case.affine, case.ornt, spec["modality"], slice_axis_hint)
+    slices = network_input(case.data, axis, modality=spec["modality"], dataset=spec.get("name", ""),
+                           slice_size=slice_size)
+    return slices, axis
 
 
 def from_slices(slices: np.ndarray, axis: int) -> np.ndarray:

@@ -16,13 +16,17 @@ never the last. The policies differ only in the scores:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
+from scipy.special import rel_entr
 
 from shapnas.policies import check_policy
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "PolicyContext",
@@ -32,8 +36,12 @@ __all__ = [
     "RandomPolicy",
     "JSPolicy",
     "ShapleyPolicy",
+    "PolicyFactory",
+    "POLICY_FACTORIES",
     "build_policy",
     "select_ops_to_prune",
+    "js_divergence",
+    "mean_op_probs",
     "is_pruning_epoch",
 ]
 
@@ -119,13 +127,34 @@ class RandomPolicy(PruningPolicy):
         return _group_by_edge(ctx.players, ctx.generator.random(len(ctx.players)))
 
 
-def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen–Shannon divergence (base 2, in [0, 1]) of two distributions over the same support."""
-    p = np.asarray(p, dtype=np.float64) + 1e-12
-    q = np.asarray(q, dtype=np.float64) + 1e-12
-    p, q = p / p.sum(), q / q.sum()
+def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon divergence, base 2 (in [0, 1]), between matching rows of two distributions.
+
+    Rows are normalised to sum to 1 first (``0 log 0 = 0``). The JS policy (IAC-LTH) and the stability
+    measures (:mod:`shapnas.stability`) both use this one definition.
+
+    Args:
+        p: (E, P) non-negative, each row with a positive sum (or (P,) for one distribution).
+        q: same shape as ``p``.
+
+    Returns:
+        (E,) divergences (a 0-d array for 1-D inputs).
+
+    Raises:
+        ValueError: on a shape mismatch, negative entries or a zero row.
+    """
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    if p.shape != q.shape:
+        raise ValueError(f"distributions of shapes {p.shape} and {q.shape}; expected equal shapes")
+    if (p < 0).any() or (q < 0).any():
+        raise ValueError("distributions have negative entries; expected probabilities")
+    p_sum, q_sum = p.sum(-1, keepdims=True), q.sum(-1, keepdims=True)
+    if (p_sum <= 0).any() or (q_sum <= 0).any():
+        raise ValueError("a distribution row sums to 0; expected a positive sum")
+    p, q = p / p_sum, q / q_sum
     m = 0.5 * (p + q)
-    return float(0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m)))
+    divergence = 0.5 * (rel_entr(p, m).sum(-1) + rel_entr(q, m).sum(-1)) / math.log(2)
+    return np.clip(divergence, 0.0, 1.0)
 
 
 class JSPolicy(PruningPolicy):
@@ -158,7 +187,7 @@ class JSPolicy(PruningPolicy):
         divergences = {}
         for edge, ops in by_edge.items():
             idx = sorted(ops)
-            divergences[edge] = js_divergence(before[edge, idx], now[edge, idx])
+            divergences[edge] = float(js_divergence(before[edge, idx], now[edge, idx]))
             if divergences[edge] < self.threshold:
                 settled[edge] = ops
         self.info = {"js": {str(e): d for e, d in divergences.items()}}
@@ -216,20 +245,35 @@ class ShapleyPolicy(PruningPolicy):
         self.rounds = int(state.get("rounds", 0))
 
 
+PolicyFactory = Callable[[float, int, float], PruningPolicy]
+"""``(momentum, js_window, js_threshold) -> policy``: each factory takes the settings it needs."""
+
+POLICY_FACTORIES: dict[str, PolicyFactory] = {
+    "none": lambda momentum, js_window, js_threshold: NoPruning(),
+    "shapley": lambda momentum, js_window, js_threshold: ShapleyPolicy(momentum),
+    "alpha": lambda momentum, js_window, js_threshold: AlphaPolicy(),
+    "js": lambda momentum, js_window, js_threshold: JSPolicy(js_window, js_threshold),
+    "random": lambda momentum, js_window, js_threshold: RandomPolicy(),
+}
+"""The class of each policy of :data:`shapnas.policies.POLICIES`, keyed by the same names."""
+
+
 def build_policy(name: str, *, momentum: float = 0.8, js_window: int = 2, js_threshold: float = 0.01) -> PruningPolicy:
-    """The policy called ``name`` (``none shapley alpha js random``)."""
-    if name == "none":
-        return NoPruning()
-    if name == "alpha":
-        return AlphaPolicy()
-    if name == "random":
-        return RandomPolicy()
-    if name == "js":
-        return JSPolicy(js_window, js_threshold)
-    if name == "shapley":
-        return ShapleyPolicy(momentum)
-    check_policy(name)
-    raise AssertionError(f"policy {name!r} is registered in shapnas.policies but has no class here")
+    """The policy called ``name`` (a name of :data:`shapnas.policies.POLICY_NAMES`).
+
+    Args:
+        name: the policy's config value.
+        momentum: Shapley score momentum (Shapley-NAS: 0.8). Defaults to 0.8.
+        js_window: epochs between the distributions the JS policy compares. Defaults to 2.
+        js_threshold: JS divergence under which an edge counts as settled. Defaults to 0.01.
+
+    Returns:
+        A fresh policy.
+
+    Raises:
+        ValueError: for a name that is not a registered policy, listing the valid ones.
+    """
+    return POLICY_FACTORIES[check_policy(name)](momentum, js_window, js_threshold)
 
 
 def is_pruning_epoch(epoch: int, warmup_epochs: int, interval: int) -> bool:
@@ -239,7 +283,7 @@ def is_pruning_epoch(epoch: int, warmup_epochs: int, interval: int) -> bool:
     return done >= 1 and done % interval == 0
 
 
-def select_ops_to_prune(edge_scores: EdgeScores, per_round: int, generator: np.random.Generator | None = None) -> list[tuple[int, int]]:
+def select_ops_to_prune(edge_scores: EdgeScores, per_round: int) -> list[tuple[int, int]]:
     """The ``per_round`` lowest-scored ops of each scored edge, keeping at least one op per edge.
 
     Ties are broken by op index (lower first), so the choice is deterministic.
@@ -262,4 +306,6 @@ def select_ops_to_prune(edge_scores: EdgeScores, per_round: int, generator: np.r
 
 def mean_op_probs(op_probs_per_level: list[torch.Tensor]) -> np.ndarray:
     """Mean over skip levels of the (E, P) op distributions, as NumPy."""
+    import torch  # here, so that the policies and js_divergence load without PyTorch
+
     return torch.stack([p.detach().float().cpu() for p in op_probs_per_level]).mean(0).numpy()

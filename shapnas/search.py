@@ -33,8 +33,8 @@ from shapnas.runs import append_jsonl, load_checkpoint, read_jsonl, save_checkpo
 from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch, round_options
 from shapnas.train import dice_ce_loss, iterate_batches, validation_dice
 
-__all__ = ["SearchData", "SearchResult", "run_search_loop", "epoch_generators", "train_search_epoch", "alpha_signal",
-           "search_signal", "flat_weights"]
+__all__ = ["SearchData", "SearchResult", "run_search_loop", "epoch_generators", "build_optimizers",
+           "train_search_epoch", "alpha_signal", "search_signal", "flat_weights"]
 
 STATE_FILE = "search_state.pt"
 HISTORY_FILE = "history.jsonl"
@@ -79,7 +79,13 @@ def epoch_generators(seed: int, epoch: int) -> tuple[torch.Generator, np.random.
     return torch_gen, np.random.default_rng([seed, epoch])
 
 
-def _optimizers(model: torch.nn.Module, cfg: SearchConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, Any]:
+def build_optimizers(model: torch.nn.Module,
+                     cfg: SearchConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, Any]:
+    """Weight optimiser (Adam, or PC-DARTS's SGD) with its cosine schedule, and Adam on α, β (PC-DARTS).
+
+    Returns:
+        (weight optimiser, architecture optimiser, per-epoch cosine schedule of the weight learning rate).
+    """
     weights = list(model.weight_parameters())
     if cfg.weight_optimizer == "adam":
         weight_opt = torch.optim.Adam(weights, lr=cfg.weight_lr, weight_decay=cfg.weight_decay)
@@ -90,6 +96,9 @@ def _optimizers(model: torch.nn.Module, cfg: SearchConfig) -> tuple[torch.optim.
                                 betas=(cfg.arch_beta1, cfg.arch_beta2), weight_decay=cfg.arch_weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weight_opt, T_max=cfg.search_epochs, eta_min=1e-3 * cfg.weight_lr)
     return weight_opt, arch_opt, schedule
+
+
+_optimizers = build_optimizers  # old private name, still imported by benchmarks/search_epoch.py; to drop
 
 
 def _cycle(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator):
@@ -108,8 +117,7 @@ def train_search_epoch(model, data: SearchData, cfg: SearchConfig, weight_opt, a
     """
     loss_fn = dice_ce_loss()
     model.train()
-    num_w = data.train_w[0].shape[0]
-    steps = cfg.search_epoch_steps or -(-num_w // cfg.batch_size)
+    steps = _epoch_steps(cfg, data)
     weight_batches = _cycle(*data.train_w, cfg.batch_size, generator)
     arch_batches = _cycle(*data.train_a, cfg.batch_size, generator) if arch_steps else None
     weight_losses, arch_losses = [], []
@@ -228,7 +236,7 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
     """
     stage.mkdir(parents=True, exist_ok=True)
     policy = build_policy(cfg.policy, momentum=cfg.shapley_momentum, js_window=cfg.js_window, js_threshold=cfg.js_threshold)
-    weight_opt, arch_opt, schedule = _optimizers(model, cfg)
+    weight_opt, arch_opt, schedule = build_optimizers(model, cfg)
     start_epoch, times, settle_left, initial = _restore(stage, model, weight_opt, arch_opt, schedule, policy)
     steps = _step_counts(read_jsonl(stage / HISTORY_FILE))
     value_images, value_labels = foreground_rich_batch(*data.val, cfg.shapley_slices)

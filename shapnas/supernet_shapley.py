@@ -185,9 +185,11 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
 
     Returns:
         dict with ``estimator``, ``players`` ([[edge, op]]), ``mean``, ``stderr`` (zeros for ``ig``),
-        ``num_evals`` (value-only evaluations), ``passes`` (forward+backward passes), ``evals_saved``,
-        ``eval_ms`` (mean time of one evaluation), ``value_full``, ``value_empty``, ``completeness_gap``
-        (``|Σφ − (v(N) − v(∅))| / |v(N) − v(∅)|``), ``ms`` and ``wall_s`` (the whole round).
+        ``num_evals`` (value-only evaluations), ``passes`` (forward+backward passes),
+        ``evals_saved_by_truncation`` (the field names of :class:`~shapnas.shapley.ShapleyEstimate` and
+        :class:`~shapnas.aumann_shapley.DiagonalEstimate`), ``eval_ms`` (mean time of one evaluation),
+        ``value_full``, ``value_empty``, ``completeness_gap`` (``|Σφ − (v(N) − v(∅))| / |v(N) − v(∅)|``),
+        ``ms`` and ``wall_s`` (the whole round).
 
     Raises:
         ValueError: for an unknown estimator.
@@ -218,7 +220,7 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
         "stderr": [float(x) for x in stderr],
         "num_evals": int(game.num_evals),
         "passes": int(game.num_passes),
-        "evals_saved": int(saved),
+        "evals_saved_by_truncation": int(saved),
         "eval_ms": 1000.0 * game.eval_seconds / max(game.num_evals, 1),
         "pass_ms": 1000.0 * game.pass_seconds / max(game.num_passes, 1),
         "value_full": float(v_full),

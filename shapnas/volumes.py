@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from shapnas.layouts import CaseFiles, DatasetSpec
 
-__all__ = ["Volume", "load_volume", "read_nifti", "slice_axis", "to_slices", "normalise", "resize_slices",
-           "remap_labels", "CT_WINDOW", "MRI_MASK_FRACTION"]
+__all__ = ["Volume", "load_volume", "read_nifti", "slice_axis", "canonical_slice_axis", "to_slices", "normalise",
+           "resize_images", "resize_labels", "resize_slices", "network_input", "remap_labels", "CT_WINDOW",
+           "MRI_MASK_FRACTION"]
 
 CT_WINDOW = (-200.0, 300.0)  # HU: abdominal soft tissue, kidney and contrast-enhanced vessels
 MRI_MASK_FRACTION = 0.75  # MRI z-score inside the nonzero mask when it covers less of the volume (nnU-Net: crop > 25%)
@@ -133,16 +134,71 @@ def normalise(image: np.ndarray, modality: str, use_mask: bool) -> np.ndarray:
     return out
 
 
+def resize_images(image: np.ndarray, size: int) -> np.ndarray:
+    """(S, C, H, W) -> (S, C, size, size) float32, bilinear with antialiasing when shrinking."""
+    if image.shape[-2:] == (size, size):
+        return image.astype(np.float32)
+    img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=min(image.shape[-2:]) > size).numpy()
+
+
+def resize_labels(label: np.ndarray, size: int) -> np.ndarray:
+    """(S, H, W) class ids -> (S, size, size) int64 by nearest neighbour (``nearest-exact``)."""
+    if label.shape[-2:] == (size, size):
+        return label
+    lab = torch.from_numpy(np.ascontiguousarray(label)).unsqueeze(1).float()
+    return F.interpolate(lab, size=(size, size), mode="nearest-exact").squeeze(1).long().numpy()
+
+
 def resize_slices(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Resize (S, C, H, W) images bilinearly (antialiased) and (S, H, W) labels by nearest neighbour."""
-    if image.shape[-2:] == (size, size):
-        return image.astype(np.float32), label
-    img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
-                        antialias=min(image.shape[-2:]) > size)
-    lab = torch.from_numpy(np.ascontiguousarray(label)).unsqueeze(1).float()
-    lab = F.interpolate(lab, size=(size, size), mode="nearest-exact").squeeze(1).long()
-    return img.numpy(), lab.numpy()
+    return resize_images(image, size), resize_labels(label, size)
+
+
+def canonical_slice_axis(affine: np.ndarray, ornt: np.ndarray, modality: str,
+                         slice_axis_hint: int | None) -> tuple[int, np.ndarray]:
+    """The canonical axis to slice a file's volume along, and its canonical voxel sizes.
+
+    Args:
+        affine: the file's own affine.
+        ornt: ``nib.io_orientation(affine)`` (file voxel axes -> RAS).
+        modality: ``ct`` or ``mri`` (see :func:`slice_axis`).
+        slice_axis_hint: the file's voxel axis holding the slices (KiTS19: 0), or None (from the geometry).
+
+    Returns:
+        (axis 0, 1 or 2 of the canonical array, (3,) canonical spacing in mm).
+    """
+    spacing = np.empty(3)
+    spacing[ornt[:, 0].astype(int)] = nib.affines.voxel_sizes(affine)[:3]  # canonical voxel sizes (3,)
+    native = None if slice_axis_hint is None else int(ornt[slice_axis_hint, 0])
+    return slice_axis(spacing, modality, native), spacing
+
+
+def network_input(image: np.ndarray, axis: int, *, modality: str, dataset: str, slice_size: int) -> np.ndarray:
+    """The network's input slices of a canonical image: the one preprocessing of training and prediction.
+
+    Slices along ``axis`` (:func:`to_slices`), normalises (:func:`normalise`: MRI z-score inside the nonzero
+    mask for BraTS or when the nonzero voxels cover less than ``MRI_MASK_FRACTION``, as nnU-Net's
+    ``use_mask_for_norm``; CT window), resizes to ``slice_size`` (:func:`resize_images`) and keeps CT inside
+    [-1, 1] after resampling.
+
+    Args:
+        image: (X, Y, Z, C) float32 in closest-canonical (RAS) voxel order.
+        axis: the canonical slice axis (:func:`canonical_slice_axis`).
+        modality: ``ct`` or ``mri``.
+        dataset: the dataset name (``brats`` always uses the nonzero mask).
+        slice_size: square in-plane size of the result.
+
+    Returns:
+        (S, C, slice_size, slice_size) float32, channels first as the network takes them.
+    """
+    slices = np.ascontiguousarray(to_slices(image, axis).transpose(0, 3, 1, 2))  # (S, C, H, W)
+    use_mask = dataset == "brats" or float((slices != 0).mean()) < MRI_MASK_FRACTION
+    resized = resize_images(normalise(slices, modality, use_mask), slice_size)  # (S, C, size, size)
+    if modality == "ct":
+        resized = np.clip(resized, -1.0, 1.0)  # resampling round-off stays inside the window
+    return resized
 
 
 def remap_labels(label: np.ndarray, spec: DatasetSpec, path: Path) -> np.ndarray:
@@ -227,19 +283,12 @@ def load_volume(case: CaseFiles, spec: DatasetSpec, slice_size: int) -> Volume:
         raise ValueError(f"{case.label_path}: label affine differs from image {image_path} (largest difference "
                          f"{difference:.3g}; label origin {np.round(label_affine[:3, 3], 2).tolist()}, image origin "
                          f"{np.round(image_affine[:3, 3], 2).tolist()}); expected the same affine")
-    spacing = np.empty(3)
-    spacing[ornt[:, 0].astype(int)] = nib.affines.voxel_sizes(image_affine)[:3]  # canonical voxel sizes (3,)
-    native = None if case.slice_axis_hint is None else int(ornt[case.slice_axis_hint, 0])
-    axis = slice_axis(spacing, spec.modality, native)
+    axis, spacing = canonical_slice_axis(image_affine, ornt, spec.modality, case.slice_axis_hint)
     classes = remap_labels(to_slices(label, axis), spec, case.label_path)  # (S, H, W)
-    slices = np.ascontiguousarray(to_slices(image, axis).transpose(0, 3, 1, 2))  # (S, C, H, W)
-    use_mask = spec.name == "brats" or float((slices != 0).mean()) < MRI_MASK_FRACTION
-    slices = normalise(slices, spec.modality, use_mask)
     in_plane = [k for k in range(3) if k != axis]
-    height, width = slices.shape[-2:]
-    resized_image, resized_label = resize_slices(slices, classes, slice_size)
-    if spec.modality == "ct":
-        resized_image = np.clip(resized_image, -1.0, 1.0)  # resampling round-off stays inside the window
+    height, width = classes.shape[-2:]
+    resized_image = network_input(image, axis, modality=spec.modality, dataset=spec.name, slice_size=slice_size)
+    resized_label = resize_labels(classes, slice_size)  # (S, slice_size, slice_size)
     new_spacing = (float(spacing[in_plane[0]]) * width / slice_size, float(spacing[in_plane[1]]) * height / slice_size,
                    float(spacing[axis]))
     return Volume(case.case_id, case.patient_id, resized_image, resized_label, new_spacing)

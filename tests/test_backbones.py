@@ -9,7 +9,7 @@ import torch
 from monai.networks.nets import AttentionUnet, UNet
 
 from shapnas.backbones import (BACKBONE_SIZES, BasicUNetAdapter, MonaiUNetAdapter, adapt, backbone_payload,
-                               build_backbone, load_backbone)
+                               build_backbone, load_backbone, net_from_payload, new_backbone)
 
 CASES = [(name, size) for name in BACKBONE_SIZES for size in BACKBONE_SIZES[name]]
 
@@ -162,3 +162,17 @@ def test_checkpoint_format_errors(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         load_backbone(path)
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_SIZES))
+def test_seeded_backbone_and_payload_round_trip(name):
+    """new_backbone: same seed, same weights, global RNG untouched; net_from_payload rebuilds it exactly."""
+    before = torch.random.get_rng_state()
+    net, init_args = new_backbone(name, 1, 3, "tiny", seed=7)
+    again, _ = new_backbone(name, 1, 3, "tiny", seed=7)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    rebuilt = net_from_payload(backbone_payload(net, name, init_args))
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]) and torch.equal(value, rebuilt.state_dict()[key])
+    with pytest.raises(ValueError, match="expected one of"):
+        net_from_payload({"name": "segresnet", "init_args": {}, "state_dict": {}})

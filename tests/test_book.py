@@ -19,8 +19,8 @@ from shapnas.book import (BookError, build_book, check_html, executed_toc, noteb
                           write_method_figures)
 from shapnas.book_pages import page_title, provenance_text, source_commit, tag_for_book
 from shapnas.ops import PRIMITIVES
-from shapnas.plots.claims import cost_split, interval_verdict, speed_text
-from shapnas.plots.results import (claims_table, claims_text, comparison_table, data_sources, metrics_table,
+from shapnas.plots.claims import claims_table, claims_text, cost_split, interval_verdict, speed_text
+from shapnas.plots.results import (comparison_table, data_sources, metrics_table,
                                    paired_intervals, patient_scores, plot_patient_boxplots, plot_seed_spread, NO_SEEDS_TEXT,
                                    speedup_table, speedups)
 from shapnas.plots.data import plot_class_frequencies
@@ -54,7 +54,7 @@ def _search_history(prune: bool) -> list[dict]:
         if epoch in schedule:
             mean = [(-1.0 if op in schedule[epoch] else 0.5) + 0.01 * i for i, (_, op) in enumerate(players)]
             shapley = {"round": len([k for k in schedule if k <= epoch]), "players": players, "mean": mean,
-                       "stderr": [0.05] * len(players), "score": mean, "num_evals": 40, "evals_saved": 4,
+                       "stderr": [0.05] * len(players), "score": mean, "num_evals": 40, "evals_saved_by_truncation": 4,
                        "eval_ms": 3.0}
         times = {"time_train_s": 10.0 - 2 * epoch if prune else 10.0, "time_shapley_s": 1.0 if shapley else 0.0,
                  "time_eval_s": 0.5}

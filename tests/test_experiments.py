@@ -1,5 +1,6 @@
 """Tables, figures and computed sentences of the ablations and of the stability across seeds
-(shapnas.plots.experiments), on small hand-made records with hand-computed numbers."""
+(shapnas.plots.experiment_stats, experiment_text, experiments), on small hand-made records with hand-computed
+numbers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from shapnas.ablations import PLAN_FILE, ablation_plan
-from shapnas.plots.experiments import (OP_COLOURS, ablation_plan_text, ablation_stats, ablation_table, ablation_text,
-                                       plot_ablations, plot_genotypes_across_seeds, plot_shapley_rank_agreement,
-                                       stability_table, stability_text)
+from shapnas.plots.experiment_stats import ablation_stats, ablation_table, stability_table
+from shapnas.plots.experiment_text import ablation_plan_text, ablation_text, stability_text
+from shapnas.plots.experiments import OP_COLOURS, plot_ablations, plot_genotypes_across_seeds, plot_shapley_rank_agreement
 from shapnas.runs import save_json
 from shapnas.stability import stability_report
 

@@ -96,7 +96,41 @@ def test_model_slices_match_the_training_loader(tmp_path, dataset, variant) -> N
     slices, _ = model_slices(read_input(case.image_paths, spec.channel_names), dataclasses.asdict(spec), 32,
                              case.slice_axis_hint)
     assert slices.shape == expected.shape
-    np.testing.assert_allclose(slices, expected, atol=1e-5)
+    np.testing.assert_array_equal(slices, expected)  # one function, so equal bit for bit
+
+
+class InputRecorder(nn.Module):
+    """Records every batch it is given; predicts background."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())  # (B, C, H, W)
+        return torch.zeros(x.shape[0], self.num_classes, *x.shape[-2:])  # (B, K, H, W)
+
+
+@pytest.mark.parametrize("dataset, variant", [("acdc", None), ("brats", None), ("kits", "kits19"), ("amos", None)])
+def test_a_training_volume_reaches_the_network_as_the_same_tensor(tmp_path, dataset, variant) -> None:
+    """Training path (load_volume -> PreparedData.slices) and prediction path (predict_case) hand the network
+    the same tensor, bit for bit: both go through shapnas.volumes.network_input."""
+    from shapnas.data import PreparedData
+
+    root = write_phantom_dataset(dataset, tmp_path / dataset, 1, 0, variant=variant)
+    spec = dataset_spec(dataset, root)
+    case = list_cases(dataset, root)[0]
+    prepared = PreparedData(spec=spec, data_dir=root, splits={"test": [case.patient_id]},
+                            volumes={"test": [load_volume(case, spec, 32)]})
+    trained_on, _ = prepared.slices("test")  # (S, C, 32, 32)
+    recorder = InputRecorder(len(spec.class_names))
+    checkpoint = {"spec": dataclasses.asdict(spec), "slice_size": 32}
+    predict_case(recorder, checkpoint, case.image_paths, tmp_path / "out.nii.gz", batch_size=3,
+                 slice_axis_hint=case.slice_axis_hint)
+    predicted_on = torch.cat(recorder.seen)
+    assert predicted_on.dtype == trained_on.dtype and predicted_on.shape == trained_on.shape
+    assert torch.equal(predicted_on, trained_on)
 
 
 def test_read_input_multichannel_files_and_errors(tmp_path) -> None:

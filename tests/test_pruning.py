@@ -66,3 +66,14 @@ def test_shapley_policy_momentum_and_state():
     clone = build_policy("shapley", momentum=0.8)
     clone.load_state_dict(policy.state_dict())
     assert clone.smoothed == policy.smoothed and clone.rounds == 2
+
+
+def test_every_registered_policy_builds_and_nothing_else():
+    from shapnas.policies import POLICY_NAMES
+    from shapnas.pruning import POLICY_FACTORIES
+
+    assert set(POLICY_FACTORIES) == set(POLICY_NAMES)
+    for name in POLICY_NAMES:
+        assert build_policy(name).name == name
+    with pytest.raises(ValueError, match="expected one of"):
+        build_policy("magnitude")

@@ -129,11 +129,11 @@ def test_alpha_signal_by_hand():
 def test_weight_optimizer_choice(optimizer, kind):
     from shapnas.backbones import adapt, build_backbone
     from shapnas.retrofit import build_supernet
-    from shapnas.search import _optimizers
+    from shapnas.search import build_optimizers
 
     net, _ = build_backbone("basic_unet", 1, 3, "tiny")
     model = build_supernet(adapt(net), generator=torch.Generator().manual_seed(0)).freeze_backbone()
-    weight_opt, arch_opt, _ = _optimizers(model, SearchConfig(weight_optimizer=optimizer, weight_lr=0.01))
+    weight_opt, arch_opt, _ = build_optimizers(model, SearchConfig(weight_optimizer=optimizer, weight_lr=0.01))
     assert isinstance(weight_opt, kind) and isinstance(arch_opt, torch.optim.Adam)
     assert weight_opt.param_groups[0]["lr"] == 0.01
     with pytest.raises(ValueError, match="weight_optimizer"):

@@ -17,12 +17,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from shapnas.plots.results import data_sources, interval_text, points, speedups
+from shapnas.policies import method_label
 from shapnas.stability import stability_report
 
 __all__ = [
     "PAPER_CLAIMS",
     "interval_verdict",
-    "interval_text",
     "cost_split",
     "speed_text",
     "claims_table",
@@ -31,17 +32,6 @@ __all__ = [
 
 PAPER_CLAIMS = {"dice_gain_points": 5.0, "dice_gain_max_points": 11.0, "search_speedup": 4.0, "min_seeds": 3}
 Verdict = Literal["improves", "matches", "worse"]
-
-
-def _label(method: str) -> str:
-    from shapnas.plots.results import METHOD_LABELS
-
-    return METHOD_LABELS.get(method) or METHOD_LABELS.get(f"iac-{method}", method)
-
-
-def _points(value: float) -> str:
-    """Dice points with a sign and one decimal, never ``-0.0``."""
-    return f"{round(float(value), 1) + 0.0:+.1f}"
 
 
 def interval_verdict(interval: Mapping[str, float] | None) -> Verdict | None:
@@ -53,12 +43,6 @@ def interval_verdict(interval: Mapping[str, float] | None) -> Verdict | None:
     if interval["ci_high"] < 0:
         return "worse"
     return "matches"
-
-
-def interval_text(interval: Mapping[str, float]) -> str:
-    """``+0.1 points (95 % CI −0.2 to +0.4)`` from a Dice-fraction interval."""
-    return (f"{_points(100 * interval['mean'])} points (95 % CI {_points(100 * interval['ci_low'])} to "
-            f"{_points(100 * interval['ci_high'])})")
 
 
 def _comparisons(records: Sequence[Mapping[str, Any]], method: str, field: str) -> list[dict[str, Any]]:
@@ -82,7 +66,7 @@ def _gain_row(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, st
     claim = PAPER_CLAIMS["dice_gain_points"]
     if not rows:
         return {"measured": "not run yet",
-                "verdict": f"Not measured: no run has {_label(method)} evaluated beside the backbone."}
+                "verdict": f"Not measured: no run has {method_label(method)} evaluated beside the backbone."}
     decided = [r for r in rows if r["verdict"]]
     if not decided:
         return {"measured": f"{len(rows)} run(s), no interval",
@@ -92,16 +76,16 @@ def _gain_row(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, st
     mean = 100 * float(np.mean([r["interval"]["mean"] for r in decided]))
     measured = _listing(decided)
     if counts["worse"] > counts["improves"]:
-        verdict = (f"Disagrees: {_label(method)} is worse than the backbone in {counts['worse']} of "
+        verdict = (f"Disagrees: {method_label(method)} is worse than the backbone in {counts['worse']} of "
                    f"{len(decided)} run(s).")
     elif counts["improves"] == 0:
-        verdict = (f"Inconclusive: every 95 % interval includes 0 (mean {_points(mean)} points), so {_label(method)} "
-                   "cannot be told apart from the backbone at this number of test patients.")
+        verdict = (f"Inconclusive: every 95 % interval includes 0 (mean {points(mean)} points), so "
+                   f"{method_label(method)} cannot be told apart from the backbone at this number of test patients.")
     elif counts["improves"] == len(decided) and mean >= claim:
-        verdict = f"Agrees: an improvement in every run, {_points(mean)} points on average (claimed +{claim:.0f})."
+        verdict = f"Agrees: an improvement in every run, {points(mean)} points on average (claimed +{claim:.0f})."
     else:
         verdict = (f"Partly: an improvement in {counts['improves']} of {len(decided)} run(s), "
-                   f"{_points(mean)} points on average, less than the claimed +{claim:.0f} or not in every run.")
+                   f"{points(mean)} points on average, less than the claimed +{claim:.0f} or not in every run.")
     return {"measured": measured, "verdict": verdict}
 
 
@@ -145,8 +129,6 @@ def speed_text(run_dir: str | Path, policy: str = "shapley") -> str:
 
 
 def _speed_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    from shapnas.plots.results import speedups
-
     speed = speedups(records)
     claim = PAPER_CLAIMS["search_speedup"]
     if speed.empty:
@@ -230,8 +212,6 @@ def claims_table(records: Sequence[Mapping[str, Any]],
         Inconclusive, Consistent, Undecided, Disagrees, Not measured, Not yet measurable) and ``verdict`` (a
         sentence). On phantom data the verdicts carry a note that they say nothing about the paper.
     """
-    from shapnas.plots.results import data_sources
-
     rows = {
         "IAC improves the pre-trained U-Net (Dice)": {
             "paper": f"about +{PAPER_CLAIMS['dice_gain_points']:.0f} Dice points on average, up to "

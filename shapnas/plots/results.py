@@ -15,11 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from shapnas.policies import BASELINE_METHODS, POLICIES, method_label, method_name
-from shapnas.plots.claims import PAPER_CLAIMS, claims_table, claims_text, interval_text
-
 
 __all__ = [
-    "PAPER_CLAIMS",
     "NO_SEEDS_TEXT",
     "METHOD_LABELS",
     "metrics_table",
@@ -31,8 +28,8 @@ __all__ = [
     "data_sources",
     "paired_intervals",
     "plot_seed_spread",
-    "claims_table",
-    "claims_text",
+    "interval_text",
+    "points",
 ]
 
 METHOD_LABELS = {**BASELINE_METHODS, **{method_name(p): POLICIES[p].label for p in POLICIES}}
@@ -45,6 +42,17 @@ def _label(method: str) -> str:
 
 def _fmt(value: Any, digits: int = 1) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def points(value: float) -> str:
+    """Dice points with a sign and one decimal, never ``-0.0``."""
+    return f"{round(float(value), 1) + 0.0:+.1f}"
+
+
+def interval_text(interval: Mapping[str, float]) -> str:
+    """``+0.1 points (95 % CI −0.2 to +0.4)`` from a Dice-fraction interval."""
+    return (f"{points(100 * interval['mean'])} points (95 % CI {points(100 * interval['ci_low'])} to "
+            f"{points(100 * interval['ci_high'])})")
 
 
 def metrics_table(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -255,3 +263,13 @@ def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
             label.set_horizontalalignment("right")
         ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def __getattr__(name: str) -> Any:
+    """Old import path of the claims (``from shapnas.plots.results import claims_table``), kept for
+    ``book/results.ipynb`` until it imports them from :mod:`shapnas.plots.claims`; to drop then."""
+    if name in ("PAPER_CLAIMS", "claims_table", "claims_text"):
+        from shapnas.plots import claims
+
+        return getattr(claims, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
