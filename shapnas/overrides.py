@@ -44,7 +44,7 @@ def check_names(names: Iterable[str], cls: type) -> None:
         return
     close = sorted({m for n in unknown for m in difflib.get_close_matches(n, valid, n=3, cutoff=0.6)})
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ValueError(f"unknown config field(s) {', '.join(unknown)}; {hint}valid fields: {', '.join(valid)} "
+    raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}; {hint}valid fields: {', '.join(valid)} "
                      f"({HELP_HINT})")
 
 

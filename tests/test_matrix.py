@@ -111,7 +111,7 @@ def test_build_jobs_stage_filter_and_errors(tmp_path):
     assert jobs[0].deps == () and jobs[1].deps == (jobs[0].id,)  # pretrain is outside the selection
     with pytest.raises(ValueError, match="set by the matrix"):
         build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, overrides={"seed": 3})
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown (Search|Retrain)Config fields"):
         build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, overrides={"no_such_field": 1})
     with pytest.raises(ValueError, match="search_epochs='many': expected an integer"):
         build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, overrides={"search_epochs": "many"})

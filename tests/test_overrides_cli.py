@@ -59,9 +59,9 @@ def test_unknown_field_lists_the_closest_and_the_valid_names():
     with pytest.raises(ValueError) as error:
         parse_overrides(["search_epoch=3"], RetrainConfig)
     text = str(error.value)
-    assert "unknown config field(s) search_epoch" in text and "did you mean" in text and "search_epochs" in text
+    assert "unknown RetrainConfig fields: search_epoch" in text and "did you mean" in text and "search_epochs" in text
     assert all(name in text for name in RetrainConfig.field_names())
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown (Search|Retrain)Config fields"):
         parse_overrides(["retrain_epochs=1"], SearchConfig)  # a field of a later stage only
     assert convert_value(RetrainConfig, "seed", 3.0) == 3
     with pytest.raises(ValueError, match="seed=True: expected an integer"):
@@ -76,7 +76,7 @@ def test_resolve_config_order_profile_then_named_then_overrides():
     assert cfg.search_epochs == 7 and cfg.seed == 4  # overrides win, text converted
     assert cfg.slice_size == profile["slice_size"]
     assert RetrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # a stored config round-trips
-    with pytest.raises(ValueError, match="unknown config field"):
+    with pytest.raises(ValueError, match="unknown (Search|Retrain)Config fields"):
         resolve_config(RetrainConfig, "smoke", {"nonsense": 1})
 
 
@@ -92,7 +92,7 @@ def test_set_errors_are_one_line_with_exit_status_2(argv, tmp_path):
     assert err == "error: search_epochs='abc': expected an integer\n"
     code, _, err = _main([*argv, "--results", str(tmp_path), "--set", "nonsense=1"])
     assert code == 2 and err.count("\n") == 1
-    assert "unknown config field(s) nonsense" in err and "valid fields:" in err and "search_epochs" in err
+    assert "unknown RetrainConfig fields: nonsense" in err and "valid fields:" in err and "search_epochs" in err
     assert not (tmp_path / "logs").exists() and not (tmp_path / "jobs").exists()
 
 
@@ -188,3 +188,18 @@ def test_core_and_benchmarks_never_import_the_cli():
                  for p in files}
     offenders = {p: m for p, m in offenders.items() if m and p != "shapnas/ablations.py"}  # helper A moves that one
     assert offenders == {}
+
+
+@pytest.mark.parametrize("dataset", ["acdc", "brats", "kits", "msd"])
+def test_layout_errors_point_to_a_page_that_ships(dataset, tmp_path):
+    from shapnas.layouts import list_cases
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="book/real_data.md"):
+        list_cases(dataset, tmp_path / "missing")
+    try:
+        assert list_cases(dataset, empty) == []  # no cases: data.prepare_data reports it
+    except (FileNotFoundError, ValueError) as error:
+        assert "book/real_data.md" in str(error)
+    assert (ROOT / "book" / "real_data.md").is_file()
