@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from shapnas.book_pages import tag_for_book
 from shapnas.config import (BaseConfig, DataConfig, PretrainConfig, RetrainConfig, SearchConfig, load_profile,
                             resolve_config)

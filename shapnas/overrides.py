@@ -17,7 +17,6 @@ import yaml
 
 __all__ = ["field_types", "check_names", "convert_value", "convert_values", "parse_overrides"]
 
-HELP_HINT = "see `python -m shapnas run --help` and the profiles in shapnas/profiles"
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 
@@ -45,7 +44,7 @@ def check_names(names: Iterable[str], cls: type) -> None:
     close = sorted({m for n in unknown for m in difflib.get_close_matches(n, valid, n=3, cutoff=0.6)})
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}; {hint}valid fields: {', '.join(valid)} "
-                     f"({HELP_HINT})")
+                     "(each documented in the package file shapnas/config.py)")
 
 
 def _expected(kind: Any) -> str:
