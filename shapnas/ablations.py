@@ -253,10 +253,15 @@ def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence
         return [JobResult(j.id, "done", None, str(j.log), "output exists") for j in main + variants]
     with open_client(scheduler, workers) as (client, placement):
         outcome = run_jobs(main, client, placement=placement, progress=progress,
-                           log=log and (lambda line: log(f"ablations, main runs: {line}")))
+                           log=_prefixed(log, "ablations, main runs: "))
         outcome += run_jobs(variants, client, placement=placement, progress=progress,
-                            log=log and (lambda line: log(f"ablations, variants: {line}")))
+                            log=_prefixed(log, "ablations, variants: "))
     return outcome
+
+
+def _prefixed(log: Callable[[str], None] | None, prefix: str) -> Callable[[str], None] | None:
+    """``log`` with ``prefix`` before every line (None stays None)."""
+    return None if log is None else (lambda line: log(prefix + line))
 
 
 def load_plan(results: str | Path) -> AblationPlan | None:
