@@ -15,8 +15,8 @@ import argparse
 import json
 import time
 
-from shapnas.cli.common import parse_overrides
-from shapnas.config import RetrainConfig, config_from_profile
+from shapnas.config import RetrainConfig, resolve_config
+from shapnas.overrides import parse_overrides
 from shapnas.pipeline import run_evaluate, run_pretrain
 from shapnas.runs import load_json
 
@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE config overrides")
     args = parser.parse_args()
-    cfg = config_from_profile(RetrainConfig, args.profile, dataset=args.dataset, results_root=args.results,
-                              seed=args.seed, **parse_overrides(args.set))
+    cfg = resolve_config(RetrainConfig, args.profile, parse_overrides(args.set, RetrainConfig), dataset=args.dataset,
+                         results_root=args.results, seed=args.seed)
     tick = time.perf_counter()
     pretrain = load_json(run_pretrain(cfg) / "metrics.json")
     pretrain_s = time.perf_counter() - tick

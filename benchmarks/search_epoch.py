@@ -22,10 +22,10 @@ import time
 import torch
 
 from shapnas.backbones import adapt
-from shapnas.cli.common import parse_overrides
-from shapnas.config import SearchConfig, config_from_profile
+from shapnas.config import SearchConfig, resolve_config
 from shapnas.data import prepare_data
 from shapnas.models import new_backbone
+from shapnas.overrides import parse_overrides
 from shapnas.retrofit import build_supernet, retrofit_options
 from shapnas.runtime import pick_device, seed_everything, torch_generator
 from shapnas.search import SearchData, _optimizers, train_search_epoch
@@ -65,9 +65,8 @@ def main() -> None:
     args = parser.parse_args()
 
     root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
-    cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, data_dir=args.data_dir,
-                              seed=args.seed, results_root=root)
-    cfg = cfg.replace(**parse_overrides(args.set))
+    cfg = resolve_config(SearchConfig, args.profile, parse_overrides(args.set, SearchConfig), dataset=args.dataset,
+                         data_dir=args.data_dir, seed=args.seed, results_root=root)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     prepared = prepare_data(cfg)

@@ -24,7 +24,8 @@ import tempfile
 import time
 from typing import Any
 
-from shapnas.config import RetrainConfig, config_from_profile
+from shapnas.config import RetrainConfig, resolve_config
+from shapnas.overrides import parse_overrides
 from shapnas.pipeline import run_evaluate, run_pretrain, run_search
 from shapnas.runs import load_json, read_jsonl
 
@@ -116,15 +117,13 @@ def main() -> None:
     parser.add_argument("--results", default="", help="results folder (default: a temporary one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    from shapnas.cli.common import parse_overrides
-
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
     root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides, RetrainConfig)
     results = []
     for seed in seeds:
-        cfg = config_from_profile(RetrainConfig, args.profile, dataset=args.dataset, seed=seed, results_root=root,
-                                  **overrides)
+        cfg = resolve_config(RetrainConfig, args.profile, overrides, dataset=args.dataset, seed=seed,
+                             results_root=root)
         result = measure(cfg)
         result["profile"] = args.profile
         for key in PRINTED:

@@ -35,7 +35,8 @@ import torch
 from scipy.stats import spearmanr
 
 from shapnas.aumann_shapley import aumann_shapley
-from shapnas.config import SearchConfig, config_from_profile
+from shapnas.config import SearchConfig, resolve_config
+from shapnas.overrides import parse_overrides
 from shapnas.pipeline import load_search_supernet, run_pretrain, run_search, search_stage_name, stage_path
 from shapnas.pruning import mean_op_probs, select_ops_to_prune
 from shapnas.runs import load_checkpoint, read_jsonl
@@ -200,11 +201,10 @@ def main() -> None:
     parser.add_argument("--results", default="", help="results folder (default: a temporary one)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    from shapnas.cli.common import parse_overrides
 
     root = Path(args.results or tempfile.mkdtemp(prefix="shapnas-bench-"))
-    cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, seed=args.seed,
-                              results_root=str(root), **{**parse_overrides(args.overrides), "policy": "shapley"})
+    cfg = resolve_config(SearchConfig, args.profile, {**parse_overrides(args.overrides, SearchConfig), "policy": "shapley"},
+                         dataset=args.dataset, seed=args.seed, results_root=str(root))
     run_pretrain(cfg)
     keep = root / "rounds"
     keep.mkdir(parents=True, exist_ok=True)

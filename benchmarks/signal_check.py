@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from shapnas.cli.common import parse_overrides
-from shapnas.config import SearchConfig, config_from_profile
+from shapnas.config import SearchConfig, resolve_config
 from shapnas.data import prepare_data
+from shapnas.overrides import parse_overrides
 from shapnas.pipeline import _frozen_adapter, run_pretrain
 from shapnas.pruning import is_pruning_epoch
 from shapnas.retrofit import build_supernet, retrofit_options
@@ -123,9 +123,9 @@ def main() -> None:
     args = parser.parse_args()
 
     root = args.results or tempfile.mkdtemp(prefix="shapnas-signal-")
-    overrides = parse_overrides(args.set)
-    cfg = config_from_profile(SearchConfig, args.profile, dataset=args.dataset, data_dir=args.data_dir,
-                              seed=args.seed, results_root=root).replace(policy="none", **overrides)
+    overrides = {"policy": "none", **parse_overrides(args.set, SearchConfig)}
+    cfg = resolve_config(SearchConfig, args.profile, overrides, dataset=args.dataset, data_dir=args.data_dir,
+                         seed=args.seed, results_root=root)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     pretrain = run_pretrain(cfg)

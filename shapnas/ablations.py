@@ -18,20 +18,23 @@ the seeds of a policy differ only in the search (stability is a study of the sea
 backbone). A variant re-uses that backbone and data too, so it differs from the main ``shapley`` run only
 in its setting. Every evaluation is one chained job (search, re-train and
 test in one process, :func:`shapnas.matrix.build_jobs` with ``chained=True``); the plan's runs skip the
-backbone baselines (chapters 2 and 4 have them). Finished jobs are skipped, so running it again completes
+backbone baselines (chapters 2 and 4 have them). Jobs carry their config as data (``Job.config``): a
+variant is the plan's overrides plus its own. Finished jobs are skipped, so running it again completes
 only what is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shapnas.policies import POLICY_NAMES
-from shapnas.matrix import Job, JobResult, build_jobs, open_client, run_jobs
+from shapnas.matrix import Job, JobResult, build_jobs
+from shapnas.matrix_runner import open_client, run_jobs
 from shapnas.runs import load_json, save_json
 from shapnas.summary import collect_summary
 
@@ -162,32 +165,35 @@ def ablation_root(results: str | Path, variant: str = "main") -> Path:
     return Path(results) / "ablations" / variant
 
 
-def _overrides(values: dict[str, Any]) -> list[str]:
-    return [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in values.items()]
+def _pretrain_job(jobs: Sequence[Job], dataset: str, seed: int) -> Job:
+    """The pre-training job of (dataset, seed) among ``jobs``, found by its kind and config."""
+    (job,) = [j for j in jobs if j.kind == "pretrain" and (j.config["dataset"], j.config["seed"]) == (dataset, seed)]
+    return job
 
 
 def _main_jobs(plan: AblationPlan, chosen: Sequence[str], main_root: Path, backbone: str | None,
-               data_dirs: dict[str, str], overrides: list[str], python: str) -> list[Job]:
+               data_dirs: dict[str, str], overrides: dict[str, Any], python: str) -> list[Job]:
     """The main runs: the first seed pre-trains the dataset's backbone, every other seed takes it as its
     ``backbone_checkpoint``, so across seeds only the search varies (a study of the search, issue 9)."""
     first, *others = plan.seeds
     main = build_jobs(chosen, [first], plan.policies, profile=plan.profile, results=main_root, backbone=backbone,
                       overrides=overrides, data_dirs=data_dirs, chained=True, baselines=False, python=python)
     for dataset in chosen:
-        (pretrain,) = [j for j in main if j.id.startswith(f"{dataset}-") and j.id.endswith(f"seed{first}-pretrain")]
+        pretrain = _pretrain_job(main, dataset, first)
         data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
         for seed in others:
             jobs = build_jobs([dataset], [seed], plan.policies, profile=plan.profile, results=main_root,
-                              backbone=backbone, overrides=[*overrides, f"backbone_checkpoint={pretrain.output.parent / 'model.pt'}"],
+                              backbone=backbone,
+                              overrides={**overrides, "backbone_checkpoint": str(pretrain.output.parent / "model.pt")},
                               data_dirs={dataset: data_dir}, chained=True, baselines=False, python=python)
-            main += [Job(j.id, j.argv, j.log, j.output, (*j.deps, pretrain.id) if j.kind == "pretrain" else j.deps,
-                         j.kind) for j in jobs]
+            main += [dataclasses.replace(j, deps=(*j.deps, pretrain.id)) if j.kind == "pretrain" else j for j in jobs]
     return main
 
 
 def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
-                        backbone: str | None = None, data_dirs: dict[str, str] | None = None,
-                        overrides: Sequence[str] = (), python: str = sys.executable) -> tuple[list[Job], list[Job]]:
+                        backbone: str | None = None, data_dirs: Mapping[str, str] | None = None,
+                        overrides: Mapping[str, Any] | None = None,
+                        python: str = sys.executable) -> tuple[list[Job], list[Job]]:
     """The jobs of ``plan``: the main runs first, then the variants (which need the main pre-training).
 
     Args:
@@ -196,7 +202,7 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
         datasets: restrict to these datasets of the plan (None: all of the plan's).
         backbone: backbone name (None: the profile's).
         data_dirs: dataset -> data root in its official layout (default: the phantom data).
-        overrides: ``KEY=VALUE`` config overrides of every run.
+        overrides: config field -> value of every run (after the plan's ``scale``).
         python: interpreter of the commands.
 
     Returns:
@@ -205,30 +211,27 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
     results = Path(results).resolve()
     chosen = [d for d in plan.datasets if datasets is None or d in datasets]
     data_dirs = dict(data_dirs or {})
-    overrides = [*_overrides(plan.scale), *overrides]
+    overrides = {**plan.scale, **(overrides or {})}
     main_root = ablation_root(results)
     main = _main_jobs(plan, chosen, main_root, backbone, data_dirs, overrides, python)
     variants: list[Job] = []
     for dataset in (d for d in chosen if plan.covers_variants(d)):
         data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
         for seed in plan.variant_seeds:
-            pretrain = [j for j in main if j.id.startswith(f"{dataset}-") and j.id.endswith(f"seed{seed}-pretrain")]
-            checkpoint = pretrain[0].output.parent / "model.pt"
+            checkpoint = _pretrain_job(main, dataset, seed).output.parent / "model.pt"
             for variant in plan.variants:
-                jobs = build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
-                                  results=ablation_root(results, variant.name), backbone=backbone,
-                                  overrides=[*overrides, *_overrides(variant.overrides),
-                                             f"backbone_checkpoint={checkpoint}"],
-                                  data_dirs={dataset: data_dir}, chained=True, baselines=False,
-                                  pretrain_jobs=False, python=python)
-                variants += [Job(f"{variant.name}-{j.id}", j.argv, j.log, j.output,
-                                 tuple(f"{variant.name}-{d}" for d in j.deps), j.kind) for j in jobs]
+                variants += build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
+                                       results=ablation_root(results, variant.name), backbone=backbone,
+                                       overrides={**overrides, **variant.overrides,
+                                                  "backbone_checkpoint": str(checkpoint)},
+                                       data_dirs={dataset: data_dir}, chained=True, baselines=False,
+                                       pretrain_jobs=False, id_prefix=f"{variant.name}-", python=python)
     return main, variants
 
 
 def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
                   scheduler: str | None = None, workers: int | None = None, progress: bool = True,
-                  **job_options: Any) -> list[JobResult]:
+                  log: Callable[[str], None] | None = None, **job_options: Any) -> list[JobResult]:
     """Run (what is missing of) ``plan`` on Dask and write ``<results>/ablations/plan.json``.
 
     Args:
@@ -237,7 +240,8 @@ def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence
         datasets: restrict to these datasets of the plan.
         scheduler: an existing Dask scheduler address (None: a local cluster).
         workers: local workers (None: the matrix default).
-        progress: a progress bar and a line per finished job.
+        progress: a progress bar and a line per finished job, with counts and the time left (stderr).
+        log: instead of the bar, give each progress line to this callback.
         **job_options: ``backbone``, ``data_dirs``, ``overrides`` of :func:`build_ablation_jobs`.
 
     Returns:
@@ -248,9 +252,16 @@ def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence
     if all(job.done() for job in main + variants):
         return [JobResult(j.id, "done", None, str(j.log), "output exists") for j in main + variants]
     with open_client(scheduler, workers) as (client, placement):
-        outcome = run_jobs(main, client, placement=placement, progress=progress)
-        outcome += run_jobs(variants, client, placement=placement, progress=progress)
+        outcome = run_jobs(main, client, placement=placement, progress=progress,
+                           log=_prefixed(log, "ablations, main runs: "))
+        outcome += run_jobs(variants, client, placement=placement, progress=progress,
+                            log=_prefixed(log, "ablations, variants: "))
     return outcome
+
+
+def _prefixed(log: Callable[[str], None] | None, prefix: str) -> Callable[[str], None] | None:
+    """``log`` with ``prefix`` before every line (None stays None)."""
+    return None if log is None else (lambda line: log(prefix + line))
 
 
 def load_plan(results: str | Path) -> AblationPlan | None:

@@ -3,37 +3,26 @@
 Each default is a choice documented in `shared/docs/method.md` (Benedykciuk et al., Sci. Rep. 2026;
 PC-DARTS, Xu et al. ICLR 2020). Configs nest by inheritance, so a later stage's config carries everything
 the earlier stages need: ``SearchConfig`` knows the data and the backbone it retrofits.
-Profiles (``smoke``, ``workshop``, ``paper``) are YAML files of field values in ``shapnas/profiles``.
+Profiles (``smoke``, ``workshop``, ``paper``) are YAML files of field values in ``shapnas/profiles``;
+:func:`resolve_config` (from :mod:`shapnas.profiles`) turns a profile, named values and overrides into a config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from typing import Any, Literal, TypeVar
 
-import yaml
-
+from shapnas.overrides import check_names, convert_values
 from shapnas.policies import POLICY_NAMES
+from shapnas.profiles import PROFILE_NAMES, config_from_profile, load_profile, resolve_config
 
-__all__ = [
-    "DATASET_NAMES",
-    "BACKBONE_NAMES",
-    "POLICY_NAMES",
-    "BaseConfig",
-    "DataConfig",
-    "PretrainConfig",
-    "SearchConfig",
-    "RetrainConfig",
-    "PROFILE_NAMES",
-    "load_profile",
-    "config_from_profile",
-]
+__all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "BaseConfig", "DataConfig", "PretrainConfig",
+           "SearchConfig", "RetrainConfig", "PROFILE_NAMES", "load_profile", "resolve_config", "config_from_profile"]
 
 DATASET_NAMES = ("acdc", "brats", "kits", "amos", "msd")
 BACKBONE_NAMES = ("basic_unet", "unet")
-PROFILE_NAMES = ("smoke", "workshop", "paper")
 
 C = TypeVar("C", bound="BaseConfig")
 
@@ -76,18 +65,14 @@ class BaseConfig:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls: type[C], values: dict[str, Any], *, strict: bool = True) -> C:
-        """Build from a dict; with ``strict`` unknown keys raise ``ValueError`` naming them."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown and strict:
-            raise ValueError(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-        kwargs = {}
-        for f in fields(cls):
-            if f.name in values:
-                value = values[f.name]
-                kwargs[f.name] = tuple(value) if isinstance(value, list) else value
-        return cls(**kwargs)
+    def from_dict(cls: type[C], values: Mapping[str, Any], *, strict: bool = True) -> C:
+        """Build from a dict (e.g. a stored ``config.json``), each value converted to its field's type
+        (:func:`shapnas.overrides.convert_values`); with ``strict`` unknown keys raise ``ValueError`` listing the
+        valid names, otherwise they are ignored."""
+        if strict:
+            check_names(values, cls)
+        known = set(cls.field_names())
+        return cls(**convert_values(cls, {k: v for k, v in values.items() if k in known}))
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed (validated again)."""
@@ -101,6 +86,13 @@ class BaseConfig:
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def _at_least(cfg: BaseConfig, minimum: int, names: tuple[str, ...], meaning: str = "") -> None:
+    """Raise ``ValueError`` naming the first of ``names`` whose value is below ``minimum``."""
+    for name in names:
+        if getattr(cfg, name) < minimum:
+            raise ValueError(f"{name}={getattr(cfg, name)}; expected {meaning or f'at least {minimum}'}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,9 +185,7 @@ class PretrainConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("pretrain_steps", "finetune_steps", "patience_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)}; expected 0 (off) or a positive step count")
+        _at_least(self, 0, ("pretrain_steps", "finetune_steps", "patience_steps"), "0 (off) or a positive step count")
         if self.selection not in ("patient", "slices"):
             raise ValueError(f"selection={self.selection!r}; expected 'patient' or 'slices'")
         object.__setattr__(self, "finetune_lrs", tuple(float(lr) for lr in self.finetune_lrs))  # YAML "1e-4" is a str
@@ -205,9 +195,7 @@ class PretrainConfig(DataConfig):
             raise ValueError(f"backbone={self.backbone!r}; expected one of {', '.join(BACKBONE_NAMES)}")
         if self.backbone_size not in ("tiny", "small", "paper"):
             raise ValueError(f"backbone_size={self.backbone_size!r}; expected tiny, small or paper")
-        for name in ("pretrain_epochs", "batch_size", "finetune_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+        _at_least(self, 1, ("pretrain_epochs", "batch_size", "finetune_epochs"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -320,20 +308,15 @@ class SearchConfig(PretrainConfig):
             raise ValueError(f"weight_optimizer={self.weight_optimizer!r}; expected 'adam' or 'sgd'")
         if self.residual not in ("projection", "gate"):
             raise ValueError(f"residual={self.residual!r}; expected 'projection' or 'gate'")
-        if self.search_epoch_steps < 0:
-            raise ValueError(f"search_epoch_steps={self.search_epoch_steps}; expected 0 (one pass over W) or more")
-        for name in ("prune_interval", "prune_per_round", "shapley_permutations", "shapley_slices", "num_nodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+        _at_least(self, 0, ("search_epoch_steps",), "0 (one pass over W) or more")
+        _at_least(self, 1, ("prune_interval", "prune_per_round", "shapley_permutations", "shapley_slices", "num_nodes"))
         self._check_shapley_estimator()
 
     def _check_shapley_estimator(self) -> None:
         """Validate the issue-10 fields (estimator, diagonal points, pruning warm-up)."""
         if self.shapley_estimator not in ("ig", "mc"):
             raise ValueError(f"shapley_estimator={self.shapley_estimator!r}; expected 'ig' or 'mc'")
-        for name in ("shapley_points", "shapley_points_first"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; expected at least 1")
+        _at_least(self, 1, ("shapley_points", "shapley_points_first"))
         if not -1 <= self.prune_warmup_epochs < self.search_epochs:
             raise ValueError(f"prune_warmup_epochs={self.prune_warmup_epochs}, search_epochs={self.search_epochs}; "
                              "expected -1 (the architecture warm-up) or 0 <= prune_warmup_epochs < search_epochs")
@@ -365,27 +348,5 @@ class RetrainConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.retrain_steps < 0:
-            raise ValueError(f"retrain_steps={self.retrain_steps}; expected 0 (off) or a positive step count")
-        if self.retrain_epochs < 1:
-            raise ValueError(f"retrain_epochs={self.retrain_epochs}; expected at least 1")
-
-
-def load_profile(name: str) -> dict[str, Any]:
-    """Field values of a profile (``smoke``, ``workshop``, ``paper``) from ``shapnas/profiles``.
-
-    Raises:
-        ValueError: for an unknown profile name.
-    """
-    if name not in PROFILE_NAMES:
-        raise ValueError(f"profile={name!r}; expected one of {', '.join(PROFILE_NAMES)}")
-    text = resources.files("shapnas.profiles").joinpath(f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
-
-
-def config_from_profile(cls: type[C], profile: str, **overrides: Any) -> C:
-    """A config of type ``cls`` from a profile's values (keys it lacks are ignored) plus overrides."""
-    values = {k: v for k, v in load_profile(profile).items() if k in set(cls.field_names())}
-    values["profile"] = profile
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return cls.from_dict(values)
+        _at_least(self, 0, ("retrain_steps",), "0 (off) or a positive step count")
+        _at_least(self, 1, ("retrain_epochs",))

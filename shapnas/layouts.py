@@ -1,6 +1,6 @@
 """Official on-disk dataset layouts: which files make a case, and what the labels mean.
 
-Layouts follow ``shared/docs/data-layouts.md``: ACDC (Bernard et al., IEEE TMI 2018), BraTS 2020/2021 and
+Layouts (described for users in the book's "Real data" page, ``book/real_data.md``): ACDC (Bernard et al., IEEE TMI 2018), BraTS 2020/2021 and
 2023 GLI, KiTS19 and KiTS21/23, AMOS22 and the MSD / nnU-Net raw format (``msd``). Files whose names start
 with ``.`` or ``_`` are skipped (macOS ``._*`` files, as nnU-Net's ``convert_MSD_dataset.py`` does).
 """
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["DatasetSpec", "CaseFiles", "dataset_spec", "list_cases", "BRATS_CHANNELS", "NIFTI_SUFFIXES"]
+__all__ = ["DatasetSpec", "CaseFiles", "dataset_spec", "list_cases", "BRATS_CHANNELS", "NIFTI_SUFFIXES", "LAYOUT_HELP"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+LAYOUT_HELP = "see the book's page \"Real data\" (book/real_data.md) for each dataset's folder layout"
 BRATS_CHANNELS = ("flair", "t1", "t1ce", "t2")  # fixed channel order, whatever the file naming
 _BRATS_SUFFIX = {  # naming -> channel -> file suffix (without extension)
     "2021": {"flair": "_flair", "t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "seg": "_seg"},
@@ -92,7 +93,7 @@ def _strip_nifti(name: str) -> str:
 def _check_dir(data_dir: Path) -> Path:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: dataset folder not found")
+        raise FileNotFoundError(f"{data_dir}: dataset folder not found; {LAYOUT_HELP}")
     return data_dir
 
 
@@ -139,7 +140,7 @@ def dataset_spec(dataset: str, data_dir: Path) -> DatasetSpec:
 def _read_dataset_json(data_dir: Path) -> dict[str, Any]:
     path = data_dir / "dataset.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: dataset.json not found (MSD / nnU-Net layout expected)")
+        raise FileNotFoundError(f"{path}: dataset.json not found (MSD / nnU-Net layout expected); {LAYOUT_HELP}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -239,7 +240,7 @@ def _brats_naming(data_dir: Path) -> str:
     folders = _brats_case_dirs(data_dir)
     if not folders:
         raise ValueError(f"{data_dir}: no BraTS case folders found; expected <case>/<case>_flair.nii.gz "
-                         "(2020/2021) or <case>/<case>-t2f.nii.gz (2023)")
+                         f"(2020/2021) or <case>/<case>-t2f.nii.gz (2023); {LAYOUT_HELP}")
     return "2023" if any(f.name.endswith("-t2f.nii.gz") or f.name.endswith("-t2f.nii")
                          for f in folders[0].iterdir()) else "2021"
 
@@ -284,7 +285,8 @@ def _kits_version(data_dir: Path) -> str:
     ``kits23`` (KiTS21/23: labels 1 kidney, 2 tumor, 3 cyst)."""
     folders = _kits_case_dirs(data_dir)
     if not folders:
-        raise ValueError(f"{data_dir}: no KiTS case folders found; expected [dataset/|data/]case_XXXXX/imaging.nii.gz")
+        raise ValueError(f"{data_dir}: no KiTS case folders found; expected [dataset/|data/]case_XXXXX/imaging.nii.gz; "
+                         f"{LAYOUT_HELP}")
     parent = folders[0].parent
     if (parent / "kits.json").is_file():
         return "kits19"
@@ -317,7 +319,7 @@ def _paired_cases(data_dir: Path, keep: Any = None) -> list[CaseFiles]:
     images_dir, labels_dir = data_dir / "imagesTr", data_dir / "labelsTr"
     for folder in (images_dir, labels_dir):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: folder not found (MSD / nnU-Net layout: imagesTr, labelsTr)")
+            raise FileNotFoundError(f"{folder}: folder not found (MSD / nnU-Net layout: imagesTr, labelsTr); {LAYOUT_HELP}")
     cases = []
     for label in sorted(p for p in labels_dir.iterdir() if _visible(p) and p.name.endswith(NIFTI_SUFFIXES)):
         case = _strip_nifti(label.name)

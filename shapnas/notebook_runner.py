@@ -13,16 +13,15 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
-from shapnas.book_pages import BOOK_TAGS, tag_for_book, terminal_text  # noqa: F401  (re-exported)
-from shapnas.config import (BaseConfig, DataConfig, PretrainConfig, RetrainConfig, SearchConfig,
-                            config_from_profile, load_profile)
+from shapnas.book_pages import tag_for_book
+from shapnas.config import (BaseConfig, DataConfig, PretrainConfig, RetrainConfig, SearchConfig, load_profile,
+                            resolve_config)
+from shapnas.overrides import convert_values
 from shapnas.runs import run_dir
 
 __all__ = [
@@ -34,8 +33,6 @@ __all__ = [
     "notebook_parameters",
     "executed_path",
     "execute_notebook",
-    "tag_for_book",
-    "terminal_text",
     "run_notebooks",
 ]
 
@@ -206,8 +203,17 @@ def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Ca
     return jobs
 
 
-def _run_experiments(datasets: Sequence[str], profile: str, base: dict[str, Any], log: Callable[[str], None]) -> None:
-    """Run (what is missing of) the profile's ablation plan for ``datasets`` on a local Dask cluster."""
+def _run_experiments(datasets: Sequence[str], profile: str, base: Mapping[str, Any],
+                     data_dirs: Mapping[str, str], log: Callable[[str], None]) -> None:
+    """Run (what is missing of) the profile's ablation plan for ``datasets`` on a local Dask cluster.
+
+    Args:
+        datasets: the selected datasets (those the plan covers run).
+        profile: the profile, which names the plan.
+        base: the run's values (``seed``, ``results_root``, ``device`` and the typed overrides).
+        data_dirs: dataset -> data root (others: phantom data).
+        log: receives a line per finished job with the count and the time left.
+    """
     from shapnas.ablations import ablation_plan, run_ablations
     from shapnas.matrix import format_summary
 
@@ -216,17 +222,23 @@ def _run_experiments(datasets: Sequence[str], profile: str, base: dict[str, Any]
     if not chosen:
         log(f"ablations: the {profile} plan covers {', '.join(plan.datasets)}; none of them selected")
         return
-    fields = {"seed", "data_dir", "results_root", "device"}
-    overrides = [f"{k}={v}" for k, v in base.items() if k not in fields]
-    data_dirs = {chosen[0]: base["data_dir"]} if base["data_dir"] else None
+    overrides = {k: v for k, v in base.items() if k not in {"seed", "results_root", "device"}}
     log(f"ablations ({profile} plan): {', '.join(chosen)}, seeds {list(plan.seeds)}, policies "
         f"{', '.join(plan.policies)}, {len(plan.variants)} variants ...")
     start = time.perf_counter()
-    results = run_ablations(plan, results=base["results_root"], datasets=chosen,
-                            overrides=overrides, data_dirs=data_dirs, progress=False)
+    results = run_ablations(plan, results=base["results_root"], datasets=chosen, overrides=overrides,
+                            data_dirs={d: data_dirs[d] for d in chosen if d in data_dirs}, progress=False, log=log)
     failed = [r for r in results if r.status in ("failed", "skipped")]
     log(f"ablations: {len(results)} jobs in {time.perf_counter() - start:.1f} s"
         + (f"; {len(failed)} failed or skipped:\n{format_summary(failed)}" if failed else ""))
+
+
+def _time_left(seconds: Sequence[float], remaining: int) -> str:
+    """``", ~Xm left"`` from the mean time of the notebooks run so far ("" before the first finished)."""
+    if not seconds or remaining <= 0:
+        return ""
+    minutes = sum(seconds) / len(seconds) * remaining / 60
+    return f", ~{minutes:.0f}m left" if minutes >= 1 else ", <1m left"
 
 
 def _without_unplanned(jobs: list[_Job], profile: str, log: Callable[[str], None]) -> list[_Job]:
@@ -245,7 +257,7 @@ def _without_unplanned(jobs: list[_Job], profile: str, log: Callable[[str], None
 
 
 def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int = 0, root: str | Path = ".",
-                  data_dir: str = "", results_root: str | Path = "results", device: str = "auto",
+                  data_dirs: Mapping[str, str] | None = None, results_root: str | Path = "results", device: str = "auto",
                   notebooks: str | Sequence[str] | None = None, overrides: dict[str, Any] | None = None,
                   results_page: bool = True, timeout_s: int | None = None, experiments: bool = True,
                   log: Callable[[str], None] = print) -> list[Path]:
@@ -262,7 +274,7 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         profile: ``smoke``, ``workshop`` or ``paper`` (values injected where a notebook has the parameter).
         seed: the run seed.
         root: the book root (holds ``_config.yml``, ``notebooks/`` and ``book/``).
-        data_dir: a dataset root in its official layout (one dataset only); empty means phantom data.
+        data_dirs: dataset -> its root in the official layout; a dataset not named uses phantom data.
         results_root: the results folder.
         device: ``auto``, ``cpu`` or ``cuda[:i]``.
         notebooks: a selection such as ``"01,02"``; ``None`` runs all six.
@@ -270,28 +282,27 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         results_page: also execute ``book/results.ipynb`` into ``book/datasets/results.ipynb``.
         timeout_s: per-cell time limit.
         experiments: run the ablation plan before notebooks 05/06 (False: they show what exists).
-        log: where progress lines go.
+        log: where progress lines go (a count, and the time left estimated from the notebooks so far).
 
     Returns:
         The executed copies in the book's source tree, in execution order.
 
     Raises:
-        ValueError: a bad option (unknown dataset or field, ``data_dir`` with several datasets).
+        ValueError: a bad option (unknown field or value, a data folder of a dataset not selected).
         NotebookError: a notebook failed (its path, the cell and the error are in the message).
     """
     root = Path(root).resolve()
-    if data_dir and len(datasets) != 1:
-        raise ValueError(f"data_dir={data_dir!r} given for {len(datasets)} datasets; --data-dir needs exactly one")
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(RetrainConfig.field_names()))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; expected config field names")
+    data_dirs = {name: str(path) for name, path in (data_dirs or {}).items()}
+    stray = sorted(set(data_dirs) - set(datasets))
+    if stray:
+        raise ValueError(f"data folder given for {', '.join(stray)}, which is not among the datasets "
+                         f"{', '.join(datasets)}")
+    overrides = convert_values(RetrainConfig, overrides or {})  # unknown names and wrong types fail here
     given = set(load_profile(profile)) | set(BASE_PARAMETERS) | set(overrides)
-    base = {"seed": seed, "data_dir": str(data_dir), "results_root": str(Path(results_root).resolve()),
-            "device": device, **overrides}
+    base = {"seed": seed, "results_root": str(Path(results_root).resolve()), "device": device, **overrides}
 
     def cfg_for(dataset: str) -> RetrainConfig:
-        return config_from_profile(RetrainConfig, profile, dataset=dataset, **base)
+        return resolve_config(RetrainConfig, profile, base, dataset=dataset, data_dir=data_dirs.get(dataset, ""))
 
     jobs = _jobs(datasets, select_notebooks(notebooks), root, cfg_for, given)
     jobs.sort(key=lambda job: job.source.stem in EXPERIMENT_NOTEBOOKS)  # stable: 01–04 of every dataset first
@@ -303,13 +314,15 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         values = {"results_root": _portable(base["results_root"], output.parent, root)}
         jobs.append(_Job("all datasets results", source, output, Path(base["results_root"]) / "executed" /
                          f"{RESULTS_NOTEBOOK}.ipynb", values))
-    written = []
+    written: list[Path] = []
+    seconds: list[float] = []
     ran_experiments = not experiments
     for number, job in enumerate(jobs, start=1):
         if not ran_experiments and job.source.stem in EXPERIMENT_NOTEBOOKS:
-            _run_experiments(datasets, profile, base, log)
+            _run_experiments(datasets, profile, base, data_dirs, log)
             ran_experiments = True
-        log(f"[{number}/{len(jobs)}] {job.label}: running {job.source.name} ...")
+        log(f"[{number}/{len(jobs)}] {job.label}: running {job.source.name}{_time_left(seconds, len(jobs) - number + 1)}"
+            " ...")
         start = time.perf_counter()
         try:
             execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s,
@@ -318,6 +331,7 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
             if job.output.exists():
                 job.copy_to.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(job.output, job.copy_to)
-        log(f"[{number}/{len(jobs)}] {job.label}: done in {time.perf_counter() - start:.1f} s -> {job.output}")
+        seconds.append(time.perf_counter() - start)
+        log(f"[{number}/{len(jobs)}] {job.label}: done in {seconds[-1]:.1f} s -> {job.output}")
         written.append(job.output)
     return written

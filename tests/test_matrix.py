@@ -17,7 +17,10 @@ import dask
 import pytest
 
 from shapnas.cli import main
-from shapnas.matrix import Job, _ordered, build_jobs, format_summary, open_client, run_jobs
+from shapnas.matrix import Job, build_jobs, dependency_order, format_summary
+from shapnas.matrix_runner import open_client, run_jobs
+from shapnas.config import RetrainConfig
+from shapnas.overrides import parse_overrides
 from shapnas.runs import append_jsonl, load_json, save_json
 
 # A cheap real command: checks its prerequisites' outputs, then writes its own JSON atomically.
@@ -70,29 +73,34 @@ def _statuses(results) -> dict[str, str]:
 
 def test_build_jobs_expands_the_matrix(tmp_path):
     jobs = build_jobs(["acdc", "kits"], [0, 2], ["none", "shapley"], profile="smoke", results=tmp_path,
-                      overrides=["search_epochs=2"], python="python")
+                      overrides={"search_epochs": 2}, python="python")
     assert len(jobs) == 2 * 2 * (4 + 3 * 2)
     by_id = {j.id: j for j in jobs}
     assert len(by_id) == len(jobs)
-    assert [j.id for j in _ordered(jobs)] == [j.id for j in jobs]  # listed in dependency order
+    assert [j.id for j in dependency_order(jobs)] == [j.id for j in jobs]  # listed in dependency order
     search = by_id["kits-basic_unet-seed2-search-shapley"]
     assert search.deps == ("kits-basic_unet-seed2-pretrain",)
-    assert search.argv == ("python", "-m", "shapnas", "search", "--dataset", "kits", "--seed", "2", "--profile",
-                           "smoke", "--results", str(tmp_path.resolve()), "--set", "search_epochs=2", "--policy",
-                           "shapley")
+    # the job carries its stage kind and config as data; its command runs the stage entry point on job.json
+    assert search.kind == "search" and search.target == ""
+    assert {k: search.config[k] for k in ("dataset", "seed", "policy", "search_epochs", "results_root", "profile")} \
+        == {"dataset": "kits", "seed": 2, "policy": "shapley", "search_epochs": 2,
+            "results_root": str(tmp_path.resolve()), "profile": "smoke"}
+    assert search.config == RetrainConfig.from_dict(search.config).to_dict()  # a complete, valid config
+    assert search.spec == tmp_path.resolve() / "jobs" / "kits-basic_unet-seed2-search-shapley.json"
+    assert search.argv == ("python", "-m", "shapnas.stage_jobs", str(search.spec))
     assert search.output == tmp_path.resolve() / "kits" / "basic_unet" / "seed-2" / "search-shapley" / "metrics.json"
     assert search.log == tmp_path.resolve() / "logs" / "kits-basic_unet-seed2-search-shapley.log"
     assert by_id["acdc-basic_unet-seed0-eval-shapley"].deps == ("acdc-basic_unet-seed0-retrain-shapley",)
     assert by_id["acdc-basic_unet-seed0-eval-finetune"].deps == ("acdc-basic_unet-seed0-finetune",)
     evaluate = by_id["acdc-basic_unet-seed0-eval-backbone"]
-    assert evaluate.argv[3] == "evaluate" and evaluate.argv[-2:] == ("--target", "backbone")
-    assert "--policy" not in evaluate.argv
+    assert evaluate.kind == "evaluate" and evaluate.target == "backbone"
+    assert evaluate.config["policy"] == "none"  # the profile's, as the evaluate command builds it
     # phantom data is written once, by the first seed's pre-training; with a data root seeds start together
     assert by_id["kits-basic_unet-seed2-pretrain"].deps == ("kits-basic_unet-seed0-pretrain",)
     assert by_id["acdc-basic_unet-seed0-pretrain"].deps == ()
     real = build_jobs(["acdc"], [0, 1], ["none"], profile="smoke", results=tmp_path, data_dirs={"acdc": "data"})
     assert real[7].id == "acdc-basic_unet-seed1-pretrain" and real[7].deps == ()
-    assert real[7].argv[real[7].argv.index("--data-dir") + 1] == str(Path("data").resolve())
+    assert real[7].config["data_dir"] == str(Path("data").resolve())
     unet = build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, backbone="unet")
     assert unet[0].id == "acdc-unet-seed0-pretrain" and "unet" in unet[0].output.parts
 
@@ -102,16 +110,18 @@ def test_build_jobs_stage_filter_and_errors(tmp_path):
     assert [j.id.split("seed0-")[1] for j in jobs] == ["search-none", "retrain-none", "search-js", "retrain-js"]
     assert jobs[0].deps == () and jobs[1].deps == (jobs[0].id,)  # pretrain is outside the selection
     with pytest.raises(ValueError, match="set by the matrix"):
-        build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, overrides=["seed=3"])
-    with pytest.raises(ValueError, match="unknown config field"):
-        build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, overrides=["no_such_field=1"])
+        build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, overrides={"seed": 3})
+    with pytest.raises(ValueError, match="unknown (Search|Retrain)Config fields"):
+        build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, overrides={"no_such_field": 1})
+    with pytest.raises(ValueError, match="search_epochs='many': expected an integer"):
+        build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, overrides={"search_epochs": "many"})
     with pytest.raises(ValueError, match="stages"):
         build_jobs(["acdc"], [0], ["none"], profile="smoke", results=tmp_path, stages=["train"])
     a = _job(tmp_path, "a")
     with pytest.raises(ValueError, match="cycle"):
-        _ordered([Job("x", ("true",), a.log, a.output, ("y",)), Job("y", ("true",), a.log, a.output, ("x",))])
+        dependency_order([Job("x", ("true",), a.log, a.output, ("y",)), Job("y", ("true",), a.log, a.output, ("x",))])
     with pytest.raises(ValueError, match="unknown job"):
-        _ordered([Job("x", ("true",), a.log, a.output, ("nope",))])
+        dependency_order([Job("x", ("true",), a.log, a.output, ("nope",))])
 
 
 def test_matrix_list_rows(tmp_path):
@@ -123,7 +133,9 @@ def test_matrix_list_rows(tmp_path):
     assert code == 0
     assert [r.split("\t")[0] for r in rows] == ["acdc-basic_unet-seed0-pretrain", "acdc-basic_unet-seed0-search-shapley",
                                                 "acdc-basic_unet-seed1-pretrain", "acdc-basic_unet-seed1-search-shapley"]
-    assert rows[3].split("\t")[1].endswith("--policy shapley") and " search " in rows[3]
+    spec = tmp_path.resolve() / "jobs" / "acdc-basic_unet-seed1-search-shapley.json"
+    assert rows[3].split("\t")[1].endswith(f"-m shapnas.stage_jobs {spec}")
+    assert load_json(spec)["kind"] == "search" and load_json(spec)["config"]["policy"] == "shapley"  # rows run as listed
     assert not (tmp_path / "logs").exists()  # listing runs nothing
     assert main(["matrix", "--datasets", "acdc,mnist", "--list"]) == 2
 
@@ -260,7 +272,8 @@ def test_real_stages_matrix(tmp_path):
         code = main(argv)
     assert code == 0, stdout.getvalue()
     assert "10 jobs: 10 ok, 0 done, 0 failed, 0 skipped" in stdout.getvalue()
-    jobs = build_jobs(["acdc"], [0], ["none", "shapley"], profile="smoke", results=tmp_path, overrides=TINY)
+    jobs = build_jobs(["acdc"], [0], ["none", "shapley"], profile="smoke", results=tmp_path,
+                      overrides=parse_overrides(TINY, RetrainConfig))
     for job in jobs:
         metrics = load_json(job.output)
         assert metrics["stage"] == job.output.parent.name and metrics["seed"] == 0
@@ -280,11 +293,16 @@ def test_ablation_plan_fixes_one_backbone_per_dataset(tmp_path):
     main, variants = build_ablation_jobs(plan, results=tmp_path)
     for dataset in plan.datasets:
         first = f"{dataset}-basic_unet-seed{plan.seeds[0]}-pretrain"
-        checkpoint = f"backbone_checkpoint={tmp_path.resolve()}/ablations/main/{dataset}/basic_unet/seed-{plan.seeds[0]}/pretrain/model.pt"
+        checkpoint = f"{tmp_path.resolve()}/ablations/main/{dataset}/basic_unet/seed-{plan.seeds[0]}/pretrain/model.pt"
         (own,) = [j for j in main if j.id == first]
-        assert not any("backbone_checkpoint" in a for a in own.argv)
+        assert own.config["backbone_checkpoint"] == ""
         for seed in plan.seeds[1:]:
             jobs = [j for j in main if j.id.startswith(f"{dataset}-basic_unet-seed{seed}-")]
-            assert jobs and all(checkpoint in j.argv for j in jobs)  # only the search seed varies
+            assert jobs and all(j.config["backbone_checkpoint"] == checkpoint for j in jobs)  # only the search varies
+            assert all(j.config["slice_size"] == plan.scale["slice_size"] for j in jobs)  # the plan's scale
             (pretrain,) = [j for j in jobs if j.kind == "pretrain"]
             assert first in pretrain.deps
+    variant = plan.variants[0]
+    mine = [j for j in variants if j.id.startswith(f"{variant.name}-")]
+    assert mine and all(j.config[k] == v for j in mine for k, v in variant.overrides.items())
+    assert all(j.kind == "evaluate" and j.target == "shapley" and j.deps == () for j in mine)

@@ -15,8 +15,9 @@ import nbformat
 import pytest
 
 from shapnas.config import DataConfig, RetrainConfig, config_from_profile, load_profile
+from shapnas.book_pages import tag_for_book, terminal_text
 from shapnas.notebook_runner import (NOTEBOOKS, NotebookError, notebook_parameter_names, notebook_parameters,
-                                     run_notebooks, select_notebooks, tag_for_book, terminal_text)
+                                     run_notebooks, select_notebooks)
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "notebooks" / f"{stem}.ipynb" for stem in NOTEBOOKS] + [ROOT / "book" / "results.ipynb"]
@@ -145,9 +146,9 @@ def test_progress_bars_are_reduced_to_what_a_terminal_shows(tmp_path):
     assert cells[1].metadata.tags == ["injected-parameters", "hide-input"]
 
 
-def test_data_dir_needs_a_single_dataset(tmp_path):
-    with pytest.raises(ValueError, match="exactly one"):
-        run_notebooks(["acdc", "kits"], data_dir=str(tmp_path), root=ROOT, results_root=tmp_path)
+def test_data_dirs_name_selected_datasets(tmp_path):
+    with pytest.raises(ValueError, match="brats"):
+        run_notebooks(["acdc", "kits"], data_dirs={"brats": str(tmp_path)}, root=ROOT, results_root=tmp_path)
 
 
 def test_unknown_override_is_rejected(tmp_path):

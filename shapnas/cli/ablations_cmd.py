@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from shapnas.config import DATASET_NAMES, PROFILE_NAMES
+from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
+from shapnas.config import DATASET_NAMES, PROFILE_NAMES, RetrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -34,14 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"comma-separated subset of the plan's datasets ({', '.join(DATASET_NAMES)}; default: the plan's)")
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     parser.add_argument("--backbone", default=None, help="basic_unet (default) or unet")
-    parser.add_argument("--data-dir", dest="data_dirs", action="append", default=[], metavar="DATASET=DIR",
-                        help="a dataset's root in its official layout (repeatable; default: phantom data)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field in every run (repeatable)")
+    add_data_dir_argument(parser)
+    add_set_argument(parser, " in every run")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="an existing Dask scheduler, e.g. tcp://head:8786 (default: a local cluster)")
     parser.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per GPU, else 1)")
-    parser.add_argument("--list", action="store_true", help="print one row per job (<id> TAB <command>) and exit")
+    parser.add_argument("--list", action="store_true",
+                        help="write the job files and print one row per job (<id> TAB <command>); run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-job lines")
     parser.set_defaults(handler=run)
 
@@ -49,14 +49,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """List or run the plan; print a summary table; 1 if any job failed or was skipped."""
     from shapnas.ablations import ablation_plan, build_ablation_jobs, run_ablations
-    from shapnas.cli.matrix_cmd import _data_dirs, _names
-    from shapnas.matrix import format_rows, format_summary
+    from shapnas.matrix import format_rows, format_summary, write_job_spec
+    from shapnas.overrides import parse_overrides
 
     plan = ablation_plan(args.profile)
-    datasets = _names(args.datasets, plan.datasets, "--datasets") if args.datasets else list(plan.datasets)
-    options = {"backbone": args.backbone, "data_dirs": _data_dirs(args.data_dirs, datasets), "overrides": args.overrides}
+    datasets = parse_names(args.datasets, plan.datasets, "--datasets") if args.datasets else list(plan.datasets)
+    options = {"backbone": args.backbone, "data_dirs": parse_data_dirs(args.data_dirs, datasets),
+               "overrides": parse_overrides(args.overrides, RetrainConfig)}
     if args.list:
         main, variants = build_ablation_jobs(plan, results=args.results, datasets=datasets, **options)
+        for job in main + variants:
+            write_job_spec(job)
         print(format_rows(main + variants))
         return 0
     results = run_ablations(plan, results=args.results, datasets=datasets,

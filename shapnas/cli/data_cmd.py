@@ -11,6 +11,7 @@ __all__ = ["add_parser", "run", "format_summary"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``data``."""
+    from shapnas.cli.common import add_data_dir_argument
     from shapnas.config import DATASET_NAMES
 
     parser = subparsers.add_parser(
@@ -23,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                "  python -m shapnas data --dataset msd --data-dir /data/Task01_BrainTumour --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="dataset name")
-    parser.add_argument("--data-dir", default="", help="dataset root in its official layout (default: phantom data)")
+    add_data_dir_argument(parser)
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     parser.add_argument("--slice-size", type=int, default=64, help="square slice size, multiple of 16 (default: 64)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -48,10 +49,12 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data and print its summary."""
+    from shapnas.cli.common import parse_data_dirs
     from shapnas.config import DataConfig
     from shapnas.data import prepare_data, summarize
 
-    cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir, results_root=args.results,
+    data_dir = parse_data_dirs(args.data_dirs, [args.dataset]).get(args.dataset, "")
+    cfg = DataConfig(dataset=args.dataset, data_dir=data_dir, results_root=args.results,
                      slice_size=args.slice_size)
     summary = summarize(prepare_data(cfg))
     print(json.dumps(summary) if args.json else format_summary(summary))

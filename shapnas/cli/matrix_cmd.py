@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from shapnas.config import DATASET_NAMES, POLICY_NAMES, PROFILE_NAMES
+from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
+from shapnas.config import DATASET_NAMES, POLICY_NAMES, PROFILE_NAMES, RetrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -16,7 +17,9 @@ EXAMPLES = """Examples:
   python -m shapnas matrix --datasets acdc,kits --seeds 0,1,2 --profile paper --stages pretrain --list
 
 A finished stage (metrics.json present) is not run again: run the same command to finish what is missing.
-Logs: <results>/logs/<job-id>.log. Many machines or SLURM: see the book's "Scale-out" page."""
+Each job is written to <results>/jobs/<job-id>.json (stage kind, target, config) and runs as
+'python -m shapnas.stage_jobs <that file>'; --list writes these files and prints the rows.
+Logs: <results>/logs/<job-id>.log. Many machines or SLURM: see the book's "Scale-out" page (book/scale_out.md)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "matrix", help="run (or --list) every stage of datasets x seeds x policies on Dask workers",
         description="Expand datasets x seeds x policies into stage jobs (pretrain, finetune, evaluate backbone and "
-                    "finetune; per policy search, retrain, evaluate), each a plain 'python -m shapnas <stage>' "
-                    "command, and run them on a local Dask cluster or an existing scheduler, each once its "
+                    "finetune; per policy search, retrain, evaluate), each a stage kind with its config as data, "
+                    "and run them on a local Dask cluster or an existing scheduler, each once its "
                     "prerequisites finished. One job per worker at a time (one per GPU with GPU workers).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", required=True, help=f"comma-separated ({', '.join(DATASET_NAMES)})")
@@ -36,10 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", default="results", help="results folder, on a file system every worker "
                                                               "sees at the same path (default: results)")
     parser.add_argument("--backbone", default=None, help="basic_unet (default) or unet")
-    parser.add_argument("--data-dir", dest="data_dirs", action="append", default=[], metavar="DATASET=DIR",
-                        help="a dataset's root in its official layout (repeatable; default: phantom data)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field in every stage, e.g. --set search_epochs=20 (repeatable)")
+    add_data_dir_argument(parser)
+    add_set_argument(parser, " in every stage")
     parser.add_argument("--stages", default=None,
                         help="comma-separated stage kinds to keep (pretrain,finetune,search,retrain,evaluate); "
                              "default: all")
@@ -52,20 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "workers see CUDA devices)")
     parser.add_argument("--retries", type=int, default=0, help="re-run a failed job this many times (default: 0)")
     parser.add_argument("--list", action="store_true",
-                        help="print one row per job (<id> TAB <command>) and exit without running")
+                        help="write the job files and print one row per job (<id> TAB <command>); run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-job lines")
     parser.set_defaults(handler=run)
 
 
-def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in allowed]
-    if not names or unknown:
-        raise ValueError(f"{option} {text!r}; expected comma-separated names from {', '.join(allowed)}")
-    return list(dict.fromkeys(names))
-
-
 def _seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (non-negative, duplicates dropped); ValueError otherwise."""
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -75,28 +69,23 @@ def _seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def _data_dirs(items: list[str], datasets: list[str]) -> dict[str, str]:
-    dirs = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or name.strip() not in datasets or not path.strip():
-            raise ValueError(f"--data-dir {item!r}; expected DATASET=DIR with DATASET one of {', '.join(datasets)}")
-        dirs[name.strip()] = path.strip()
-    return dirs
-
-
 def run(args: argparse.Namespace) -> int:
     """List or run the matrix; print a summary table; 1 if any job failed or was skipped."""
-    from shapnas.matrix import STAGE_KINDS, build_jobs, format_rows, format_summary, open_client, run_jobs
+    from shapnas.matrix import STAGE_KINDS, build_jobs, format_rows, format_summary, write_job_spec
+    from shapnas.matrix_runner import open_client, run_jobs
+    from shapnas.overrides import parse_overrides
 
-    datasets = _names(args.datasets, DATASET_NAMES, "--datasets")
-    stages = _names(args.stages, STAGE_KINDS, "--stages") if args.stages else None
+    datasets = parse_names(args.datasets, DATASET_NAMES, "--datasets")
+    stages = parse_names(args.stages, STAGE_KINDS, "--stages") if args.stages else None
     if args.retries < 0:
         raise ValueError(f"--retries {args.retries}; expected a non-negative integer")
-    jobs = build_jobs(datasets, _seeds(args.seeds), _names(args.policies, POLICY_NAMES, "--policies"),
-                      profile=args.profile, results=args.results, backbone=args.backbone, overrides=args.overrides,
-                      data_dirs=_data_dirs(args.data_dirs, datasets), stages=stages)
+    jobs = build_jobs(datasets, _seeds(args.seeds), parse_names(args.policies, POLICY_NAMES, "--policies"),
+                      profile=args.profile, results=args.results, backbone=args.backbone,
+                      overrides=parse_overrides(args.overrides, RetrainConfig),
+                      data_dirs=parse_data_dirs(args.data_dirs, datasets), stages=stages)
     if args.list:
+        for job in jobs:
+            write_job_spec(job)
         print(format_rows(jobs))
         return 0
     if all(job.done() for job in jobs):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shapnas.config import DATASET_NAMES, PROFILE_NAMES
+from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
+from shapnas.config import DATASET_NAMES, PROFILE_NAMES, RetrainConfig
+from shapnas.overrides import parse_overrides
 
 __all__ = ["add_parser", "run"]
 
@@ -13,6 +15,7 @@ EXAMPLES = """Examples:
   python -m shapnas run --datasets acdc --profile smoke
   python -m shapnas run --datasets acdc,brats,kits,amos --profile workshop --seed 0
   python -m shapnas run --datasets acdc --data-dir /data/ACDC/database --profile paper --device cuda
+  python -m shapnas run --datasets acdc,kits --data-dir acdc=/data/ACDC/database --data-dir kits=/data/kits23
   python -m shapnas run --datasets kits --profile workshop --notebooks 01,02
   python -m shapnas run --datasets acdc --profile workshop --set shapley_permutations=8"""
 
@@ -29,8 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", "--dataset", dest="datasets", required=True,
                         help=f"comma-separated dataset names ({', '.join(DATASET_NAMES)}); --dataset D is the same")
-    parser.add_argument("--data-dir", default="", help="dataset root in its official layout; only with one dataset "
-                                                        "(default: the embedded phantom data)")
+    add_data_dir_argument(parser)
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     parser.add_argument("--profile", default="workshop", choices=PROFILE_NAMES,
                         help="parameter profile (default: workshop)")
@@ -38,27 +40,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--notebooks", default=None, help="comma-separated selection, e.g. 01,02 (default: all)")
     parser.add_argument("--device", default="auto", help="auto (default: cuda when present), cpu or cuda:i")
     parser.add_argument("--root", default=".", help="book root holding _config.yml, notebooks/ and book/ (default: .)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a notebook parameter (a config field), e.g. --set search_epochs=20")
+    add_set_argument(parser, " (a notebook parameter)")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell time limit in seconds (default: none)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute the notebooks; a failed cell prints the notebook, the cell and the error and returns 1."""
-    from shapnas.cli.common import parse_overrides
     from shapnas.notebook_runner import NotebookError, run_notebooks
 
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    unknown = [d for d in datasets if d not in DATASET_NAMES]
-    if not datasets or unknown:
-        raise ValueError(f"--datasets {args.datasets!r}; expected names from {', '.join(DATASET_NAMES)}")
-    if args.data_dir and len(datasets) != 1:
-        raise ValueError(f"--data-dir needs exactly one dataset, got {len(datasets)} ({args.datasets})")
+    datasets = parse_names(args.datasets, DATASET_NAMES, "--datasets")
     try:
-        run_notebooks(datasets, profile=args.profile, seed=args.seed, root=args.root, data_dir=args.data_dir,
-                      results_root=args.results, device=args.device, notebooks=args.notebooks,
-                      overrides=parse_overrides(args.overrides), timeout_s=args.timeout)
+        run_notebooks(datasets, profile=args.profile, seed=args.seed, root=args.root,
+                      data_dirs=parse_data_dirs(args.data_dirs, datasets), results_root=args.results,
+                      device=args.device, notebooks=args.notebooks,
+                      overrides=parse_overrides(args.overrides, RetrainConfig), timeout_s=args.timeout,
+                      log=lambda line: print(line, file=sys.stderr, flush=True))
     except NotebookError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
