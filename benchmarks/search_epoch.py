@@ -24,11 +24,11 @@ import torch
 from shapnas.backbones import adapt
 from shapnas.config import SearchConfig, resolve_config
 from shapnas.data import prepare_data
-from shapnas.models import new_backbone
+from shapnas.backbones import new_backbone
 from shapnas.overrides import parse_overrides
 from shapnas.retrofit import build_supernet, retrofit_options
 from shapnas.runtime import pick_device, seed_everything, torch_generator
-from shapnas.search import SearchData, _optimizers, train_search_epoch
+from shapnas.search import SearchData, build_optimizers, train_search_epoch
 from shapnas.train import dice_ce_loss, iterate_batches, train_epoch
 
 
@@ -80,7 +80,7 @@ def main() -> None:
                            num_nodes=cfg.num_nodes, per_level_alpha=cfg.per_level_alpha,
                            generator=torch_generator(cfg.seed), **retrofit_options(cfg)).to(device)
     model.freeze_backbone()
-    optimizers = _optimizers(model, cfg)
+    optimizers = build_optimizers(model, cfg)
     backbone_epoch(net, data, cfg, device)  # warm-up of both (allocator, kernels), not timed
     supernet_epoch(model, data, cfg, device, optimizers)
     backbone_s, supernet_s = [], []

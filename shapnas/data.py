@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from shapnas.config import DataConfig
-from shapnas.layouts import CaseFiles, DatasetSpec, dataset_spec, list_cases
+from shapnas.layouts import LAYOUT_HELP, CaseFiles, DatasetSpec, dataset_spec, list_cases
 from shapnas.phantoms import PHANTOM_VARIANTS, PHANTOM_VERSION, phantom_info, write_phantom_dataset
 from shapnas.runs import dataset_dir
 from shapnas.splits import SPLIT_NAMES, load_or_create_splits
@@ -224,7 +224,7 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     cases = list_cases(cfg.dataset, data_dir)
     if not cases:
         raise ValueError(f"{data_dir}: no labelled {cfg.dataset} cases found; check the folder layout "
-                         "(see shared/docs/data-layouts.md)")
+                         f"({LAYOUT_HELP})")
     splits = load_or_create_splits(dataset_dir(cfg.results_root, cfg.dataset) / "splits.json",
                                    [c.patient_id for c in cases], cfg.split_seed, cfg.val_fraction, cfg.test_fraction)
     folder = cache_dir(cfg, data_dir, full_spec)

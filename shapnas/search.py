@@ -98,7 +98,6 @@ def build_optimizers(model: torch.nn.Module,
     return weight_opt, arch_opt, schedule
 
 
-_optimizers = build_optimizers  # old private name, still imported by benchmarks/search_epoch.py; to drop
 
 
 def _cycle(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator):
