@@ -189,7 +189,7 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
     unknown = sorted(set(stages or ()) - set(STAGE_KINDS))
     if unknown:
         raise ValueError(f"stages {unknown}; expected some of {', '.join(STAGE_KINDS)}")
-    from shapnas.runs import stage_dir
+    from shapnas.run_identity import parse_stage_name, stage_key, stage_name
 
     jobs: list[Job] = []
     for dataset in datasets:
@@ -204,28 +204,28 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
                 job_id = f"{prefix}-{stage}"
                 jobs.append(Job(id=job_id, argv=(python, "-m", "shapnas", kind, *base, *extra),
                                 log=results / "logs" / f"{job_id}.log",
-                                output=stage_dir(results, dataset, cfg.backbone, seed, stage) / "metrics.json",
+                                output=stage_key(cfg, *parse_stage_name(stage)).path(results) / "metrics.json",
                                 deps=tuple(deps), kind=kind))
                 return job_id
 
             if chained and not pretrain_jobs:
                 for target in (("backbone", "finetune") if baselines else ()) + tuple(policies):
-                    job("evaluate", f"eval-{target}", ["--target", target], [])
+                    job("evaluate", stage_name("eval", target), ["--target", target], [])
                 continue
             pretrain = job("pretrain", "pretrain", [], [] if data_dir else first_pretrain)
             first_pretrain = first_pretrain or [pretrain]
             if chained:
                 for target in (("backbone", "finetune") if baselines else ()) + tuple(policies):
-                    job("evaluate", f"eval-{target}", ["--target", target], [pretrain])
+                    job("evaluate", stage_name("eval", target), ["--target", target], [pretrain])
                 continue
             if baselines:
                 finetune = job("finetune", "finetune", [], [pretrain])
-                job("evaluate", "eval-backbone", ["--target", "backbone"], [pretrain])
-                job("evaluate", "eval-finetune", ["--target", "finetune"], [finetune])
+                job("evaluate", stage_name("eval", "backbone"), ["--target", "backbone"], [pretrain])
+                job("evaluate", stage_name("eval", "finetune"), ["--target", "finetune"], [finetune])
             for policy in policies:
-                search = job("search", f"search-{policy}", ["--policy", policy], [pretrain])
-                retrain = job("retrain", f"retrain-{policy}", ["--policy", policy], [search])
-                job("evaluate", f"eval-{policy}", ["--target", policy], [retrain])
+                search = job("search", stage_name("search", policy), ["--policy", policy], [pretrain])
+                retrain = job("retrain", stage_name("retrain", policy), ["--policy", policy], [search])
+                job("evaluate", stage_name("eval", policy), ["--target", policy], [retrain])
     if stages is not None:
         keep = {j.id for j in jobs if j.kind in stages}
         jobs = [Job(j.id, j.argv, j.log, j.output, tuple(d for d in j.deps if d in keep), j.kind)
