@@ -189,7 +189,7 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
     unknown = sorted(set(stages or ()) - set(STAGE_KINDS))
     if unknown:
         raise ValueError(f"stages {unknown}; expected some of {', '.join(STAGE_KINDS)}")
-    from shapnas.run_identity import parse_stage_name, stage_key, stage_name
+    from shapnas.run_identity import check_reuse, parse_stage_name, stage_key, stage_name
 
     jobs: list[Job] = []
     for dataset in datasets:
@@ -202,9 +202,11 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
 
             def job(kind: str, stage: str, extra: list[str], deps: Sequence[str]) -> str:
                 job_id = f"{prefix}-{stage}"
+                key = stage_key(cfg, *parse_stage_name(stage))
+                check_reuse(cfg, key, results)  # a stage finished with another config is never counted as done
                 jobs.append(Job(id=job_id, argv=(python, "-m", "shapnas", kind, *base, *extra),
                                 log=results / "logs" / f"{job_id}.log",
-                                output=stage_key(cfg, *parse_stage_name(stage)).path(results) / "metrics.json",
+                                output=key.path(results) / "metrics.json",
                                 deps=tuple(deps), kind=kind))
                 return job_id
 

@@ -23,7 +23,7 @@ from shapnas.genotype import Genotype
 from shapnas.ops import PRIMITIVES
 from shapnas.models import load_model, new_backbone, save_model
 from shapnas.retrofit import build_discrete, build_supernet, retrofit_options
-from shapnas.run_identity import StageKey, eval_targets, parse_stage_name, reusable, stage_key
+from shapnas.run_identity import StageKey, check_reuse, eval_targets, parse_stage_name, stage_key
 from shapnas.runs import load_json, save_json
 from shapnas.runtime import pick_device, seed_everything, torch_generator, versions
 from shapnas.search import SearchData, run_search_loop, search_signal
@@ -59,8 +59,7 @@ def _open(cfg: PretrainConfig, kind: str, variant: str | None = None) -> tuple[P
         StaleStageError: it finished (or can resume) with another config (:func:`shapnas.run_identity.reusable`).
     """
     key = stage_key(cfg, kind, variant)
-    stage = key.path(cfg.results_root)
-    return stage, key, reusable(stage, cfg, key)
+    return key.path(cfg.results_root), key, check_reuse(cfg, key)
 
 
 def _start(cfg: PretrainConfig, stage: Path) -> tuple[torch.device, PreparedData]:

@@ -40,6 +40,8 @@ __all__ = [
     "stage_fields",
     "config_differences",
     "reusable",
+    "stage_config",
+    "check_reuse",
 ]
 
 # fields that never change a stage's results: where the results folder is and which device computes
@@ -286,3 +288,22 @@ def reusable(stage: str | Path, cfg: Any, key: StageKey) -> bool:
     if differences:
         raise _stale(stage, differences, finished)
     return finished
+
+
+def stage_config(cfg: Any, key: StageKey) -> Any:
+    """``cfg`` as the stage of ``key`` runs it: ``policy`` set to the key's policy (search, retrain, or the eval
+    of a policy); the config stored with that stage."""
+    policy = key.variant if key.kind in ("search", "retrain") or key.variant not in ("", *BASELINE_METHODS) else None
+    return cfg.replace(policy=policy) if policy and getattr(cfg, "policy", policy) != policy else cfg
+
+
+def check_reuse(cfg: Any, key: StageKey, results_root: str | Path | None = None) -> bool:
+    """:func:`reusable` for the stage of ``key`` in ``results_root`` (default ``cfg.results_root``), with the
+    config that stage runs with (:func:`stage_config`): what a planner (the run matrix) asks before it
+    counts a stage as done.
+
+    Raises:
+        StaleStageError: the stage finished (or can resume) with another config.
+    """
+    root = cfg.results_root if results_root is None else results_root
+    return reusable(key.path(root), stage_config(cfg, key), key)

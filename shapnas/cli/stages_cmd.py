@@ -35,8 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the five stage subcommands."""
     for name in ("pretrain", "finetune", "search", "retrain", "evaluate"):
         parser = subparsers.add_parser(
-            name, help=HELP[name], description=HELP[name] + ". A finished stage (metrics.json present) is skipped; "
-            "the stages it needs run first.", epilog="Examples:\n  " + EXAMPLES[name],
+            name, help=HELP[name], description=HELP[name] + ". A finished stage is reused when its stored config.json "
+            "matches the requested config (over the fields the stage reads; results folder and device aside); "
+            "otherwise the command stops and names the differing fields. The stages it needs run first.", epilog="Examples:\n  " + EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter)
         add_run_arguments(parser, policy=name not in ("pretrain", "finetune", "evaluate"))
         if name == "evaluate":
