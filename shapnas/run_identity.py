@@ -21,7 +21,7 @@ from typing import Any
 
 from shapnas.config import PretrainConfig, RetrainConfig, SearchConfig
 from shapnas.policies import BASELINE_METHODS, check_policy, method_name, policy_of_method
-from shapnas.runs import load_json, stage_dir
+from shapnas.runs import is_complete, load_json, stage_dir
 
 __all__ = [
     "StageKind",
@@ -252,10 +252,10 @@ def config_differences(stored: dict[str, Any], requested: dict[str, Any],
 
 
 def _stale(stage: Path, differences: list[tuple[str, Any, Any]], finished: bool) -> StaleStageError:
-    what = "a finished" if finished else "an interrupted"
+    what = "finished" if finished else "was interrupted (it would resume)"
     listed = "; ".join(f"{name}: stored {old!r}, requested {new!r}" for name, old, new in differences)
-    return StaleStageError(f"{stage} holds {what} stage run with another config ({listed}); use another results "
-                           "folder (--results) or delete that stage folder to run it again")
+    return StaleStageError(f"{stage}: this stage {what} with another config than requested ({listed}); use another "
+                           "results folder (--results) or delete that stage folder to run it again")
 
 
 def reusable(stage: str | Path, cfg: Any, key: StageKey) -> bool:
@@ -275,15 +275,15 @@ def reusable(stage: str | Path, cfg: Any, key: StageKey) -> bool:
         StaleStageError: the stored config differs, or a finished stage has no ``config.json``.
     """
     stage = Path(stage)
-    finished = (stage / "metrics.json").exists()
+    finished = is_complete(stage)
     resume = STAGE_KINDS[key.kind].resume_file
     if not finished and not (resume and (stage / resume).exists()):
         return False
     config = stage / "config.json"
     if not config.exists():
-        raise StaleStageError(f"{stage} holds a stage without config.json (results of an older version), so its "
-                              "config cannot be checked; use another results folder (--results) or delete that "
-                              "stage folder to run it again")
+        raise StaleStageError(f"{stage}: this stage finished without a config.json (results of an older version), "
+                              "so its config cannot be checked; use another results folder (--results) or delete "
+                              "that stage folder to run it again")
     differences = config_differences(load_json(config), cfg.to_dict(), stage_fields(key, cfg))
     if differences:
         raise _stale(stage, differences, finished)

@@ -67,12 +67,13 @@ def test_reuse_compares_the_stored_config(tmp_path) -> None:
     moved = cfg.replace(results_root=str(tmp_path / "b"), device="cuda")  # runtime fields do not matter
     assert reusable(stage, moved, key) is True
     assert reusable(stage, cfg.replace(retrain_epochs=7), key) is True  # the search does not read it
-    with pytest.raises(StaleStageError, match=r"search-shapley .*shapley_permutations: stored 2, requested 5"):
+    stale = r"search-shapley: this stage finished .*shapley_permutations: stored 2, requested 5"
+    with pytest.raises(StaleStageError, match=stale):
         reusable(stage, cfg.replace(shapley_permutations=5), key)
     with pytest.raises(StaleStageError, match="profile: stored 'smoke', requested 'custom'"):
         reusable(stage, cfg.replace(profile="custom"), key)
     (stage / "config.json").unlink()
-    with pytest.raises(StaleStageError, match="without config.json"):
+    with pytest.raises(StaleStageError, match="finished without a config.json"):
         reusable(stage, cfg, key)
 
 
@@ -87,7 +88,7 @@ def test_an_interrupted_search_resumes_only_with_its_config(tmp_path) -> None:
     assert reusable(stage, cfg.replace(search_epochs=9), key) is False  # no resume state: starts afresh
     (stage / STATE_FILE).write_bytes(b"")
     assert reusable(stage, cfg, key) is False  # resumes
-    with pytest.raises(StaleStageError, match="interrupted stage .*search_epochs: stored 4, requested 9"):
+    with pytest.raises(StaleStageError, match="interrupted .*search_epochs: stored 4, requested 9"):
         reusable(stage, cfg.replace(search_epochs=9), key)
 
 
@@ -126,5 +127,5 @@ def test_the_matrix_never_counts_a_stage_of_another_config_as_done(tmp_path) -> 
     jobs = build_jobs(["acdc"], [0], ["shapley"], profile="smoke", results=tmp_path)
     assert next(j for j in jobs if j.id.endswith("-retrain-shapley")).done()
     _finished(stage, cfg.replace(retrain_lr=0.5))
-    with pytest.raises(StaleStageError, match="retrain-shapley .*retrain_lr: stored 0.5, requested 0.001"):
+    with pytest.raises(StaleStageError, match="retrain-shapley: .*retrain_lr: stored 0.5, requested 0.001"):
         build_jobs(["acdc"], [0], ["shapley"], profile="smoke", results=tmp_path)

@@ -107,7 +107,8 @@ def test_summary_model_dir_is_what_predict_takes(tmp_path, capsys) -> None:
     assert main(["summary", "--results", str(tmp_path / "results"), "--json"]) == 0
     records = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
     assert {m: r["model_dir"] for m, r in records.items()} == {
-        "backbone": str(run / "pretrain"), "finetune": str(run / "finetune"), "iac-shapley": str(run / "retrain-shapley")}
+        "backbone": str(run / "pretrain"), "finetune": str(run / "finetune"),
+        "iac-shapley": str(run / "retrain-shapley")}
     for method in ("backbone", "finetune"):
         output = tmp_path / f"{method}.nii.gz"
         assert main(["predict", "--run", records[method]["model_dir"], "--input", str(case.image_paths[0]),
@@ -151,7 +152,8 @@ def test_stability_records_never_mix_profiles(tmp_path, capsys) -> None:
     with pytest.raises(MixedProfilesError, match="smoke, workshop"):
         collect_stability_records(tmp_path)
     smoke = collect_stability_records(tmp_path, profile="smoke")
-    assert [(r["seed"], r["profile"], r["equivalent_inputs"]) for r in smoke] == [(0, "smoke", True), (1, "smoke", True)]
+    assert [(r["seed"], r["profile"], r["equivalent_inputs"]) for r in smoke] == [(0, "smoke", True),
+                                                                                   (1, "smoke", True)]
     assert main(["stability", "--results", str(tmp_path), "--profile", "workshop", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["seeds"] == [2] and row["equivalent_inputs"] is False

@@ -19,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "dice_mean, dice_per_class, hd95_mean, search_wall_s, epochs, genotype, test_patients, "
                     "dice_patient_mean; IAC records add dice_vs_backbone and dice_vs_finetune: {mean, ci_low, "
                     "ci_high}, the paired difference in Dice (fraction) with its 95%% bootstrap interval over "
-                    "the test patients (null where that arm was not evaluated). Results of different profiles are never "
-                    "mixed: a folder holding several needs --profile.",
+                    "the test patients (null where that arm was not evaluated). Results of different profiles are "
+                    "never mixed: a folder holding several needs --profile.",
         epilog="Examples:\n  python -m shapnas summary --results results\n"
                "  python -m shapnas summary --json --profile smoke",
         formatter_class=argparse.RawDescriptionHelpFormatter)
