@@ -270,7 +270,7 @@ def load_plan(results: str | Path) -> AblationPlan | None:
     return AblationPlan.from_dict(load_json(path)) if path.exists() else None
 
 
-def ablation_records(results: str | Path, dataset: str) -> list[dict[str, Any]]:
+def ablation_records(results: str | Path, dataset: str, profile: str | None = None) -> list[dict[str, Any]]:
     """Every finished evaluation of the ablations of ``dataset``, one record per (axis, setting, seed).
 
     The main runs give the policy axis (``axis='policy'``) and the default side of every variant axis
@@ -279,6 +279,7 @@ def ablation_records(results: str | Path, dataset: str) -> list[dict[str, Any]]:
     Args:
         results: the results folder.
         dataset: the dataset.
+        profile: keep only runs of this profile (None: all, which must share one profile).
 
     Returns:
         :func:`shapnas.summary.collect_summary` records (only ``iac-*`` methods) with ``axis``, ``setting``
@@ -287,7 +288,7 @@ def ablation_records(results: str | Path, dataset: str) -> list[dict[str, Any]]:
     plan = load_plan(results)
     if plan is None:
         return []
-    main = [r for r in collect_summary(ablation_root(results)) if r["dataset"] == dataset and r["method"].startswith("iac-")
+    main = [r for r in collect_summary(ablation_root(results), profile) if r["dataset"] == dataset and r["method"].startswith("iac-")
             and r["seed"] in plan.seeds]
     records = [{**r, "axis": "policy", "setting": r["method"].removeprefix("iac-"), "variant": "main"} for r in main]
     if not plan.covers_variants(dataset):
@@ -297,29 +298,31 @@ def ablation_records(results: str | Path, dataset: str) -> list[dict[str, Any]]:
                     if r["method"] == "iac-shapley" and r["seed"] in plan.variant_seeds]
         for variant in (v for v in plan.variants if v.axis == axis):
             records += [{**r, "axis": axis, "setting": variant.setting, "variant": variant.name}
-                        for r in collect_summary(ablation_root(results, variant.name))
+                        for r in collect_summary(ablation_root(results, variant.name), profile)
                         if r["dataset"] == dataset and r["method"] == "iac-shapley"]
     return records
 
 
 
-def stability_records(results: str | Path, dataset: str, backbone: str) -> list[dict[str, Any]]:
+def stability_records(results: str | Path, dataset: str, backbone: str,
+                      profile: str | None = None) -> list[dict[str, Any]]:
     """The plan's searches of ``dataset`` (every policy, the plan's seeds), as the stability report reads them.
 
     Args:
         results: the results folder.
         dataset: the dataset.
         backbone: the backbone.
+        profile: keep only searches of this profile (None: all, which must share one profile).
 
     Returns:
-        :func:`shapnas.cli.stability_cmd.collect_stability_records` records of ``<results>/ablations/main``;
+        :func:`shapnas.run_records.collect_stability_records` records of ``<results>/ablations/main``;
         empty when the plan has not been run for ``dataset``.
     """
-    from shapnas.cli.stability_cmd import collect_stability_records
+    from shapnas.run_records import collect_stability_records
 
     plan = load_plan(results)
     if plan is None or dataset not in plan.datasets:
         return []
-    return [r for r in collect_stability_records(ablation_root(results))
+    return [r for r in collect_stability_records(ablation_root(results), profile)
             if (r["dataset"], r["backbone"]) == (dataset, backbone) and r["seed"] in plan.seeds
             and r["policy"] in plan.policies]

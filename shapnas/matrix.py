@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from shapnas.config import RetrainConfig, resolve_config
-from shapnas.runs import save_json, stage_dir
+from shapnas.run_identity import JOB_KINDS, check_reuse, parse_stage_name, stage_key, stage_name
+from shapnas.runs import save_json
 
 __all__ = ["Job", "JobResult", "JobFailed", "STAGE_KINDS", "RESERVED_OVERRIDES", "build_jobs", "dependency_order",
            "write_job_spec", "format_rows", "format_summary"]
 
-STAGE_KINDS = ("pretrain", "finetune", "search", "retrain", "evaluate")
+STAGE_KINDS = JOB_KINDS  # the job kinds of the stage registry (shapnas.run_identity)
 RESERVED_OVERRIDES = ("dataset", "seed", "policy", "results_root", "data_dir")  # set by the matrix itself
 STAGE_ENTRY = "shapnas.stage_jobs"  # python -m <this> <job.json>
 
@@ -178,31 +179,34 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
             def job(kind: str, stage: str, deps: Sequence[str], policy: str | None = None, target: str = "") -> str:
                 job_id = f"{prefix}-{stage}"
                 spec = results / "jobs" / f"{job_id}.json"
-                config = (cfg.replace(policy=policy) if policy else cfg).to_dict()
+                run_cfg = cfg.replace(policy=policy) if policy else cfg
+                key = stage_key(run_cfg, *parse_stage_name(stage))
+                check_reuse(run_cfg, key, results)  # a stage finished with another config is never counted as done
+                config = run_cfg.to_dict()
                 jobs.append(Job(id=job_id, argv=(python, "-m", STAGE_ENTRY, str(spec)),
                                 log=results / "logs" / f"{job_id}.log",
-                                output=stage_dir(results, dataset, cfg.backbone, seed, stage) / "metrics.json",
+                                output=key.path(results) / "metrics.json",
                                 deps=tuple(deps), kind=kind, config=config, target=target, spec=spec))
                 return job_id
 
             if chained and not pretrain_jobs:
                 for target in _targets(policies, baselines):
-                    job("evaluate", f"eval-{target}", [], target=target)
+                    job("evaluate", stage_name("eval", target), [], target=target)
                 continue
             pretrain = job("pretrain", "pretrain", [] if data_dir else first_pretrain)
             first_pretrain = first_pretrain or [pretrain]
             if chained:
                 for target in _targets(policies, baselines):
-                    job("evaluate", f"eval-{target}", [pretrain], target=target)
+                    job("evaluate", stage_name("eval", target), [pretrain], target=target)
                 continue
             if baselines:
                 finetune = job("finetune", "finetune", [pretrain])
-                job("evaluate", "eval-backbone", [pretrain], target="backbone")
-                job("evaluate", "eval-finetune", [finetune], target="finetune")
+                job("evaluate", stage_name("eval", "backbone"), [pretrain], target="backbone")
+                job("evaluate", stage_name("eval", "finetune"), [finetune], target="finetune")
             for policy in policies:
-                search = job("search", f"search-{policy}", [pretrain], policy=policy)
-                retrain = job("retrain", f"retrain-{policy}", [search], policy=policy)
-                job("evaluate", f"eval-{policy}", [retrain], target=policy)
+                search = job("search", stage_name("search", policy), [pretrain], policy=policy)
+                retrain = job("retrain", stage_name("retrain", policy), [search], policy=policy)
+                job("evaluate", stage_name("eval", policy), [retrain], target=policy)
     if stages is not None:
         keep = {j.id for j in jobs if j.kind in stages}
         jobs = [dataclasses.replace(j, deps=tuple(d for d in j.deps if d in keep)) for j in jobs if j.id in keep]

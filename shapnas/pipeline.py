@@ -1,4 +1,5 @@
-"""The stages of a retrofit experiment, each writing one stage directory (skipped when finished).
+"""The stages of a retrofit experiment, each writing one stage directory (reused when it finished with the
+same config, an error when with another: :func:`shapnas.run_identity.reusable`).
 
 pretrain → search-<policy> → retrain-<policy> → eval-<policy>, beside the fair baseline
 finetune → eval-finetune and the untouched backbone eval-backbone (Benedykciuk et al., Sci. Rep. 2026;
@@ -20,10 +21,10 @@ from shapnas.data import PreparedData, prepare_data
 from shapnas.evaluate import evaluate_model, patient_dice
 from shapnas.genotype import Genotype
 from shapnas.ops import PRIMITIVES
-from shapnas.policies import POLICY_NAMES
 from shapnas.models import load_model, new_backbone, save_model
 from shapnas.retrofit import build_discrete, build_supernet, retrofit_options
-from shapnas.runs import is_complete, load_json, save_json, stage_dir
+from shapnas.run_identity import StageKey, check_reuse, eval_targets, parse_stage_name, stage_key
+from shapnas.runs import load_json, save_json
 from shapnas.runtime import pick_device, seed_everything, torch_generator, versions
 from shapnas.search import SearchData, run_search_loop, search_signal
 from shapnas.train import count_parameters, fit, validation_dice
@@ -42,13 +43,23 @@ __all__ = [
 
 
 def stage_path(cfg: PretrainConfig, stage: str) -> Path:
-    """The directory of ``stage`` for the run of ``cfg`` (dataset, backbone, seed)."""
-    return stage_dir(cfg.results_root, cfg.dataset, cfg.backbone, cfg.seed, stage)
+    """The directory of ``stage`` (a folder name, e.g. ``search-shapley``) for the run of ``cfg``."""
+    return stage_key(cfg, *parse_stage_name(stage)).path(cfg.results_root)
 
 
 def search_stage_name(cfg: SearchConfig) -> str:
     """``search-<policy>``."""
-    return f"search-{cfg.policy}"
+    return stage_key(cfg, "search").name
+
+
+def _open(cfg: PretrainConfig, kind: str, variant: str | None = None) -> tuple[Path, StageKey, bool]:
+    """The stage folder of ``cfg``'s ``kind`` stage, its key, and whether it finished with this config.
+
+    Raises:
+        StaleStageError: it finished (or can resume) with another config (:func:`shapnas.run_identity.reusable`).
+    """
+    key = stage_key(cfg, kind, variant)
+    return key.path(cfg.results_root), key, check_reuse(cfg, key)
 
 
 def _start(cfg: PretrainConfig, stage: Path) -> tuple[torch.device, PreparedData]:
@@ -81,7 +92,7 @@ def _budget(result: Any, epochs: int, max_steps: int, patience: int) -> dict[str
 
 def _finish(stage: Path, cfg: PretrainConfig, name: str, body: dict[str, Any]) -> Path:
     record = {"schema": 1, "stage": name, "dataset": cfg.dataset, "backbone": cfg.backbone, "seed": cfg.seed,
-              "versions": versions(), **body}
+              "profile": cfg.profile, "versions": versions(), **body}
     save_json(stage / "metrics.json", record)  # last and atomic: the stage is complete
     return stage
 
@@ -95,8 +106,8 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     Returns:
         The ``pretrain`` stage directory (``model.pt``, ``history.jsonl``, ``metrics.json``).
     """
-    stage = stage_path(cfg, "pretrain")
-    if is_complete(stage):
+    stage, _, done = _open(cfg, "pretrain")
+    if done:
         return stage
     device, data = _start(cfg, stage)
     num_classes = len(data.spec.class_names)
@@ -140,8 +151,8 @@ def run_finetune(cfg: PretrainConfig) -> Path:
     Returns:
         The ``finetune`` stage directory (``lr``: the chosen rate; ``lr_trials``: V Dice of every rate).
     """
-    stage = stage_path(cfg, "finetune")
-    if is_complete(stage):
+    stage, _, done = _open(cfg, "finetune")
+    if done:
         return stage
     pretrain = run_pretrain(cfg)
     device, data = _start(cfg, stage)
@@ -191,8 +202,8 @@ def run_search(cfg: SearchConfig, *, progress: bool = True, stop_after: int | No
     Returns:
         The ``search-<policy>`` stage directory (``genotype.json``, ``history.jsonl``, ``metrics.json``).
     """
-    stage = stage_path(cfg, search_stage_name(cfg))
-    if is_complete(stage):
+    stage, key, done = _open(cfg, "search")
+    if done:
         return stage
     pretrain = run_pretrain(cfg)
     device, data = _start(cfg, stage)
@@ -208,7 +219,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True, stop_after: int | No
         return stage
     save_json(stage / "genotype.json", result.genotype.to_dict())
     last = result.history[-1]
-    return _finish(stage, cfg, search_stage_name(cfg), {
+    return _finish(stage, cfg, key.name, {
         "policy": cfg.policy, "genotype": [list(t) for t in result.genotype.edges],
         "genotype_text": str(result.genotype), "epochs": result.epochs, "search_wall_s": result.wall_s,
         "time_train_s": result.time_train_s, "time_shapley_s": result.time_shapley_s,
@@ -223,8 +234,8 @@ def run_retrain(cfg: RetrainConfig) -> Path:
     Returns:
         The ``retrain-<policy>`` stage directory (``model.pt``, ``history.jsonl``, ``metrics.json``).
     """
-    stage = stage_path(cfg, f"retrain-{cfg.policy}")
-    if is_complete(stage):
+    stage, key, done = _open(cfg, "retrain")
+    if done:
         return stage
     pretrain = run_pretrain(cfg)
     search = run_search(cfg)
@@ -256,7 +267,7 @@ def run_retrain(cfg: RetrainConfig) -> Path:
                init_args=checkpoint["backbone"]["init_args"], model=model, genotype=genotype, cell_channels=channels,
                partial_channels=cfg.partial_channels,
                spec=data.spec, slice_size=cfg.slice_size, config=cfg.to_dict())
-    return _finish(stage, cfg, f"retrain-{cfg.policy}", {
+    return _finish(stage, cfg, key.name, {
         "policy": cfg.policy, "genotype": [list(t) for t in genotype.edges], "best_epoch": result.best_epoch,
         "val_dice": result.best_val_dice, "joint_finetune": cfg.joint_finetune, "backbone_lr": backbone_lr,
         **_budget(result, cfg.retrain_epochs, cfg.retrain_steps, cfg.patience_steps),
@@ -274,17 +285,19 @@ def run_evaluate(cfg: RetrainConfig, target: str) -> Path:
     Returns:
         The ``eval-<target>`` stage directory (``metrics.json`` with per-case TP/FP/FN).
     """
-    sources = {"backbone": lambda: run_pretrain(cfg), "finetune": lambda: run_finetune(cfg)}
-    if target not in sources and target not in POLICY_NAMES:
+    if target not in eval_targets():
         raise ValueError(f"target={target!r}; expected backbone, finetune or a policy name")
-    stage = stage_path(cfg, f"eval-{target}")
-    if is_complete(stage):
+    sources = {"backbone": run_pretrain, "finetune": run_finetune}
+    if target not in sources:
+        cfg = cfg.replace(policy=target)  # the config stored with eval-<policy> is the one its model ran with
+    stage, key, done = _open(cfg, "eval", target)
+    if done:
         return stage
-    source = sources[target]() if target in sources else run_retrain(cfg.replace(policy=target))
+    source = sources[target](cfg) if target in sources else run_retrain(cfg)
     device, data = _start(cfg, stage)
     model, _ = load_model(source / "model.pt", device)
     body = evaluate_model(model, data.volumes["test"], data.spec, device, cfg.batch_size)
-    return _finish(stage, cfg, f"eval-{target}", {"target": target, "source": source.name, **body})
+    return _finish(stage, cfg, key.name, {"target": target, "source": source.name, **body})
 
 
 def implant_check(cfg: SearchConfig) -> dict[str, float | int]:
@@ -323,10 +336,10 @@ def load_search_supernet(cfg: SearchConfig) -> tuple[torch.nn.Module, PreparedDa
     from shapnas.runs import load_checkpoint
     from shapnas.search import STATE_FILE
 
-    stage = stage_path(cfg, search_stage_name(cfg))
+    stage = stage_key(cfg, "search").path(cfg.results_root)
     device = pick_device(cfg.device)
     data = prepare_data(cfg)
-    adapter, _ = _frozen_adapter(stage_path(cfg, "pretrain"), device)
+    adapter, _ = _frozen_adapter(stage_key(cfg, "pretrain").path(cfg.results_root), device)
     model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
                            per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
                            **retrofit_options(cfg)).to(device)

@@ -5,7 +5,8 @@ Layout (one directory per dataset/backbone/seed, one sub-directory per stage)::
     <results_root>/<dataset>/splits.json                      # shared by every seed and stage
     <results_root>/<dataset>/<backbone>/seed-<k>/<stage>/     # config.json history.jsonl *.pt metrics.json
 
-A stage is complete if and only if its ``metrics.json`` exists; it is written last and atomically.
+A stage is complete if and only if its ``metrics.json`` exists; it is written last and atomically. Stage folder
+names, and whether a complete stage may be reused for a requested config, belong to ``shapnas.run_identity``.
 """
 
 from __future__ import annotations

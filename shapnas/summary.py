@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from shapnas.evaluate import patient_scores
+from shapnas.policies import BASELINE_METHODS
+from shapnas.run_identity import method_of_target, model_stage_name, stage_name
+from shapnas.run_records import finished_stages, select_profile, stage_profile
 from shapnas.runs import load_json
 
 __all__ = ["collect_summary", "method_name", "paired_bootstrap", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
@@ -26,7 +29,7 @@ BOOTSTRAP_SEED = 0
 
 def method_name(target: str) -> str:
     """``backbone`` and ``finetune`` stay; a policy ``p`` becomes ``iac-p`` (the retrofitted cell it found)."""
-    return target if target in ("backbone", "finetune") else f"iac-{target}"
+    return method_of_target(target)
 
 
 def paired_bootstrap(scores: Mapping[str, float], reference: Mapping[str, float], *,
@@ -64,8 +67,7 @@ def paired_bootstrap(scores: Mapping[str, float], reference: Mapping[str, float]
 
 
 def _search_record(run: Path, target: str) -> dict[str, Any]:
-    path = run / f"search-{target}" / "metrics.json"
-    if target in ("backbone", "finetune") or not path.exists():
+    if target in BASELINE_METHODS or not (path := run / stage_name("search", target) / "metrics.json").exists():
         return {"search_wall_s": None, "epochs": None, "genotype": None}
     search = load_json(path)
     return {"search_wall_s": search["search_wall_s"], "epochs": search["epochs"], "genotype": search["genotype"]}
@@ -73,48 +75,61 @@ def _search_record(run: Path, target: str) -> dict[str, Any]:
 
 def _comparisons(run: Path, target: str, scores: dict[str, float]) -> dict[str, Any]:
     """``dice_vs_backbone`` and ``dice_vs_finetune`` of an IAC record (None where that arm is not evaluated)."""
-    if target in ("backbone", "finetune"):
+    if target in BASELINE_METHODS:
         return {}
     out: dict[str, Any] = {}
-    for arm in ("backbone", "finetune"):
-        path = run / f"eval-{arm}" / "metrics.json"
+    for arm in BASELINE_METHODS:
+        path = run / stage_name("eval", arm) / "metrics.json"
         out[f"dice_vs_{arm}"] = (paired_bootstrap(scores, patient_scores(load_json(path).get("per_case", [])))
                                  if path.exists() else None)
     return out
 
 
-def collect_summary(results_root: str | Path) -> list[dict[str, Any]]:
-    """Records of every ``eval-*`` stage with a ``metrics.json`` under ``results_root``.
+def _eval_record(run: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The summary record of one finished ``eval-<target>`` stage in the run folder ``run``."""
+    target = metrics["target"]
+    method = method_of_target(target)
+    scores = patient_scores(metrics.get("per_case", []))
+    return {
+        "dataset": metrics["dataset"],
+        "backbone": metrics["backbone"],
+        "seed": metrics["seed"],
+        "method": method,
+        "profile": stage_profile(run / stage_name("eval", target), metrics),
+        "run_dir": str(run),
+        "model_dir": str(run / model_stage_name(method)),
+        "dice_mean": metrics["dice_mean"],
+        "dice_per_class": metrics["dice_per_class"],
+        "hd95_mean": metrics["hd95_mean"],
+        **_search_record(run, target),
+        "test_patients": len({str(c["patient_id"]) for c in metrics.get("per_case", [])}),
+        "dice_patient_mean": float(np.mean(list(scores.values()))) if scores else None,
+        **_comparisons(run, target, scores),
+    }
+
+
+def collect_summary(results_root: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
+    """Records of every finished ``eval-*`` stage under ``results_root`` (``run_records.finished_stages``).
 
     Args:
         results_root: the results folder (``<dataset>/<backbone>/seed-<k>/eval-<target>/``).
+        profile: keep only evaluations of this profile (``smoke``, ``workshop``, ``paper``, ``custom``);
+            None keeps all, which must then share one profile.
 
     Returns:
-        One dict per evaluation: dataset, backbone, seed, method, run_dir, dice_mean, dice_per_class,
+        One dict per evaluation: dataset, backbone, seed, method, profile, run_dir (the seed folder),
+        model_dir (the stage folder holding the evaluated model: ``pretrain``, ``finetune`` or
+        ``retrain-<policy>``, what ``python -m shapnas predict --run`` takes), dice_mean, dice_per_class,
         hd95_mean, search_wall_s, epochs, genotype, test_patients, dice_patient_mean (mean patient-level
         Dice, the quantity the comparisons pair); IAC records add ``dice_vs_backbone`` and
         ``dice_vs_finetune``: ``{mean, ci_low, ci_high}`` of a 95 % paired bootstrap over the test patients
         (:func:`paired_bootstrap`), None where that arm was not evaluated in the run. Sorted by dataset,
         backbone, method, seed.
+
+    Raises:
+        shapnas.run_records.MixedProfilesError: evaluations of several profiles and no ``profile`` chosen.
     """
-    records = []
-    for path in sorted(Path(results_root).glob("*/*/seed-*/eval-*/metrics.json")):
-        metrics = load_json(path)
-        run = path.parent.parent
-        target = metrics["target"]
-        scores = patient_scores(metrics.get("per_case", []))
-        records.append({
-            "dataset": metrics["dataset"],
-            "backbone": metrics["backbone"],
-            "seed": metrics["seed"],
-            "method": method_name(target),
-            "run_dir": str(run),
-            "dice_mean": metrics["dice_mean"],
-            "dice_per_class": metrics["dice_per_class"],
-            "hd95_mean": metrics["hd95_mean"],
-            **_search_record(run, target),
-            "test_patients": len({str(c["patient_id"]) for c in metrics.get("per_case", [])}),
-            "dice_patient_mean": float(np.mean(list(scores.values()))) if scores else None,
-            **_comparisons(run, target, scores),
-        })
+    records = [_eval_record(stage.parent, load_json(stage / "metrics.json"))
+               for _, stage in finished_stages(results_root, "eval")]
+    records = select_profile(records, profile, results_root)
     return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["method"], r["seed"]))

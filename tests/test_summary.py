@@ -82,3 +82,79 @@ def test_summary_without_baselines_says_none(tmp_path) -> None:
     (record,) = collect_summary(tmp_path)
     assert record["dice_vs_backbone"] is None and record["dice_vs_finetune"] is None
     assert record["test_patients"] == 2
+
+
+def test_summary_model_dir_is_what_predict_takes(tmp_path, capsys) -> None:
+    """Every ``summary --json`` record names the stage folder of its model; ``predict --run`` accepts it."""
+    import torch
+
+    from shapnas.backbones import build_backbone
+    from shapnas.layouts import dataset_spec, list_cases
+    from shapnas.models import save_model
+    from shapnas.phantoms import write_phantom_dataset
+
+    data = write_phantom_dataset("acdc", tmp_path / "data", 1, 0)
+    spec, case = dataset_spec("acdc", data), list_cases("acdc", data)[0]
+    run = tmp_path / "results" / "acdc" / "basic_unet" / "seed-0"
+    torch.manual_seed(0)
+    net, init_args = build_backbone("basic_unet", 1, 4, "tiny")
+    for stage in ("pretrain", "finetune"):
+        save_model(run / stage / "model.pt", kind="backbone", net=net, backbone_name="basic_unet",
+                   init_args=init_args, spec=spec, slice_size=32, config={})
+    _eval(run, "backbone", {"p0": 0.5})
+    _eval(run, "finetune", {"p0": 0.6})
+    _eval(run, "shapley", {"p0": 0.7})
+    assert main(["summary", "--results", str(tmp_path / "results"), "--json"]) == 0
+    records = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {m: r["model_dir"] for m, r in records.items()} == {
+        "backbone": str(run / "pretrain"), "finetune": str(run / "finetune"),
+        "iac-shapley": str(run / "retrain-shapley")}
+    for method in ("backbone", "finetune"):
+        output = tmp_path / f"{method}.nii.gz"
+        assert main(["predict", "--run", records[method]["model_dir"], "--input", str(case.image_paths[0]),
+                     "--output", str(output), "--device", "cpu"]) == 0
+        assert output.exists()
+    assert main(["predict", "--run", records["iac-shapley"]["model_dir"], "--input", str(case.image_paths[0]),
+                 "--output", str(tmp_path / "x.nii.gz"), "--device", "cpu"]) == 2  # no retrain model saved here
+    assert "retrain-shapley" in capsys.readouterr().err
+
+
+def _profiled(run, target: str, profile: str | None, seed: int = 0) -> None:
+    _eval(run, target, {"p0": 0.5, "p1": 0.6})
+    if profile:
+        save_json(run / f"eval-{target}" / "config.json", {"profile": profile, "seed": seed})
+
+
+def test_summary_never_mixes_profiles(tmp_path, capsys) -> None:
+    from shapnas.run_records import MixedProfilesError
+
+    _profiled(tmp_path / "acdc" / "basic_unet" / "seed-0", "none", "smoke")
+    _profiled(tmp_path / "acdc" / "basic_unet" / "seed-1", "none", "workshop")
+    _profiled(tmp_path / "acdc" / "basic_unet" / "seed-2", "none", None)  # older results: no profile recorded
+    with pytest.raises(MixedProfilesError, match=r"several profiles \(\(not recorded\), smoke, workshop\)"):
+        collect_summary(tmp_path)
+    (record,) = collect_summary(tmp_path, profile="workshop")
+    assert record["profile"] == "workshop" and record["run_dir"].endswith("seed-1")
+    assert main(["summary", "--results", str(tmp_path)]) == 2
+    assert "--profile" in capsys.readouterr().err
+    assert main(["summary", "--results", str(tmp_path), "--profile", "smoke", "--json"]) == 0
+    assert [r["profile"] for r in json.loads(capsys.readouterr().out)] == ["smoke"]
+
+
+def test_stability_records_never_mix_profiles(tmp_path, capsys) -> None:
+    from shapnas.run_records import MixedProfilesError, collect_stability_records
+
+    for seed, profile in ((0, "smoke"), (1, "smoke"), (2, "workshop")):
+        stage = tmp_path / "acdc" / "basic_unet" / f"seed-{seed}" / "search-none"
+        save_json(stage / "metrics.json", {"dataset": "acdc", "backbone": "basic_unet", "policy": "none",
+                                           "seed": seed, "genotype": [[0, 0, "skip_connect"]]})
+        save_json(stage / "config.json", {"profile": profile, "decoder_input": seed == 2})
+    with pytest.raises(MixedProfilesError, match="smoke, workshop"):
+        collect_stability_records(tmp_path)
+    smoke = collect_stability_records(tmp_path, profile="smoke")
+    assert [(r["seed"], r["profile"], r["equivalent_inputs"]) for r in smoke] == [(0, "smoke", True),
+                                                                                   (1, "smoke", True)]
+    assert main(["stability", "--results", str(tmp_path), "--profile", "workshop", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["seeds"] == [2] and row["equivalent_inputs"] is False
+    assert main(["stability", "--results", str(tmp_path)]) == 2

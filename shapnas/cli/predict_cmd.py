@@ -24,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "NIfTI with the dataset's on-disk label values and the input's affine and shape.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, metavar="STAGE_DIR",
-                        help="stage directory holding model.pt (or the model.pt file)")
+                        help="stage directory holding model.pt (a summary --json record's model_dir), or the "
+                             "model.pt file")
     parser.add_argument("--input", required=True, nargs="+", action="extend", metavar="IMAGE",
                         help="input NIfTI: one 3D file, one 4D file (X, Y, Z, C), or one 3D file per channel in "
                              "the model's channel order")

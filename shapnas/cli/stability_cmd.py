@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run", "collect_stability_records", "last_shapley_values", "equivalent_inputs"]
+from shapnas.config import PROFILE_NAMES
+
+__all__ = ["add_parser", "run"]
 
 COLUMNS = (("modal_agreement", "agree"), ("chance_modal_agreement_p95", "chance"), ("argmax_agreement", "argmax"),
            ("chance_argmax_agreement_p95", "chance"), ("jaccard", "jaccard"), ("chance_jaccard_p95", "chance"),
@@ -28,65 +29,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "same shape). Cells that differ only by swapping the inputs s0 and s1 count as equal when "
                     "both are made from the skip tensor.",
         epilog="Examples:\n  python -m shapnas stability --results results\n"
-               "  python -m shapnas stability --results results --json",
+               "  python -m shapnas stability --results results --profile workshop --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     parser.add_argument("--json", action="store_true", help="print one JSON list (NaN as null)")
+    parser.add_argument("--profile", default=None, choices=(*PROFILE_NAMES, "custom"),
+                        help="only searches of this profile (needed when the folder holds several)")
     parser.set_defaults(handler=run)
-
-
-def last_shapley_values(history_path: str | Path) -> dict[str, float] | None:
-    """The mean Shapley values of the last round in a search's ``history.jsonl``.
-
-    Args:
-        history_path: the search stage's history file (lines with a ``shapley`` field, see CONTRACTS).
-
-    Returns:
-        ``"<edge>:<op>" -> mean`` of the last line whose ``shapley`` is not null (keys align players across
-        seeds), or None when no round ran (e.g. policy ``none``).
-    """
-    from shapnas.runs import read_jsonl
-
-    rounds = [line["shapley"] for line in read_jsonl(history_path) if line.get("shapley")]
-    if not rounds:
-        return None
-    last = rounds[-1]
-    return {f"{edge}:{op}": float(value) for (edge, op), value in zip(last["players"], last["mean"], strict=True)}
-
-
-def equivalent_inputs(config: dict[str, Any]) -> bool:
-    """Whether a search's two cell inputs s0, s1 are made from the same tensor (the skip): False when its
-    config's ``decoder_input`` is on (s1 is then the decoder feature at the skip's level)."""
-    return not bool(config.get("decoder_input", False))
-
-
-def collect_stability_records(results_root: str | Path) -> list[dict[str, Any]]:
-    """One record per finished search under ``results_root``, as ``shapnas.stability.stability_report`` reads.
-
-    Args:
-        results_root: the results folder (``<dataset>/<backbone>/seed-<k>/search-<policy>/metrics.json``).
-
-    Returns:
-        Records with dataset, backbone, policy, seed, genotype, op_probs (final), shapley_values (or None),
-        dice_mean (of ``eval-<policy>``, None when not evaluated yet), sorted by dataset, backbone, policy, seed.
-    """
-    from shapnas.runs import load_json
-
-    records = []
-    for path in sorted(Path(results_root).glob("*/*/seed-*/search-*/metrics.json")):
-        search = load_json(path)
-        policy = search["policy"]
-        evaluation = path.parent.parent / f"eval-{policy}" / "metrics.json"
-        config = path.parent / "config.json"
-        records.append({
-            "dataset": search["dataset"], "backbone": search["backbone"], "policy": policy, "seed": search["seed"],
-            "genotype": search["genotype"], "op_probs": search.get("final_op_probs"),
-            "shapley_values": last_shapley_values(path.parent / "history.jsonl"),
-            "dice_mean": load_json(evaluation).get("dice_mean") if evaluation.exists() else None,
-            "primitives": search.get("primitives"),
-            "equivalent_inputs": equivalent_inputs(load_json(config)) if config.exists() else True,
-        })
-    return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["policy"], r["seed"]))
 
 
 def _plain(value: Any) -> Any:
@@ -105,9 +54,10 @@ def _cell(value: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the stability report (a table, or JSON with ``--json``)."""
+    from shapnas.run_records import collect_stability_records
     from shapnas.stability import stability_report
 
-    records = collect_stability_records(args.results)
+    records = collect_stability_records(args.results, profile=args.profile)
     report = stability_report(records)
     if args.json:
         print(json.dumps(_plain(report)))

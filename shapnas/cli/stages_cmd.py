@@ -6,7 +6,7 @@ import argparse
 import json
 
 from shapnas.cli.common import add_run_arguments, config_from_args
-from shapnas.policies import POLICY_NAMES
+from shapnas.run_identity import eval_targets
 from shapnas.runs import load_json
 
 __all__ = ["add_parser"]
@@ -35,13 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the five stage subcommands."""
     for name in ("pretrain", "finetune", "search", "retrain", "evaluate"):
         parser = subparsers.add_parser(
-            name, help=HELP[name], description=HELP[name] + ". A finished stage (metrics.json present) is skipped; "
-            "the stages it needs run first.", epilog="Examples:\n  " + EXAMPLES[name],
+            name, help=HELP[name], description=HELP[name] + ". A finished stage is reused when its stored config.json "
+            "matches the requested config (over the fields the stage reads; results folder and device aside); "
+            "otherwise the command stops and names the differing fields. The stages it needs run first.", epilog="Examples:\n  " + EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter)
         add_run_arguments(parser, policy=name not in ("pretrain", "finetune", "evaluate"))
         if name == "evaluate":
-            parser.add_argument("--target", required=True,
-                                choices=("backbone", "finetune", *POLICY_NAMES),
+            parser.add_argument("--target", required=True, choices=eval_targets(),
                                 help="which model: the backbone, the fine-tuned baseline, or a policy's re-trained cell")
         parser.set_defaults(handler=run, stage=name)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from shapnas.config import PROFILE_NAMES
+
 __all__ = ["add_parser"]
 
 
@@ -12,15 +14,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``summary``."""
     parser = subparsers.add_parser(
         "summary", help="table (or JSON) of every finished evaluation",
-        description="One record per finished eval stage: dataset, backbone, seed, method, run_dir, dice_mean, "
-                    "dice_per_class, hd95_mean, search_wall_s, epochs, genotype, test_patients, "
+        description="One record per finished eval stage: dataset, backbone, seed, method, profile, run_dir (the "
+                    "seed folder), model_dir (the stage folder of the evaluated model, what predict --run takes), "
+                    "dice_mean, dice_per_class, hd95_mean, search_wall_s, epochs, genotype, test_patients, "
                     "dice_patient_mean; IAC records add dice_vs_backbone and dice_vs_finetune: {mean, ci_low, "
                     "ci_high}, the paired difference in Dice (fraction) with its 95%% bootstrap interval over "
-                    "the test patients (null where that arm was not evaluated).",
-        epilog="Examples:\n  python -m shapnas summary --results results\n  python -m shapnas summary --json",
+                    "the test patients (null where that arm was not evaluated). Results of different profiles are "
+                    "never mixed: a folder holding several needs --profile.",
+        epilog="Examples:\n  python -m shapnas summary --results results\n"
+               "  python -m shapnas summary --json --profile smoke",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     parser.add_argument("--json", action="store_true", help="print one JSON list")
+    parser.add_argument("--profile", default=None, choices=(*PROFILE_NAMES, "custom"),
+                        help="only evaluations of this profile (needed when the folder holds several)")
     parser.set_defaults(handler=run)
 
 
@@ -28,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the summary."""
     from shapnas.summary import collect_summary
 
-    records = collect_summary(args.results)
+    records = collect_summary(args.results, profile=args.profile)
     if args.json:
         print(json.dumps(records))
         return 0
