@@ -40,7 +40,7 @@ from scipy.stats import spearmanr
 from shapnas.config import SearchConfig, resolve_config
 from shapnas.data import prepare_data
 from shapnas.overrides import parse_overrides
-from shapnas.pipeline import _frozen_adapter, run_pretrain
+from shapnas.pipeline import frozen_adapter, run_pretrain
 from shapnas.pruning import is_pruning_epoch
 from shapnas.retrofit import build_supernet, retrofit_options
 from shapnas.runtime import pick_device, seed_everything, torch_generator
@@ -130,7 +130,7 @@ def main() -> None:
     device = pick_device(cfg.device)
     pretrain = run_pretrain(cfg)
     prepared = prepare_data(cfg)
-    adapter, _ = _frozen_adapter(pretrain, device)
+    adapter, _ = frozen_adapter(pretrain, device)
     model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
                            per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
                            **retrofit_options(cfg)).to(device)

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from shapnas.backbones import adapt, backbone_payload, net_from_payload
-from shapnas.backbones import new_backbone  # noqa: F401 - old import path of pipeline.py and benchmarks/, to drop
 from shapnas.genotype import Genotype
 from shapnas.retrofit import build_discrete, retrofit_options
 from shapnas.runs import load_checkpoint, save_checkpoint

@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from shapnas.backbones import adapt, load_backbone
+from shapnas.backbones import adapt, load_backbone, new_backbone
 from shapnas.config import PretrainConfig, RetrainConfig, SearchConfig
 from shapnas.data import PreparedData, prepare_data
 from shapnas.evaluate import evaluate_model, patient_dice
 from shapnas.genotype import Genotype
 from shapnas.ops import PRIMITIVES
-from shapnas.models import load_model, new_backbone, save_model
+from shapnas.models import load_model, save_model
 from shapnas.retrofit import build_discrete, build_supernet, retrofit_options
 from shapnas.run_identity import StageKey, check_reuse, eval_targets, parse_stage_name, stage_key
 from shapnas.runs import load_json, save_json
@@ -39,6 +39,7 @@ __all__ = [
     "implant_check",
     "search_stage_name",
     "load_search_supernet",
+    "frozen_adapter",
 ]
 
 
@@ -184,7 +185,8 @@ def run_finetune(cfg: PretrainConfig) -> Path:
         "num_trainable_parameters": count_parameters(net, trainable_only=True)})
 
 
-def _frozen_adapter(pretrain: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+def frozen_adapter(pretrain: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The pre-trained backbone of a ``pretrain`` stage folder, wrapped for implanting cells, and its checkpoint."""
     net, checkpoint = load_model(pretrain / "model.pt", device)
     return adapt(net), checkpoint
 
@@ -207,7 +209,7 @@ def run_search(cfg: SearchConfig, *, progress: bool = True, stop_after: int | No
         return stage
     pretrain = run_pretrain(cfg)
     device, data = _start(cfg, stage)
-    adapter, _ = _frozen_adapter(pretrain, device)
+    adapter, _ = frozen_adapter(pretrain, device)
     model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
                            per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
                            **retrofit_options(cfg)).to(device)
@@ -241,7 +243,7 @@ def run_retrain(cfg: RetrainConfig) -> Path:
     search = run_search(cfg)
     device, data = _start(cfg, stage)
     genotype = Genotype.from_dict(load_json(search / "genotype.json"))
-    adapter, checkpoint = _frozen_adapter(pretrain, device)
+    adapter, checkpoint = frozen_adapter(pretrain, device)
     channels = int(load_json(search / "metrics.json").get("cell_channels", cfg.cell_channels))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -310,7 +312,7 @@ def implant_check(cfg: SearchConfig) -> dict[str, float | int]:
     pretrain = run_pretrain(cfg)
     device = pick_device(cfg.device)
     data = prepare_data(cfg)
-    adapter, _ = _frozen_adapter(pretrain, device)
+    adapter, _ = frozen_adapter(pretrain, device)
     model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
                            per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
                            **retrofit_options(cfg)).to(device)
@@ -339,7 +341,7 @@ def load_search_supernet(cfg: SearchConfig) -> tuple[torch.nn.Module, PreparedDa
     stage = stage_key(cfg, "search").path(cfg.results_root)
     device = pick_device(cfg.device)
     data = prepare_data(cfg)
-    adapter, _ = _frozen_adapter(stage_key(cfg, "pretrain").path(cfg.results_root), device)
+    adapter, _ = frozen_adapter(stage_key(cfg, "pretrain").path(cfg.results_root), device)
     model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
                            per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
                            **retrofit_options(cfg)).to(device)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "json_safe",
     "dataset_dir",
     "run_dir",
     "stage_dir",
@@ -49,15 +50,16 @@ def stage_dir(results_root: str | Path, dataset: str, backbone: str, seed: int, 
     return run_dir(results_root, dataset, backbone, seed) / stage
 
 
-def _nan_to_none(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON data: NaN/inf become ``None``, tuples lists, 0-d tensors/arrays numbers."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _nan_to_none(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return _nan_to_none(value.item())
+        return json_safe(value.item())
     return value
 
 
@@ -73,7 +75,7 @@ def save_json(path: str | Path, data: Any) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_nan_to_none(data), indent=2, allow_nan=False)
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
@@ -103,7 +105,7 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
-        handle.write(json.dumps(_nan_to_none(record), allow_nan=False) + "\n")
+        handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from scipy.special import rel_entr
+
+from shapnas.pruning import js_divergence
 
 __all__ = [
     "Triple",
@@ -27,7 +28,6 @@ __all__ = [
     "edge_choices",
     "modal_op_agreement",
     "mean_pairwise_jaccard",
-    "js_divergence",
     "mean_pairwise_js",
     "rank_correlation",
     "stability_report",
@@ -139,35 +139,6 @@ def mean_pairwise_jaccard(genotypes: Sequence[frozenset[Triple]], equivalent_inp
         score = _jaccard(a, b)
         scores.append(max(score, _jaccard(a, swap_inputs(b))) if equivalent_inputs else score)
     return float(np.mean(scores)) if scores else float("nan")
-
-
-def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Jensen–Shannon divergence, base 2 (in [0, 1]), between matching rows of two distributions.
-
-    Rows are normalised to sum to 1 first (``0 log 0 = 0``).
-
-    Args:
-        p: (E, P) non-negative, each row with a positive sum (or (P,) for one distribution).
-        q: same shape as ``p``.
-
-    Returns:
-        (E,) divergences (a 0-d array for 1-D inputs).
-
-    Raises:
-        ValueError: on a shape mismatch, negative entries or a zero row.
-    """
-    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
-    if p.shape != q.shape:
-        raise ValueError(f"distributions of shapes {p.shape} and {q.shape}; expected equal shapes")
-    if (p < 0).any() or (q < 0).any():
-        raise ValueError("distributions have negative entries; expected probabilities")
-    p_sum, q_sum = p.sum(-1, keepdims=True), q.sum(-1, keepdims=True)
-    if (p_sum <= 0).any() or (q_sum <= 0).any():
-        raise ValueError("a distribution row sums to 0; expected a positive sum")
-    p, q = p / p_sum, q / q_sum
-    m = 0.5 * (p + q)
-    divergence = 0.5 * (rel_entr(p, m).sum(-1) + rel_entr(q, m).sum(-1)) / math.log(2)
-    return np.clip(divergence, 0.0, 1.0)
 
 
 def mean_pairwise_js(op_probs: Sequence[np.ndarray]) -> float:

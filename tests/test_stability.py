@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from shapnas.stability import (edge_choices, genotype_from_triples, js_divergence,
+from shapnas.pruning import js_divergence
+from shapnas.stability import (edge_choices, genotype_from_triples,
                                mean_pairwise_jaccard, mean_pairwise_js, modal_op_agreement, rank_correlation,
                                stability_report, swap_inputs)
 from shapnas.stability_chance import _random_genotype, chance_levels

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from shapnas.config import PROFILE_NAMES
+from shapnas.runs import json_safe
 
 __all__ = ["add_parser", "run"]
 
@@ -38,16 +39,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _cell(value: Any) -> str:
     return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
@@ -60,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     records = collect_stability_records(args.results, profile=args.profile)
     report = stability_report(records)
     if args.json:
-        print(json.dumps(_plain(report)))
+        print(json.dumps(json_safe(report)))
         return 0
     if not report:
         print(f"no finished searches under {args.results}")

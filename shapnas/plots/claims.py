@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from shapnas.plots.results import data_sources, interval_text, points, speedups
-from shapnas.policies import method_label
+from shapnas.policies import method_label, method_name
+from shapnas.run_identity import stage_name
 from shapnas.stability import stability_report
 
 __all__ = [
@@ -97,7 +98,7 @@ def cost_split(run_dir: str | Path, policy: str) -> dict[str, float] | None:
     """
     from shapnas.runs import read_jsonl
 
-    path = Path(run_dir) / f"search-{policy}" / "history.jsonl"
+    path = Path(run_dir) / stage_name("search", policy) / "history.jsonl"
     if not path.exists():
         return None
     history = read_jsonl(path)
@@ -218,7 +219,7 @@ def claims_table(records: Sequence[Mapping[str, Any]],
                      f"+{PAPER_CLAIMS['dice_gain_max_points']:.0f}", **_gain_row(records, "iac-shapley")},
         "IAC with the full search (Dice)": {
             "paper": f"about +{PAPER_CLAIMS['dice_gain_points']:.0f} Dice points (IAC paper)",
-            **_gain_row(records, "iac-none")},
+            **_gain_row(records, method_name("none"))},
         "Shapley pruning speeds up the search": {
             "paper": f"up to {PAPER_CLAIMS['search_speedup']:.0f}× faster", **_speed_row(records)},
         "More stable operation choices": {"paper": "more stable across runs",

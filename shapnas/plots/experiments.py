@@ -3,7 +3,7 @@
 Benedykciuk et al. (Sci. Rep. 2026) compare Shapley-guided pruning with the full search and with other
 pruning rules over seeds, and claim more stable choices. Data in, ``Figure`` out: the numbers come from
 :mod:`shapnas.plots.experiment_stats`, the records from :func:`shapnas.ablations.ablation_records` and
-:func:`shapnas.cli.stability_cmd.collect_stability_records`; the sentences are in
+:func:`shapnas.run_records.collect_stability_records`; the sentences are in
 :mod:`shapnas.plots.experiment_text`.
 """
 
@@ -24,11 +24,6 @@ from shapnas.ops import PRIMITIVES
 from shapnas.plots.experiment_stats import ablation_stats, fmt, one_group, policy_key
 from shapnas.plots.search import OP_SHORT, edge_labels
 from shapnas.stability import rank_correlation
-
-# old import path of notebooks 05/06 and book/results.ipynb (tables and sentences); to drop once they import
-# from shapnas.plots.experiment_stats and shapnas.plots.experiment_text
-from shapnas.plots.experiment_stats import ablation_table, stability_overview, stability_table  # noqa: F401
-from shapnas.plots.experiment_text import ablation_plan_text, ablation_text, stability_text  # noqa: F401
 
 __all__ = ["OP_COLOURS", "plot_ablations", "plot_genotypes_across_seeds", "plot_shapley_rank_agreement"]
 
@@ -101,7 +96,7 @@ def plot_genotypes_across_seeds(stability_records: Sequence[Mapping[str, Any]],
     kept on each edge (blank: the edge is not in the cell).
 
     Args:
-        stability_records: :func:`shapnas.cli.stability_cmd.collect_stability_records` records.
+        stability_records: :func:`shapnas.run_records.collect_stability_records` records.
         policies: policies to show, in this order (None: every policy present, none, shapley, ... first).
         dataset: keep this dataset (None: the records must hold one dataset and backbone).
 
@@ -155,7 +150,7 @@ def plot_shapley_rank_agreement(stability_records: Sequence[Mapping[str, Any]], 
     is the Kendall τ of :func:`shapnas.stability.stability_report` when every pair is shown).
 
     Args:
-        stability_records: :func:`shapnas.cli.stability_cmd.collect_stability_records` records.
+        stability_records: :func:`shapnas.run_records.collect_stability_records` records.
         policy: the policy whose searches ran Shapley rounds. Defaults to ``shapley``.
         dataset: keep this dataset (None: the records must hold one dataset and backbone).
         max_pairs: seed pairs shown at most (the first ones in seed order).

@@ -140,9 +140,10 @@ def speedups(records: Sequence[Mapping[str, Any]], policy: str = "shapley") -> p
     that of ``iac-<policy>``, both measured in the same run directory (one machine)."""
     frame = _frame(records)
     wall = frame.pivot_table(index=["dataset", "backbone", "seed"], columns="method", values="search_wall_s")
-    if "iac-none" not in wall or f"iac-{policy}" not in wall:
+    full, pruned = method_name("none"), method_name(policy)
+    if full not in wall or pruned not in wall:
         return pd.DataFrame(columns=["dataset", "backbone", "seed", "full_s", "pruned_s", "speedup"])
-    out = pd.DataFrame({"full_s": wall["iac-none"], "pruned_s": wall[f"iac-{policy}"]}).dropna()
+    out = pd.DataFrame({"full_s": wall[full], "pruned_s": wall[pruned]}).dropna()
     out["speedup"] = out["full_s"] / out["pruned_s"]
     return out.reset_index()
 
@@ -264,12 +265,3 @@ def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
     return fig
 
-
-def __getattr__(name: str) -> Any:
-    """Old import path of the claims (``from shapnas.plots.results import claims_table``), kept for
-    ``book/results.ipynb`` until it imports them from :mod:`shapnas.plots.claims`; to drop then."""
-    if name in ("PAPER_CLAIMS", "claims_table", "claims_text"):
-        from shapnas.plots import claims
-
-        return getattr(claims, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
