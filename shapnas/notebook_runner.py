@@ -311,7 +311,7 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
     if results_page:
         source = root / "book" / f"{RESULTS_NOTEBOOK}.ipynb"
         output = executed_path(root, None, RESULTS_NOTEBOOK)
-        values = {"results_root": _portable(base["results_root"], output.parent, root)}
+        values = {"results_root": _portable(base["results_root"], output.parent, root), "profile": profile}
         jobs.append(_Job("all datasets results", source, output, Path(base["results_root"]) / "executed" /
                          f"{RESULTS_NOTEBOOK}.ipynb", values))
     written: list[Path] = []
