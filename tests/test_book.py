@@ -559,4 +559,12 @@ def test_search_signal_and_estimator_sentences_degrade_gracefully():
     new = estimator_text(history)
     assert "with the `ig` estimator" in new and "12 forward+backward passes" in new
     assert "median 2.0 %, largest 3.0 %" in new
+    assert new.endswith("Total effect |v(N) − v(∅)| of the rounds: not recorded.")
+    first, second = (r for r in history if r["shapley"])
+    first["shapley"] |= {"value_full": 0.9164, "value_empty": 0.9163}
+    second["shapley"] |= {"value_full": 0.9167, "value_empty": 0.9166}
+    assert "0.00010, 0.00010 soft Dice, below 0.01" in estimator_text(history)
+    assert "close to arbitrary" in estimator_text(history)
+    second["shapley"] |= {"value_full": 0.93, "value_empty": 0.90}
+    assert "at least 0.01 in some round" in estimator_text(history)
     assert estimator_text(_search_history(prune=False)).endswith("not available (this search ran none).")

@@ -188,8 +188,9 @@ def _first(record: Mapping[str, Any], *keys: str) -> Any:
 
 
 def estimator_text(history: Sequence[Mapping[str, Any]]) -> str:
-    """One paragraph on the Shapley rounds of a search: the estimator, its cost per round and its completeness
-    gap |Σφ − (v(N) − v(∅))| / |v(N) − v(∅)| where the rounds record them (the estimator issue).
+    """One paragraph on the Shapley rounds of a search: the estimator, its cost per round, its completeness
+    gap |Σφ − (v(N) − v(∅))| / |v(N) − v(∅)| where the rounds record them, and whether the rounds had
+    anything to rank (their total effect |v(N) − v(∅)| against :data:`SIGNAL_MIN_DICE`).
 
     Args:
         history: search history records (``shapley`` per epoch: ``estimator``, ``completeness_gap``,
@@ -216,4 +217,24 @@ def estimator_text(history: Sequence[Mapping[str, Any]]) -> str:
     gap = "|Σφ − (v(N) − v(∅))| / |v(N) − v(∅)|"
     text += (f" Completeness gap {gap}: median {100 * np.median(gaps):.1f} %, largest {100 * max(gaps):.1f} %."
              if gaps else " Completeness gap: not recorded by this estimator.")
-    return text
+    return text + _signal_sentence(rounds)
+
+
+# |v(N) − v(∅)| (soft Dice) below which a round's values rank contributions too small to matter: a test Dice
+# difference of this size is about what the paired intervals of the workshop evaluation can resolve
+SIGNAL_MIN_DICE = 0.01
+
+
+def _signal_sentence(rounds: Sequence[Mapping[str, Any]]) -> str:
+    """Whether the rounds had anything to rank: the total effect |v(N) − v(∅)| of the cells per round."""
+    effects = [abs(float(r["value_full"]) - float(r["value_empty"])) for r in rounds
+               if r.get("value_full") is not None and r.get("value_empty") is not None]
+    if not effects:
+        return " Total effect |v(N) − v(∅)| of the rounds: not recorded."
+    listed = ", ".join(f"{e:.5f}" for e in effects)
+    if max(effects) < SIGNAL_MIN_DICE:
+        return (f" Total effect |v(N) − v(∅)| of the cells per round: {listed} soft Dice, below {SIGNAL_MIN_DICE}: "
+                "the cells barely change the prediction yet, so these values rank contributions far smaller than "
+                "any Dice difference the evaluation can see, and which operations are pruned is close to arbitrary.")
+    return (f" Total effect |v(N) − v(∅)| of the cells per round: {listed} soft Dice, at least {SIGNAL_MIN_DICE} in "
+            "some round: the values rank contributions that move the prediction.")
