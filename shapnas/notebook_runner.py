@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shapnas.book_pages import tag_for_book
+from shapnas.kernels import kernel_manager_options
 from shapnas.config import (BaseConfig, DataConfig, PretrainConfig, RetrainConfig, SearchConfig, load_profile,
                             resolve_config)
 from shapnas.overrides import convert_values
@@ -164,7 +165,7 @@ def execute_notebook(source: str | Path, output: str | Path, parameters: dict[st
         with _quiet_progress_bars():
             papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name="python3",
                                        cwd=str(output.parent), progress_bar=False, start_timeout=120,
-                                       execution_timeout=timeout_s)
+                                       execution_timeout=timeout_s, **kernel_manager_options())
     except (PapermillExecutionError, DeadKernelError, CellTimeoutError) as error:
         if output.exists():
             tag_for_book(output, root, dataset=dataset, profile=profile)

@@ -261,3 +261,25 @@ def test_experiment_chapters_present_the_smoke_ablation_plan(smoke_book):
                  for c in nb.cells for o in c.get("outputs", [])]
         assert any("ablation plan was run for acdc" in t for t in texts), stem
         assert any(expected in t for t in texts), stem
+
+
+def test_kernels_start_without_the_plain_tcp_warning(tmp_path, capfd):
+    """ipykernel >= 7.3 warns on every kernel over unencrypted TCP; the runner's kernels use CurveZMQ where
+    pyzmq has it, so make book's output carries no such warning (and the default manager elsewhere)."""
+    import zmq
+
+    from shapnas.kernels import kernel_manager_options
+    from shapnas.notebook_runner import execute_notebook
+
+    if not zmq.has("curve"):
+        assert kernel_manager_options() == {}
+        pytest.skip("pyzmq without CurveZMQ: the default kernel manager is used")
+    manager = kernel_manager_options()["kernel_manager_class"]
+    assert manager().transport_encryption == "auto"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "one.ipynb")
+    out = execute_notebook(tmp_path / "one.ipynb", tmp_path / "out" / "one.ipynb", {})
+    assert nbformat.read(out, as_version=4).cells[0].outputs[0]["text"].strip() == "42"
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out
