@@ -23,11 +23,13 @@ __all__ = [
 
 BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "basic_unet": {
+        "micro": {"features": [4, 4, 8, 16, 32, 4]},  # capacity-limited CPU backbone (issue 9: room for the cells)
         "tiny": {"features": [8, 8, 16, 32, 64, 8]},  # CPU workshop
         "small": {"features": [16, 16, 32, 64, 128, 16]},
         "paper": {"features": [32, 32, 64, 128, 256, 32]},  # MONAI default
     },
     "unet": {
+        "micro": {"channels": [4, 8, 16, 32], "strides": [2, 2, 2], "num_res_units": 1},
         "tiny": {"channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1},
         "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2},
         "paper": {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2},

@@ -23,6 +23,8 @@ __all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "BaseConfig", "Dat
 
 DATASET_NAMES = ("acdc", "brats", "kits", "amos", "msd")
 BACKBONE_NAMES = ("basic_unet", "unet")
+# widths of shapnas.backbones.BACKBONE_SIZES (kept here so that configs load without torch; a test checks both)
+BACKBONE_SIZE_NAMES = ("micro", "tiny", "small", "paper")
 
 C = TypeVar("C", bound="BaseConfig")
 
@@ -166,10 +168,12 @@ class PretrainConfig(DataConfig):
             Defaults to ``patient``.
         finetune_lrs: learning rates the fine-tuned control is tuned over (each early-stopped on V; the best
             V Dice wins); empty means ``finetune_lr`` alone. Defaults to ().
+        val_every_steps: every training (pre-train, fine-tune, re-train) scores V only once this many steps have
+            passed since its last V score (and after its last epoch); 0 scores V after every epoch. Defaults to 0.
     """
 
     backbone: str = "basic_unet"
-    backbone_size: Literal["tiny", "small", "paper"] = "tiny"
+    backbone_size: Literal["micro", "tiny", "small", "paper"] = "tiny"
     backbone_checkpoint: str = ""
     pretrain_epochs: int = 4
     pretrain_lr: float = 1e-3
@@ -182,10 +186,12 @@ class PretrainConfig(DataConfig):
     patience_steps: int = 0
     selection: Literal["patient", "slices"] = "patient"
     finetune_lrs: tuple[float, ...] = ()
+    val_every_steps: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _at_least(self, 0, ("pretrain_steps", "finetune_steps", "patience_steps"), "0 (off) or a positive step count")
+        _at_least(self, 0, ("pretrain_steps", "finetune_steps", "patience_steps", "val_every_steps"),
+                  "0 (off) or a positive step count")
         if self.selection not in ("patient", "slices"):
             raise ValueError(f"selection={self.selection!r}; expected 'patient' or 'slices'")
         object.__setattr__(self, "finetune_lrs", tuple(float(lr) for lr in self.finetune_lrs))  # YAML "1e-4" is a str
@@ -193,8 +199,8 @@ class PretrainConfig(DataConfig):
             raise ValueError(f"finetune_lrs={self.finetune_lrs}; expected positive learning rates")
         if self.backbone not in BACKBONE_NAMES:
             raise ValueError(f"backbone={self.backbone!r}; expected one of {', '.join(BACKBONE_NAMES)}")
-        if self.backbone_size not in ("tiny", "small", "paper"):
-            raise ValueError(f"backbone_size={self.backbone_size!r}; expected tiny, small or paper")
+        if self.backbone_size not in BACKBONE_SIZE_NAMES:
+            raise ValueError(f"backbone_size={self.backbone_size!r}; expected one of {', '.join(BACKBONE_SIZE_NAMES)}")
         _at_least(self, 1, ("pretrain_epochs", "batch_size", "finetune_epochs"))
 
 

@@ -131,7 +131,8 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
                      lr=cfg.pretrain_lr, batch_size=cfg.batch_size, device=device,
                      generator=torch_generator(cfg.seed), num_classes=num_classes,
                      history_path=stage / "history.jsonl", desc="pretrain", max_steps=cfg.pretrain_steps,
-                     patience_steps=cfg.patience_steps, scorer=_selection(cfg, data, device))
+                     patience_steps=cfg.patience_steps, scorer=_selection(cfg, data, device),
+                     val_every_steps=cfg.val_every_steps)
         body = {"best_epoch": result.best_epoch, "val_dice": result.best_val_dice,
                 **_budget(result, cfg.pretrain_epochs, cfg.pretrain_steps, cfg.patience_steps)}
     save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone, init_args=init_args,
@@ -167,7 +168,8 @@ def run_finetune(cfg: PretrainConfig) -> Path:
                      lr=lr, batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 1),
                      num_classes=num_classes, history_path=history, desc=f"finetune lr {lr:g}",
                      max_steps=cfg.finetune_steps, patience_steps=cfg.patience_steps,
-                     scorer=_selection(cfg, data, device))
+                     scorer=_selection(cfg, data, device),
+                     val_every_steps=cfg.val_every_steps)
         trials.append({"lr": lr, "val_dice": result.best_val_dice, "best_step": result.best_step,
                        "steps": result.steps})
         if best is None or result.best_val_dice > best[1].best_val_dice:
@@ -264,7 +266,8 @@ def run_retrain(cfg: RetrainConfig) -> Path:
     result = fit(model, params, _train_slices(data), data.slices("val"), epochs=cfg.retrain_epochs, lr=cfg.retrain_lr,
                  batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 2),
                  num_classes=num_classes, history_path=stage / "history.jsonl", desc=f"retrain ({cfg.policy})",
-                 max_steps=cfg.retrain_steps, patience_steps=cfg.patience_steps, scorer=_selection(cfg, data, device))
+                 max_steps=cfg.retrain_steps, patience_steps=cfg.patience_steps, scorer=_selection(cfg, data, device),
+                 val_every_steps=cfg.val_every_steps)
     save_model(stage / "model.pt", kind="retrofit", net=adapter.net, backbone_name=cfg.backbone,
                init_args=checkpoint["backbone"]["init_args"], model=model, genotype=genotype, cell_channels=channels,
                partial_channels=cfg.partial_channels,

@@ -44,7 +44,8 @@ class FitResult:
     Attributes:
         best_epoch: 0-based epoch whose weights were kept (highest V Dice, first on ties).
         best_val_dice: its V Dice.
-        history: one record per epoch ``{epoch, step, train_loss, val_dice, time_s}`` (resumed ones too).
+        history: one record per validation ``{epoch, step, train_loss, val_dice, time_s}`` (resumed ones too;
+            ``train_loss`` of the epoch that ended at the validation, ``time_s`` since the previous record).
         wall_s: seconds spent training and validating (summed over resumed calls).
         best_step: optimiser steps taken when the kept weights were validated.
         steps: optimiser steps taken in all.
@@ -211,16 +212,23 @@ def _stop_reason(step: int, max_steps: int, best_step: int, patience_steps: int)
     return None
 
 
+def _history_wall(history: Sequence[dict[str, Any]]) -> float:
+    """Seconds the ``history`` records already account for (each record's ``time_s`` covers the epochs since
+    the previous validation)."""
+    return float(sum(r["time_s"] for r in history))
+
+
 def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, Any]],
         train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], *, epochs: int, lr: float,
         batch_size: int, device: torch.device, generator: torch.Generator, num_classes: int,
         history_path: str | Path | None = None, checkpoint_fn: CheckpointFn | None = None, desc: str = "train",
         grad_clip: float | None = None, progress: bool = True, resume: dict[str, Any] | None = None,
-        max_steps: int = 0, patience_steps: int = 0, scorer: Callable[[nn.Module], float] | None = None
-        ) -> FitResult:
+        max_steps: int = 0, patience_steps: int = 0, scorer: Callable[[nn.Module], float] | None = None,
+        val_every_steps: int = 0) -> FitResult:
     """Train with Adam and DiceCE, select the point with the best V Dice and restore its weights.
 
-    V Dice is measured after every epoch (and when the step budget ends mid-epoch). Training stops at the
+    V Dice is measured after every epoch, or, with ``val_every_steps``, after the first epoch that ends at
+    least that many steps after the last validation (and always after the last epoch). Training stops at the
     epoch cap, once ``max_steps`` optimiser steps are spent, or once V Dice has not improved for
     ``patience_steps`` steps (early stopping; IAC re-trains and the fine-tuned control are selected on V,
     Benedykciuk et al., Sci. Rep. 2026). Deterministic on CPU for a fixed model initialisation and
@@ -254,6 +262,9 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
             Defaults to 0.
         scorer: model -> V score used for selection instead of the pooled Dice of ``val`` (e.g. the mean
             patient-level Dice of whole V volumes, :func:`shapnas.evaluate.patient_dice`). Defaults to None.
+        val_every_steps: validate only once this many optimiser steps have passed since the last validation
+            (scoring whole V volumes after every 3-10-step epoch costs as much as the training); 0 validates
+            after every epoch. Early stopping and selection only see validated points. Defaults to 0.
 
     Returns:
         The :class:`FitResult`; the model holds the best point's weights.
@@ -264,8 +275,9 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
         raise ValueError(f"epochs={epochs}; expected at least 1")
     if not params:
         raise ValueError("params is empty; expected the parameters to train")
-    if max_steps < 0 or patience_steps < 0:
-        raise ValueError(f"max_steps={max_steps}, patience_steps={patience_steps}; expected non-negative")
+    if max_steps < 0 or patience_steps < 0 or val_every_steps < 0:
+        raise ValueError(f"max_steps={max_steps}, patience_steps={patience_steps}, val_every_steps={val_every_steps}; "
+                         "expected non-negative")
     optimizer = torch.optim.Adam(groups, lr=lr)
     loss_fn = dice_ce_loss()
     score = scorer or (lambda net: validation_dice(net, *val, num_classes=num_classes, device=device,
@@ -282,10 +294,14 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
     if history_path is not None:
         _rewrite_history(Path(history_path), history)
     step = int(history[-1].get("step", 0)) if history else 0
+    first_epoch = len(history)
+    if resume is not None and "step" in resume:  # epochs without a validation leave no history record
+        step, first_epoch = int(resume["step"]), int(resume["epoch"]) + 1
+    validated_step = int(history[-1].get("step", 0)) if history else 0
     if max_steps:
         epochs = max(epochs, math.ceil(max_steps / max(math.ceil(train[0].shape[0] / batch_size), 1)))
-    stopped = _stop_reason(step, max_steps, best_step, patience_steps) if history else None
-    for epoch in range(len(history), epochs):
+    stopped = _stop_reason(step, max_steps, best_step, patience_steps) if resume is not None else None
+    for epoch in range(first_epoch, epochs):
         if stopped:
             break
         tick = time.perf_counter()
@@ -295,22 +311,24 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
         train_loss = train_epoch(model, optimizer, loss_fn, params, batches, device, grad_clip,
                                   f"{desc} {epoch + 1}/{epochs}", progress)
         step += len(batches)
-        val_dice = float(score(model))
-        if val_dice > best_dice:
-            best_epoch, best_dice, best_step = epoch, val_dice, step
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elapsed = time.perf_counter() - tick
-        wall += elapsed
-        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice, "time_s": elapsed}
-        history.append(record)
-        if history_path is not None:
-            append_jsonl(history_path, record)
+        last = epoch == epochs - 1 or bool(max_steps and step >= max_steps)
+        if last or step - validated_step >= val_every_steps:
+            validated_step, val_dice = step, float(score(model))
+            if val_dice > best_dice:
+                best_epoch, best_dice, best_step = epoch, val_dice, step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice,
+                      "time_s": wall + time.perf_counter() - tick - _history_wall(history)}
+            history.append(record)
+            if history_path is not None:
+                append_jsonl(history_path, record)
+        wall += time.perf_counter() - tick
         stopped = _stop_reason(step, max_steps, best_step, patience_steps)
         if checkpoint_fn is not None:
             checkpoint_fn(epoch, model, {
                 "epoch": epoch, "optimizer": optimizer.state_dict(), "best_state": best_state,
                 "best_epoch": best_epoch, "best_val_dice": best_dice, "history": [dict(r) for r in history],
-                "generator": generator.get_state(), "wall_s": wall, "best_step": best_step})
+                "generator": generator.get_state(), "wall_s": wall, "best_step": best_step, "step": step})
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(best_epoch=best_epoch, best_val_dice=best_dice, history=history, wall_s=wall,

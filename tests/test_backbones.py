@@ -176,3 +176,13 @@ def test_seeded_backbone_and_payload_round_trip(name):
         assert torch.equal(value, again.state_dict()[key]) and torch.equal(value, rebuilt.state_dict()[key])
     with pytest.raises(ValueError, match="expected one of"):
         net_from_payload({"name": "segresnet", "init_args": {}, "state_dict": {}})
+
+
+def test_config_knows_every_backbone_and_width():
+    """The config validates names without importing torch: its lists must be the registry's."""
+    from shapnas.config import BACKBONE_NAMES, BACKBONE_SIZE_NAMES, PretrainConfig
+
+    assert BACKBONE_NAMES == tuple(BACKBONE_SIZES)
+    assert all(tuple(sizes) == BACKBONE_SIZE_NAMES for sizes in BACKBONE_SIZES.values())
+    with pytest.raises(ValueError, match="backbone_size='huge'; expected one of micro, tiny, small, paper"):
+        PretrainConfig(dataset="acdc", backbone_size="huge")

@@ -46,7 +46,7 @@ def test_parse_overrides_converts_to_field_types():
     ("search_epochs=abc", "search_epochs='abc': expected an integer"),
     ("search_epochs=2.5", "search_epochs='2.5': expected an integer"),
     ("decoder_input=maybe", "decoder_input='maybe': expected true or false"),
-    ("backbone_size=huge", "backbone_size='huge': expected one of tiny, small, paper"),
+    ("backbone_size=huge", "backbone_size='huge': expected one of micro, tiny, small, paper"),
     ("arch_lr=fast", "arch_lr='fast': expected a number"),
     ("search_epochs", "expected KEY=VALUE"),
 ])

@@ -180,3 +180,38 @@ def test_fit_resumes_exactly(tmp_path) -> None:
     assert result.best_epoch == expected.best_epoch
     assert _same_weights(resumed, full)
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 3
+
+
+def test_fit_validates_every_n_steps_and_resumes_between_validations(tmp_path) -> None:
+    """``val_every_steps``: V is scored once that many steps passed (3 steps an epoch here: after steps 6, 12
+    and the last epoch's 15), selection sees only those points, and a run killed after an epoch without a
+    validation resumes to the same weights and history."""
+    full = _net()
+    expected = _fit(full, seed=3, epochs=5, val_every_steps=5)
+    assert [(r["epoch"], r["step"]) for r in expected.history] == [(1, 6), (3, 12), (4, 15)]
+    assert expected.best_step in (6, 12, 15)
+    every_epoch = _fit(_net(), seed=3, epochs=5)
+    assert len(every_epoch.history) == 5
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(epoch: int, model: nn.Module, state: dict) -> None:
+        save_checkpoint(tmp_path / "state.pt", {"model": model.state_dict(), "fit": state})
+        if epoch == 2:  # after step 9: no validation since step 6
+            raise Killed
+
+    with pytest.raises(Killed):
+        _fit(_net(), seed=3, epochs=5, val_every_steps=5, checkpoint_fn=save_then_die,
+             history_path=tmp_path / "history.jsonl")
+    checkpoint = load_checkpoint(tmp_path / "state.pt")
+    resumed = _net(seed=99)
+    resumed.load_state_dict(checkpoint["model"])
+    result = _fit(resumed, seed=12345, epochs=5, val_every_steps=5, resume=checkpoint["fit"],
+                  history_path=tmp_path / "history.jsonl")
+    assert _without_time(result.history) == _without_time(expected.history)
+    assert result.best_step == expected.best_step
+    assert _same_weights(resumed, full)
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match="val_every_steps=-1"):
+        _fit(_net(), seed=0, val_every_steps=-1)
