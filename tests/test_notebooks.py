@@ -31,6 +31,15 @@ def test_parameters_equal_config_fields(stem):
 
 
 @pytest.mark.parametrize("stem", list(NOTEBOOKS))
+def test_config_cell_passes_every_parameter(stem):
+    """A parameter the cfg cell does not pass on is silently ignored (papermill injects it, nothing reads it)."""
+    nb = nbformat.read(str(ROOT / "notebooks" / f"{stem}.ipynb"), as_version=4)
+    (cell,) = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("cfg = ")]
+    call = ast.parse(cell.source).body[0].value
+    assert {k.arg for k in call.keywords} == set(NOTEBOOKS[stem].field_names())
+
+
+@pytest.mark.parametrize("stem", list(NOTEBOOKS))
 def test_parameter_defaults_are_smoke_sized_and_valid(stem):
     import papermill
 
