@@ -113,12 +113,17 @@ def ablation_plan_text(results: str | Path, dataset: str) -> str:
     variants = ", ".join(f"{v.setting} ({v.axis})" for v in plan.variants) or "none"
     scale = ", ".join(f"`{key}={value}`" for key, value in plan.scale.items())
     return (f"The `{ran}` ablation plan was run for {', '.join(plan.datasets)}: policies "
-            f"{', '.join(plan.policies)} with seeds {', '.join(map(str, plan.seeds))}; the Shapley search with one "
-            f"setting changed (variants: {variants}) with seeds {', '.join(map(str, plan.variant_seeds))} on "
+            f"{', '.join(plan.policies)} with {_seeds(plan.seeds)}; the Shapley search with one "
+            f"setting changed (variants: {variants}) with {_seeds(plan.variant_seeds)} on "
             f"{', '.join(plan.variant_datasets or plan.datasets)}, each against the default Shapley search of "
-            f"the same seeds. "
+            f"the same {'seed' if len(plan.variant_seeds) == 1 else 'seeds'}. "
             + (f"Every run of the plan is smaller than this profile's main runs ({scale}), so its numbers are "
                "not those of chapters 2–4. " if scale else "") + f"Shown: {dataset}.")
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    """``seed 0`` or ``seeds 0, 1, 2``."""
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
 
 
 def stability_text(report: Sequence[Mapping[str, Any]], dataset: str | None = None) -> str:
