@@ -6,7 +6,7 @@ whole V volumes, patient-level Dice) and evaluates the selected backbone on the 
 Prints one JSON object last: dataset, test_patients, val_dice, test dice_mean, dice_per_class, steps,
 best_step, stopped, pretrain_s.
 
-    python benchmarks/backbone_plateau.py --dataset acdc --profile workshop --results /tmp/plateau
+    python benchmarks/backbone_plateau.py --dataset acdc --profile workshop --results results/plateau
 """
 
 from __future__ import annotations
