@@ -85,6 +85,13 @@ def _selection(cfg: PretrainConfig, data: PreparedData, device: torch.device):
     return lambda model: patient_dice(model, volumes, data.spec, device, cfg.batch_size)
 
 
+def _selection_rule(cfg: PretrainConfig, data: PreparedData, device: torch.device) -> dict[str, Any]:
+    """``fit``'s V-selection arguments, the same for every arm (pre-training, fine-tuned control, re-training):
+    the V score, the early-stopping patience and how often V is scored."""
+    return {"scorer": _selection(cfg, data, device), "patience_steps": cfg.patience_steps,
+            "val_every_steps": cfg.val_every_steps}
+
+
 def _budget(result: Any, epochs: int, max_steps: int, patience: int) -> dict[str, Any]:
     """What a fit recorded about its budget: caps, steps taken, the selected point and why it stopped."""
     return {"epochs": epochs, "max_steps": max_steps, "patience_steps": patience, "steps": result.steps,
@@ -131,8 +138,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
                      lr=cfg.pretrain_lr, batch_size=cfg.batch_size, device=device,
                      generator=torch_generator(cfg.seed), num_classes=num_classes,
                      history_path=stage / "history.jsonl", desc="pretrain", max_steps=cfg.pretrain_steps,
-                     patience_steps=cfg.patience_steps, scorer=_selection(cfg, data, device),
-                     val_every_steps=cfg.val_every_steps)
+                     **_selection_rule(cfg, data, device))
         body = {"best_epoch": result.best_epoch, "val_dice": result.best_val_dice,
                 **_budget(result, cfg.pretrain_epochs, cfg.pretrain_steps, cfg.patience_steps)}
     save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone, init_args=init_args,
@@ -167,9 +173,7 @@ def run_finetune(cfg: PretrainConfig) -> Path:
         result = fit(net, list(net.parameters()), _train_slices(data), data.slices("val"), epochs=cfg.finetune_epochs,
                      lr=lr, batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 1),
                      num_classes=num_classes, history_path=history, desc=f"finetune lr {lr:g}",
-                     max_steps=cfg.finetune_steps, patience_steps=cfg.patience_steps,
-                     scorer=_selection(cfg, data, device),
-                     val_every_steps=cfg.val_every_steps)
+                     max_steps=cfg.finetune_steps, **_selection_rule(cfg, data, device))
         trials.append({"lr": lr, "val_dice": result.best_val_dice, "best_step": result.best_step,
                        "steps": result.steps})
         if best is None or result.best_val_dice > best[1].best_val_dice:
@@ -266,8 +270,7 @@ def run_retrain(cfg: RetrainConfig) -> Path:
     result = fit(model, params, _train_slices(data), data.slices("val"), epochs=cfg.retrain_epochs, lr=cfg.retrain_lr,
                  batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 2),
                  num_classes=num_classes, history_path=stage / "history.jsonl", desc=f"retrain ({cfg.policy})",
-                 max_steps=cfg.retrain_steps, patience_steps=cfg.patience_steps, scorer=_selection(cfg, data, device),
-                 val_every_steps=cfg.val_every_steps)
+                 max_steps=cfg.retrain_steps, **_selection_rule(cfg, data, device))
     save_model(stage / "model.pt", kind="retrofit", net=adapter.net, backbone_name=cfg.backbone,
                init_args=checkpoint["backbone"]["init_args"], model=model, genotype=genotype, cell_channels=channels,
                partial_channels=cfg.partial_channels,

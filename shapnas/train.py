@@ -212,12 +212,6 @@ def _stop_reason(step: int, max_steps: int, best_step: int, patience_steps: int)
     return None
 
 
-def _history_wall(history: Sequence[dict[str, Any]]) -> float:
-    """Seconds the ``history`` records already account for (each record's ``time_s`` covers the epochs since
-    the previous validation)."""
-    return float(sum(r["time_s"] for r in history))
-
-
 def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, Any]],
         train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], *, epochs: int, lr: float,
         batch_size: int, device: torch.device, generator: torch.Generator, num_classes: int,
@@ -293,11 +287,10 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
         best_step = int(resume.get("best_step", -1))
     if history_path is not None:
         _rewrite_history(Path(history_path), history)
-    step = int(history[-1].get("step", 0)) if history else 0
-    first_epoch = len(history)
-    if resume is not None and "step" in resume:  # epochs without a validation leave no history record
-        step, first_epoch = int(resume["step"]), int(resume["epoch"]) + 1
-    validated_step = int(history[-1].get("step", 0)) if history else 0
+    # epochs without a validation leave no history record: the state says where training stopped
+    step, first_epoch = (int(resume["step"]), int(resume["epoch"]) + 1) if resume is not None else (0, 0)
+    validated_step = int(history[-1]["step"]) if history else 0
+    unrecorded = wall - sum(r["time_s"] for r in history)  # seconds since the last history record
     if max_steps:
         epochs = max(epochs, math.ceil(max_steps / max(math.ceil(train[0].shape[0] / batch_size), 1)))
     stopped = _stop_reason(step, max_steps, best_step, patience_steps) if resume is not None else None
@@ -312,17 +305,22 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
                                   f"{desc} {epoch + 1}/{epochs}", progress)
         step += len(batches)
         last = epoch == epochs - 1 or bool(max_steps and step >= max_steps)
-        if last or step - validated_step >= val_every_steps:
+        validate = last or step - validated_step >= val_every_steps
+        if validate:
             validated_step, val_dice = step, float(score(model))
             if val_dice > best_dice:
                 best_epoch, best_dice, best_step = epoch, val_dice, step
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elapsed = time.perf_counter() - tick
+        wall += elapsed
+        unrecorded += elapsed
+        if validate:
             record = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_dice": val_dice,
-                      "time_s": wall + time.perf_counter() - tick - _history_wall(history)}
+                      "time_s": unrecorded}
+            unrecorded = 0.0
             history.append(record)
             if history_path is not None:
                 append_jsonl(history_path, record)
-        wall += time.perf_counter() - tick
         stopped = _stop_reason(step, max_steps, best_step, patience_steps)
         if checkpoint_fn is not None:
             checkpoint_fn(epoch, model, {
