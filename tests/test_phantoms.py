@@ -127,6 +127,19 @@ def test_writer_refuses_foreign_folders(tmp_path):
         write_phantom_dataset("kits", tmp_path / "k", 1, 0, variant="kits20")
 
 
+def test_writer_keeps_the_same_data_a_concurrent_run_is_reading(tmp_path):
+    """Two runs sharing a results folder may both find the phantoms missing and both write them: the one that
+    finishes second must not delete the folder the first is already reading (seen: 'file not found')."""
+    root = write_phantom_dataset("amos", tmp_path / "ph", 2, 0)
+    files = sorted(p.name for p in (root / "imagesTr").iterdir())
+    reader_handle = (root / "imagesTr" / files[0]).stat().st_ino
+    write_phantom_dataset("amos", root, 2, 0)  # the slower of two concurrent writers: same data
+    assert (root / "imagesTr" / files[0]).stat().st_ino == reader_handle, "the folder in use was replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ph"], "no staging folder left behind"
+    write_phantom_dataset("amos", root, 2, 1)  # other data: replaced
+    assert phantom_info(root)["seed"] == 1 and (root / "imagesTr" / files[0]).stat().st_ino != reader_handle
+
+
 @pytest.mark.parametrize("dataset,variant", [("acdc", None), ("brats", "2021"), ("kits", "kits23"), ("amos", None),
                                              ("msd", "msd")])
 def test_sample_figures_written(phantom_dir, tmp_path, dataset, variant):

@@ -52,7 +52,8 @@ def write_phantom_dataset(dataset: str, out_dir: Path, num_patients: int, seed: 
     """Write a phantom dataset of ``num_patients`` patients in ``dataset``'s official layout.
 
     The folder is written beside ``out_dir`` and renamed into place, so an interrupted call leaves no half
-    dataset; an existing phantom folder is replaced, any other non-empty folder is refused. Patient ``i``
+    dataset; an existing phantom folder is replaced (kept when it holds the same phantom data: a concurrent run
+    that wrote it may be reading it), any other non-empty folder is refused. Patient ``i``
     draws from child ``i`` of ``np.random.default_rng(seed)``, so it does not depend on ``num_patients``.
 
     Args:
@@ -84,8 +85,11 @@ def write_phantom_dataset(dataset: str, out_dir: Path, num_patients: int, seed: 
     shutil.rmtree(staging, ignore_errors=True)
     try:
         _WRITERS[dataset](staging, np.random.default_rng(seed).spawn(num_patients), variant)
-        save_json(staging / MARKER, {"dataset": dataset, "variant": variant, "num_patients": num_patients,
-                                     "seed": seed, "version": PHANTOM_VERSION})
+        marker = {"dataset": dataset, "variant": variant, "num_patients": num_patients, "seed": seed,
+                  "version": PHANTOM_VERSION}
+        save_json(staging / MARKER, marker)
+        if phantom_info(out_dir) == marker:  # a concurrent run wrote the same data meanwhile and may be reading it
+            return out_dir
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
