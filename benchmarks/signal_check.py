@@ -12,7 +12,9 @@ dataset's pre-trained backbone and reports:
   run up to there), and ``shapley_batch_spearman``: the Spearman correlation of that round's Shapley
   values on two disjoint V batches (the search's foreground-rich value batch and the next-richest slices);
 - ``grad_norms``: the gradient norm per parameter group and skip level on one W batch before the first
-  step and at the first round (where the cells' gradients are).
+  step and at the first round (where the cells' gradients are);
+- ``signal_by_epoch``: v(N) − v(∅) on the first value batch after every search epoch (two evaluations an
+  epoch), to see whether the cells' contribution is still growing when the search ends.
 
 Config fields can be changed with ``--set key=value`` (e.g. ``--set residual=gate``) to compare settings.
 The last line is one JSON object. Issue 9 targets (workshop): ``alpha_max_prob`` ≥ 0.2,
@@ -45,7 +47,7 @@ from shapnas.pruning import is_pruning_epoch
 from shapnas.retrofit import build_supernet, retrofit_options
 from shapnas.runtime import pick_device, seed_everything, torch_generator
 from shapnas.search import SearchData, run_search_loop, search_signal
-from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch
+from shapnas.supernet_shapley import SupernetGame, estimate_supernet_shapley, foreground_rich_batch
 from shapnas.train import dice_ce_loss
 
 
@@ -88,6 +90,15 @@ def grad_norms(model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, l
         out["gate"] = [float(g) for g in model.gates.grad]
     model.zero_grad(set_to_none=True)
     return out
+
+
+def ops_contribution(model, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """v(N) − v(∅) of the current supernet on one value batch (soft Dice; v(∅) keeps the partial-channel bypass)."""
+    was_training = model.training
+    game = SupernetGame(model.eval(), images, labels, model.arch[0].players())
+    full, empty = game(np.stack([np.ones(len(game.players), bool), np.zeros(len(game.players), bool)]))
+    model.train(was_training)
+    return float(full - empty)
 
 
 def first_round(model, cfg: SearchConfig, batches, epoch: int) -> dict[str, Any]:
@@ -142,8 +153,11 @@ def main() -> None:
     probe = tuple(t[: cfg.batch_size].to(device) for t in data.train_w)
     result: dict[str, Any] = {"grad_norms_implant": grad_norms(model.train(), *probe)}
 
+    signal_by_epoch: list[float] = []
+
     def on_epoch(record: dict[str, Any]) -> None:
         epoch = record["epoch"]
+        signal_by_epoch.append(round(ops_contribution(model, *batches[0]), 6))
         if args.skip_shapley:
             return
         if "shapley_signal" not in result and is_pruning_epoch(epoch, cfg.warmup_epochs, cfg.prune_interval):
@@ -161,7 +175,7 @@ def main() -> None:
         "search_train_s": search.time_train_s, "wall_s": wall, "genotype": str(search.genotype),
         "alpha_spread_by_epoch": [round(h["alpha_spread"], 5) for h in search.history],
         "loss_by_epoch": [round(h["train_loss"], 4) for h in search.history],
-        "final_op_probs": search.history[-1]["op_probs"],
+        "signal_by_epoch": signal_by_epoch, "final_op_probs": search.history[-1]["op_probs"],
         **result,
     }
     for key, value in summary.items():
