@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_set_argument(parser, " in every run")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="an existing Dask scheduler, e.g. tcp://head:8786 (default: a local cluster)")
-    parser.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per GPU, else 1)")
+    parser.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per GPU, else one per core, at most 8; on CPUs each job gets cores/N threads)")
     parser.add_argument("--list", action="store_true",
                         help="write the job files and print one row per job (<id> TAB <command>); run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-job lines")

@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="an existing Dask scheduler, e.g. tcp://head:8786 (default: a local cluster)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="workers of the local cluster (default: one per GPU, else 1)")
+                        help="workers of the local cluster (default: one per GPU, else one per core, at most 8; on CPUs each job gets cores/N threads)")
     parser.add_argument("--gpus-per-worker", action="store_true",
                         help="each worker has one GPU: a job needs the worker resource GPU=1 (detected when the "
                              "workers see CUDA devices)")
