@@ -306,3 +306,19 @@ def test_ablation_plan_fixes_one_backbone_per_dataset(tmp_path):
     mine = [j for j in variants if j.id.startswith(f"{variant.name}-")]
     assert mine and all(j.config[k] == v for j in mine for k, v in variant.overrides.items())
     assert all(j.kind == "evaluate" and j.target == "shapley" and j.deps == () for j in mine)
+
+
+def test_local_cpu_cluster_splits_the_cores(monkeypatch):
+    """Without GPUs: one worker per core by default (at most MAX_CPU_WORKERS), and every job gets
+    cores // workers threads even when the caller exported OMP_NUM_THREADS (make does), so the workers do
+    not oversubscribe the cores."""
+    from shapnas.matrix_runner import MAX_CPU_WORKERS
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    monkeypatch.setattr("shapnas.matrix_runner._local_gpu_ids", lambda: ())
+    cores = os.cpu_count() or 1
+    with open_client() as (client, placement):
+        workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        assert workers == min(cores, MAX_CPU_WORKERS)
+        assert placement.env == {"OMP_NUM_THREADS": str(max(1, cores // workers))}
+        assert placement.resources is None
