@@ -148,6 +148,12 @@ def _local_gpu_ids() -> tuple[str, ...]:
 MAX_CPU_WORKERS = 8
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under ``taskset`` or a batch scheduler's
+    pinning), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @contextmanager
 def open_client(scheduler: str | None = None, workers: int | None = None, gpus_per_worker: bool = False,
                 timeout_s: float = 120.0) -> Iterator[tuple[Any, Placement]]:
@@ -182,7 +188,7 @@ def open_client(scheduler: str | None = None, workers: int | None = None, gpus_p
             yield client, Placement(resources={"GPU": 1} if gpu else None)
         return
     gpu_ids = _local_gpu_ids()
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     count = workers or (len(gpu_ids) if gpu_ids else min(cores, MAX_CPU_WORKERS))
     if count < 1:
         raise ValueError(f"--workers {count}; expected at least 1")

@@ -312,11 +312,12 @@ def test_local_cpu_cluster_splits_the_cores(monkeypatch):
     """Without GPUs: one worker per core by default (at most MAX_CPU_WORKERS), and every job gets
     cores // workers threads even when the caller exported OMP_NUM_THREADS (make does), so the workers do
     not oversubscribe the cores."""
-    from shapnas.matrix_runner import MAX_CPU_WORKERS
+    from shapnas.matrix_runner import MAX_CPU_WORKERS, usable_cores
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv("OMP_NUM_THREADS", "64")
     monkeypatch.setattr("shapnas.matrix_runner._local_gpu_ids", lambda: ())
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
     with open_client() as (client, placement):
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
         assert workers == min(cores, MAX_CPU_WORKERS)
