@@ -89,6 +89,8 @@ def measure(cfg: RetrainConfig) -> dict[str, Any]:
         "shapley_passes": sum(r.get("passes", 0) for r in rounds),
         "shapley_round_ms": [round(r.get("ms", 1000.0 * r["wall_s"]), 1) for r in rounds],
         "completeness_gap": [r.get("completeness_gap") for r in rounds],
+        # |v(N) - v(∅)| of each round: whether the timed rounds ranked operations the cells use (issue 9)
+        "round_signal": [round(abs(r["value_full"] - r["value_empty"]), 6) for r in rounds],
         "epoch_s_full": [round(h["time_train_s"], 3) for h in histories["none"]],
         "epoch_s_shapley": [round(h["time_train_s"], 3) for h in histories["shapley"]],
         "genotype_full": metrics["none"]["genotype_text"], "genotype_shapley": shap["genotype_text"],

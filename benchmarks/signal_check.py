@@ -47,7 +47,7 @@ from shapnas.pruning import is_pruning_epoch
 from shapnas.retrofit import build_supernet, retrofit_options
 from shapnas.runtime import pick_device, seed_everything, torch_generator
 from shapnas.search import SearchData, run_search_loop, search_signal
-from shapnas.supernet_shapley import SupernetGame, estimate_supernet_shapley, foreground_rich_batch
+from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch, ops_contribution
 from shapnas.train import dice_ce_loss
 
 
@@ -90,15 +90,6 @@ def grad_norms(model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, l
         out["gate"] = [float(g) for g in model.gates.grad]
     model.zero_grad(set_to_none=True)
     return out
-
-
-def ops_contribution(model, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """v(N) − v(∅) of the current supernet on one value batch (soft Dice; v(∅) keeps the partial-channel bypass)."""
-    was_training = model.training
-    game = SupernetGame(model.eval(), images, labels, model.arch[0].players())
-    full, empty = game(np.stack([np.ones(len(game.players), bool), np.zeros(len(game.players), bool)]))
-    model.train(was_training)
-    return float(full - empty)
 
 
 def first_round(model, cfg: SearchConfig, batches, epoch: int) -> dict[str, Any]:

@@ -189,7 +189,7 @@ def open_client(scheduler: str | None = None, workers: int | None = None, gpus_p
         return
     gpu_ids = _local_gpu_ids()
     cores = usable_cores()
-    count = workers or (len(gpu_ids) if gpu_ids else min(cores, MAX_CPU_WORKERS))
+    count = (len(gpu_ids) if gpu_ids else min(cores, MAX_CPU_WORKERS)) if workers is None else workers
     if count < 1:
         raise ValueError(f"--workers {count}; expected at least 1")
     gpu = gpus_per_worker or bool(gpu_ids)

@@ -27,7 +27,7 @@ from shapnas.aumann_shapley import aumann_shapley, completeness_gap
 from shapnas.shapley import permutation_shapley
 
 __all__ = ["foreground_rich_batch", "coalition_mask", "float_coalition", "frozen_parameters", "SupernetGame",
-           "estimate_supernet_shapley", "round_options", "ESTIMATORS"]
+           "ops_contribution", "estimate_supernet_shapley", "round_options", "ESTIMATORS"]
 
 ESTIMATORS = ("ig", "mc")
 
@@ -153,6 +153,15 @@ class SupernetGame:
                 self.num_passes += 1
         return values, grads
 
+    def endpoints(self) -> tuple[float, float]:
+        """(v(N), v(∅)): the value with every player and with none (the bypass and the backbone remain).
+
+        Their difference is what the players' Shapley values sum to (efficiency), the signal of a round.
+        """
+        n = len(self.players)
+        full, empty = self(np.stack([np.ones(n, bool), np.zeros(n, bool)]))
+        return float(full), float(empty)
+
     @torch.no_grad()
     def __call__(self, masks: np.ndarray) -> np.ndarray:
         values = np.empty(len(masks))
@@ -164,6 +173,27 @@ class SupernetGame:
             self.eval_seconds += time.perf_counter() - start
             self.num_evals += 1
         return values
+
+
+def ops_contribution(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     value: str = "dice") -> float:
+    """v(N) − v(∅) of the supernet's active ops on one value batch (eval mode; the previous mode restored).
+
+    Args:
+        model: retrofitted supernet.
+        images, labels: value batch (B, C, H, W), (B, 1, H, W) on the model's device.
+        value: ``dice`` or ``dicece``.
+
+    Returns:
+        The contribution of all players together (what a round's Shapley values sum to).
+    """
+    was_training = model.training
+    try:
+        game = SupernetGame(model.eval(), images, labels, model.arch[0].players(), value=value)
+        full, empty = game.endpoints()
+    finally:
+        model.train(was_training)
+    return full - empty
 
 
 def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -323,3 +323,6 @@ def test_local_cpu_cluster_splits_the_cores(monkeypatch):
         assert workers == min(cores, MAX_CPU_WORKERS)
         assert placement.env == {"OMP_NUM_THREADS": str(max(1, cores // workers))}
         assert placement.resources is None
+    with pytest.raises(ValueError, match="--workers 0; expected at least 1"):
+        with open_client(workers=0):
+            pass

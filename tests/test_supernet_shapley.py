@@ -13,7 +13,7 @@ from shapnas.config import SearchConfig
 from shapnas.retrofit import build_supernet
 from shapnas.shapley import exact_shapley
 from shapnas.supernet_shapley import (SupernetGame, coalition_mask, estimate_supernet_shapley, float_coalition,
-                                      round_options)
+                                      ops_contribution, round_options)
 
 # players of a small sub-game: three ops on an edge into the first node and on an edge into the last node
 SUB_GAME = [(0, 1), (0, 4), (0, 6), (13, 3), (13, 5), (13, 7)]
@@ -113,6 +113,23 @@ def test_round_record(supernet, estimator):
     with pytest.raises(ValueError, match="estimator='exact'"):
         estimate_supernet_shapley(model, images, labels, SUB_GAME, num_permutations=1, truncation=0.0,
                                   generator=np.random.default_rng(0), estimator="exact")
+
+
+def test_ops_contribution_is_what_a_round_sums_to(supernet):
+    model, images, labels = supernet
+    model.train()
+    players = model.arch[0].players()
+    contribution = ops_contribution(model, images, labels)
+    assert model.training, "the previous mode is restored"
+    record = estimate_supernet_shapley(model, images, labels, players, num_permutations=1, truncation=0.0,
+                                       generator=np.random.default_rng(0), estimator="mc")
+    model.eval()
+    assert contribution == pytest.approx(record["value_full"] - record["value_empty"], abs=1e-12)
+    assert sum(record["mean"]) == pytest.approx(contribution, abs=1e-9)
+    assert abs(contribution) > 1e-6, "the open gate makes the ops matter"
+    closed = build_supernet(adapt(build_backbone("basic_unet", 1, 3, "tiny")[0]),
+                            generator=torch.Generator().manual_seed(0)).double()
+    assert ops_contribution(closed, images, labels) == 0.0, "a zero projection at implant: the ops add nothing"
 
 
 def test_round_options_and_config_validation():
