@@ -10,7 +10,8 @@ dataset's pre-trained backbone and reports:
 - ``shapley_signal``: |v(N) − v(∅)| (soft Dice) of the first Shapley round, taken on the supernet at the
   epoch where a ``shapley`` search with the same seed runs its first round (the two searches are the same
   run up to there), and ``shapley_batch_spearman``: the Spearman correlation of that round's Shapley
-  values on two disjoint V batches (the search's foreground-rich value batch and the next-richest slices);
+  values on two disjoint V batches (the search's foreground-rich value batch and the next-richest slices),
+  both estimated as the search's first round is (``shapley_estimator``, its points or permutations);
 - ``grad_norms``: the gradient norm per parameter group and skip level on one W batch before the first
   step and at the first round (where the cells' gradients are);
 - ``signal_by_epoch``: v(N) − v(∅) on the first value batch after every search epoch (two evaluations an
@@ -47,7 +48,7 @@ from shapnas.pruning import is_pruning_epoch
 from shapnas.retrofit import build_supernet, retrofit_options
 from shapnas.runtime import pick_device, seed_everything, torch_generator
 from shapnas.search import SearchData, run_search_loop, search_signal
-from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch, ops_contribution
+from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch, ops_contribution, round_options
 from shapnas.train import dice_ce_loss
 
 
@@ -97,16 +98,16 @@ def first_round(model, cfg: SearchConfig, batches, epoch: int) -> dict[str, Any]
     players = model.arch[0].players()
     rounds = []
     for images, labels in batches:
-        rounds.append(estimate_supernet_shapley(
-            model, images, labels, players, num_permutations=cfg.shapley_permutations,
-            truncation=cfg.shapley_truncation, generator=np.random.default_rng([cfg.seed, epoch, 7]),
-            value=cfg.shapley_value))
+        rounds.append(estimate_supernet_shapley(  # the search's own first round: its estimator and settings
+            model, images, labels, players, generator=np.random.default_rng([cfg.seed, epoch, 7]),
+            **round_options(cfg, 0)))
     a, b = (np.asarray(r["mean"]) for r in rounds)
     rho = spearmanr(a, b).statistic if np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
     return {"shapley_signal": abs(rounds[0]["value_full"] - rounds[0]["value_empty"]),
             "shapley_value_full": rounds[0]["value_full"], "shapley_value_empty": rounds[0]["value_empty"],
             "shapley_signal_batch2": abs(rounds[1]["value_full"] - rounds[1]["value_empty"]),
             "shapley_batch_spearman": float(rho), "shapley_epoch": epoch,
+            "shapley_estimator": rounds[0]["estimator"],
             "shapley_evals": sum(r["num_evals"] for r in rounds),
             "shapley_wall_s": sum(r["wall_s"] for r in rounds)}
 
@@ -151,7 +152,7 @@ def main() -> None:
         signal_by_epoch.append(round(ops_contribution(model, *batches[0]), 6))
         if args.skip_shapley:
             return
-        if "shapley_signal" not in result and is_pruning_epoch(epoch, cfg.warmup_epochs, cfg.prune_interval):
+        if "shapley_signal" not in result and is_pruning_epoch(epoch, cfg.prune_start, cfg.prune_interval):
             result["grad_norms_first_round"] = grad_norms(model.train(), *probe)
             result.update(first_round(model, cfg, batches, epoch))
 
