@@ -18,6 +18,11 @@ The last line is one JSON object (means over rounds at the top, every round unde
 ``decision_agreement`` ≥ ``noise_ceiling.decision_agreement`` and ``within_edge_spearman`` ≥ 0.9, on rounds
 whose values carry signal (see ``value_span`` and the sub-games' ``value_range``).
 
+``--batch-sizes 8,16,32,48`` also estimates every round (the search's estimator and points) on two disjoint
+V batches of each size (the most foreground-rich slices and the next ones) and reports how far the two
+rankings agree (``value_batches``): whether a round ranks the operations for V or only for its batch.
+``--batches-only`` skips the Monte-Carlo comparisons.
+
     python benchmarks/shapley_accuracy.py --dataset acdc --profile workshop --seed 0
 """
 
@@ -42,7 +47,8 @@ from shapnas.pruning import mean_op_probs, select_ops_to_prune
 from shapnas.runs import load_checkpoint, read_jsonl
 from shapnas.search import STATE_FILE
 from shapnas.shapley import exact_shapley, permutation_shapley
-from shapnas.supernet_shapley import SupernetGame, estimate_supernet_shapley, foreground_rich_batch, round_options
+from shapnas.supernet_shapley import (SupernetGame, disjoint_value_batches, estimate_supernet_shapley, foreground_rich_batch,
+                                      round_options)
 
 Players = list[tuple[int, int]]
 
@@ -160,6 +166,37 @@ def evaluate_round(model, images, labels, players: Players, cfg: SearchConfig, i
     return result
 
 
+def batch_agreement(model, images, labels, players: Players, cfg: SearchConfig, index: int,
+                    sizes: list[int]) -> list[dict[str, Any]]:
+    """The round's own estimate on two disjoint V batches of each size: does its ranking hold beyond its batch?
+
+    Args:
+        model: the supernet at the round.
+        images, labels: all V slices (N, C, H, W), (N, 1, H, W) on the model's device.
+        players: the round's players.
+        cfg: the search config (estimator, points, value).
+        index: the round's index (its points).
+        sizes: value-batch sizes (each needs 2·size V slices; larger ones are skipped).
+
+    Returns:
+        Per size: ``slices``, the agreement of the second batch's values with the first's (``spearman``,
+        ``within_edge_spearman``, ``decision_agreement``), each batch's v(N) − v(∅) and the round's ms.
+    """
+    rows = []
+    for size in sizes:
+        if 2 * size > images.shape[0]:
+            continue
+        estimates = [estimate_supernet_shapley(model, x, y, players, generator=np.random.default_rng([index, size]),
+                                               **round_options(cfg, index))
+                     for x, y in disjoint_value_batches(images, labels, size)]
+        first, second = (np.array(e["mean"]) for e in estimates)
+        rows.append({"slices": size, **agreement(second, first, players, cfg.prune_per_round),
+                     "span_first": estimates[0]["value_full"] - estimates[0]["value_empty"],
+                     "span_second": estimates[1]["value_full"] - estimates[1]["value_empty"],
+                     "ms": estimates[0]["ms"]})
+    return rows
+
+
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over rounds of the headline figures (the issue's JSON keys)."""
     def mean(path: tuple[str, ...]) -> float:
@@ -199,6 +236,11 @@ def main() -> None:
     parser.add_argument("--edges", default="0,5,13", help="edges of the exact sub-games (13: into the last node)")
     parser.add_argument("--max-rounds", type=int, default=0, help="evaluate only the first N rounds (0: all)")
     parser.add_argument("--results", default="", help="results folder (default: a temporary one)")
+    parser.add_argument("--batch-sizes", default="",
+                        help="also estimate each round on two disjoint V batches of these sizes, e.g. 8,16,32,48, "
+                             "and report how well the two rankings agree (value_batches)")
+    parser.add_argument("--batches-only", action="store_true",
+                        help="with --batch-sizes: skip the estimator comparisons (no Monte-Carlo reference)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
@@ -217,17 +259,31 @@ def main() -> None:
     images, labels = images.to(device), labels.to(device)
     edges = [int(e) for e in args.edges.split(",") if e.strip()]
     results = []
+    sizes = [int(n) for n in args.batch_sizes.split(",") if n.strip()]
+    if args.batches_only and not sizes:
+        parser.error("--batches-only needs --batch-sizes")
+    val_images, val_labels = (t.to(device) for t in data.slices("val"))
     for index, saved in enumerate(rounds):
         players = restore_round(model, saved["path"], saved["record"]["players"])
-        result = evaluate_round(model, images, labels, players, cfg, index, args.seed, edges)
+        if args.batches_only:
+            result = {"round": index, "players": len(players)}
+        else:
+            result = evaluate_round(model, images, labels, players, cfg, index, args.seed, edges)
+            print(f"round {index} (epoch {saved['epoch']}, {len(players)} players, span {result['value_span']:+.5f}): "
+                  f"ig {result['ig']}  mc {result['mc']}  ceiling {result['noise_ceiling']}  alpha {result['alpha']}")
+            for sub in result["sub_games"]:
+                print(f"  sub-game {sub}")
         result["epoch"] = saved["epoch"]
+        if sizes:
+            result["value_batches"] = batch_agreement(model, val_images, val_labels, players, cfg, index, sizes)
+            for row in result["value_batches"]:
+                print(f"round {index} (epoch {saved['epoch']}) two disjoint batches of {row['slices']:3d} slices: "
+                      f"spearman {row['spearman']:+.3f}  within-edge {row['within_edge_spearman']:+.3f}  decisions "
+                      f"{row['decision_agreement']:.3f}  v(N)-v(0) {row['span_first']:+.5f} / {row['span_second']:+.5f}")
         results.append(result)
-        print(f"round {index} (epoch {saved['epoch']}, {len(players)} players, span {result['value_span']:+.5f}): "
-              f"ig {result['ig']}  mc {result['mc']}  ceiling {result['noise_ceiling']}  alpha {result['alpha']}")
-        for sub in result["sub_games"]:
-            print(f"  sub-game {sub}")
+    head = {} if args.batches_only else summary(results)
     out = {"dataset": args.dataset, "profile": args.profile, "seed": args.seed, "estimator_search": cfg.shapley_estimator,
-           "permutations": cfg.shapley_permutations, "prune_per_round": cfg.prune_per_round, **summary(results),
+           "permutations": cfg.shapley_permutations, "prune_per_round": cfg.prune_per_round, **head,
            "rounds": results}
     print(json.dumps(out))
 

@@ -48,25 +48,9 @@ from shapnas.pruning import is_pruning_epoch
 from shapnas.retrofit import build_supernet, retrofit_options
 from shapnas.runtime import pick_device, seed_everything, torch_generator
 from shapnas.search import SearchData, run_search_loop, search_signal
-from shapnas.supernet_shapley import estimate_supernet_shapley, foreground_rich_batch, ops_contribution, round_options
+from shapnas.supernet_shapley import (disjoint_value_batches, estimate_supernet_shapley, ops_contribution,
+                                      round_options)
 from shapnas.train import dice_ce_loss
-
-
-def disjoint_value_batches(images: torch.Tensor, labels: torch.Tensor, size: int
-                           ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """The search's value batch (the ``size`` most foreground-rich V slices) and the next ``size`` richest.
-
-    Raises:
-        ValueError: when V has fewer than ``2·size`` slices.
-    """
-    if images.shape[0] < 2 * size:
-        raise ValueError(f"V has {images.shape[0]} slices; two disjoint value batches need {2 * size}")
-    first = foreground_rich_batch(images, labels, size)
-    foreground = (labels > 0).flatten(1).sum(1)  # (N,)
-    order = torch.argsort(foreground, descending=True, stable=True)
-    rest = torch.sort(order[size:]).values
-    second = foreground_rich_batch(images[rest], labels[rest], size)
-    return first, second
 
 
 def grad_norms(model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:

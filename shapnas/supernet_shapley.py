@@ -26,7 +26,7 @@ from shapnas.metrics import soft_dice
 from shapnas.aumann_shapley import aumann_shapley, completeness_gap
 from shapnas.shapley import permutation_shapley
 
-__all__ = ["foreground_rich_batch", "coalition_mask", "float_coalition", "frozen_parameters", "SupernetGame",
+__all__ = ["foreground_rich_batch", "disjoint_value_batches", "coalition_mask", "float_coalition", "frozen_parameters", "SupernetGame",
            "ops_contribution", "estimate_supernet_shapley", "round_options", "ESTIMATORS"]
 
 ESTIMATORS = ("ig", "mc")
@@ -47,6 +47,33 @@ def foreground_rich_batch(images: torch.Tensor, labels: torch.Tensor, num_slices
     order = torch.argsort(foreground, descending=True, stable=True)[:num_slices]
     keep = torch.sort(order).values
     return images[keep], labels[keep]
+
+
+def disjoint_value_batches(images: torch.Tensor, labels: torch.Tensor, size: int
+                           ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The search's value batch (the ``size`` most foreground-rich V slices) and the next ``size`` richest.
+
+    Two disjoint batches of one rule, to see whether a round's ranking holds beyond the slices it was taken on.
+
+    Args:
+        images: V images (N, C, H, W).
+        labels: V labels (N, 1, H, W).
+        size: slices per batch.
+
+    Returns:
+        ((images, labels) of the first batch, (images, labels) of the second), each (size, ...).
+
+    Raises:
+        ValueError: when V has fewer than ``2·size`` slices.
+    """
+    if images.shape[0] < 2 * size:
+        raise ValueError(f"V has {images.shape[0]} slices; two disjoint value batches need {2 * size}")
+    first = foreground_rich_batch(images, labels, size)
+    foreground = (labels > 0).flatten(1).sum(1)  # (N,)
+    order = torch.argsort(foreground, descending=True, stable=True)
+    rest = torch.sort(order[size:]).values
+    second = foreground_rich_batch(images[rest], labels[rest], size)
+    return first, second
 
 
 def coalition_mask(active: torch.Tensor, players: list[tuple[int, int]], present: np.ndarray) -> torch.Tensor:

@@ -27,3 +27,18 @@ def test_signal_benchmark_reads_the_search_s_own_first_round(tmp_path):
         assert key in result, key
     assert len(result["signal_by_epoch"]) == result["epochs"] == 4
     assert result["alpha_uniform"] == 1 / 8
+
+
+def test_shapley_accuracy_compares_rounds_across_disjoint_value_batches(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "shapley_accuracy.py"), "--dataset", "acdc",
+                          "--profile", "smoke", "--seed", "0", "--results", str(tmp_path), "--batch-sizes", "2,4,10000",
+                          "--batches-only"], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["rounds"], "the smoke search runs Shapley rounds"
+    for round_ in result["rounds"]:
+        assert [row["slices"] for row in round_["value_batches"]] == [2, 4], "a size V cannot fill twice is skipped"
+        for row in round_["value_batches"]:
+            assert -1 <= row["spearman"] <= 1 and 0 <= row["decision_agreement"] <= 1
+    assert "noise_ceiling" not in result, "--batches-only runs no Monte-Carlo reference"

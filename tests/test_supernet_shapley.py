@@ -12,8 +12,8 @@ from shapnas.backbones import adapt, build_backbone
 from shapnas.config import SearchConfig
 from shapnas.retrofit import build_supernet
 from shapnas.shapley import exact_shapley
-from shapnas.supernet_shapley import (SupernetGame, coalition_mask, estimate_supernet_shapley, float_coalition,
-                                      ops_contribution, round_options)
+from shapnas.supernet_shapley import (SupernetGame, coalition_mask, disjoint_value_batches, estimate_supernet_shapley,
+                                      float_coalition, foreground_rich_batch, ops_contribution, round_options)
 
 # players of a small sub-game: three ops on an edge into the first node and on an edge into the last node
 SUB_GAME = [(0, 1), (0, 4), (0, 6), (13, 3), (13, 5), (13, 7)]
@@ -130,6 +130,19 @@ def test_ops_contribution_is_what_a_round_sums_to(supernet):
     closed = build_supernet(adapt(build_backbone("basic_unet", 1, 3, "tiny")[0]),
                             generator=torch.Generator().manual_seed(0)).double()
     assert ops_contribution(closed, images, labels) == 0.0, "a zero projection at implant: the ops add nothing"
+
+
+def test_disjoint_value_batches_are_the_richest_slices_then_the_next():
+    labels = torch.zeros(6, 1, 4, 4, dtype=torch.long)
+    for i, pixels in enumerate([3, 9, 1, 7, 5, 0]):  # foreground pixels per slice
+        labels[i].view(-1)[:pixels] = 1
+    images = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 1, 4, 4)
+    (first, _), (second, _) = disjoint_value_batches(images, labels, 2)
+    assert first[:, 0, 0, 0].tolist() == [1.0, 3.0]  # 9 and 7 pixels, in V's order
+    assert second[:, 0, 0, 0].tolist() == [0.0, 4.0]  # 3 and 5 pixels
+    assert torch.equal(first, foreground_rich_batch(images, labels, 2)[0]), "the first is the search's value batch"
+    with pytest.raises(ValueError, match="V has 6 slices; two disjoint value batches need 8"):
+        disjoint_value_batches(images, labels, 4)
 
 
 def test_round_options_and_config_validation():
