@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from itertools import combinations
 from pathlib import Path
 
 import nbformat
@@ -204,6 +205,33 @@ def test_comparison_table_and_speedups(tmp_path):
     one = comparison_table(records, dataset="acdc", seed=1)
     assert one.loc[("acdc", "IAC, full search"), "Dice (%)"] == "77.0" and one["seeds"].eq(1).all()
     assert comparison_table(records, dataset="kits").empty
+
+
+def _with_genotypes(records: list[dict], full_varies: bool, pruned_varies: bool) -> list[dict]:
+    """Full-search and Shapley-pruned genotypes that differ from seed to seed (or are the same for every seed)."""
+    ops = ["sep_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "skip_connect", "avg_pool_3x3", "sep_conv_5x5"]
+
+    def genotype(seed: int, varies: bool) -> list:
+        k = seed if varies else 0
+        inputs = [list(combinations(range(n + 2), 2)) for n in range(4)]  # node n reads s0, s1, n0 … n(n-1)
+        return [[n, inputs[n][(n + k) % len(inputs[n])][i], ops[(3 * n + i + 2 * k) % len(ops)]]
+                for n in range(4) for i in (0, 1)]
+    for r in records:
+        if r["method"] in ("iac-none", "iac-shapley"):
+            r["genotype"] = genotype(r["seed"], full_varies if r["method"] == "iac-none" else pruned_varies)
+    return records
+
+
+def test_stability_claim_reads_the_chance_level(tmp_path):
+    """More similar cells count only above the chance level of random genotypes; two chance-level searches
+    are undecided, not a win for the one that happens to be higher."""
+    stable = claims_table(_with_genotypes(_records(tmp_path / "s", seeds=(0, 1, 2)), True, False))
+    assert stable.loc["More stable operation choices", "agreement"] == "Agrees"
+    assert "acdc Shapley-pruned 1.00" in stable.loc["More stable operation choices", "measured"]
+    noisy = claims_table(_with_genotypes(_records(tmp_path / "n", seeds=(0, 1, 2)), True, True))
+    assert noisy.loc["More stable operation choices", "agreement"] == "Undecided"
+    unstable = claims_table(_with_genotypes(_records(tmp_path / "u", seeds=(0, 1, 2)), False, True))
+    assert unstable.loc["More stable operation choices", "agreement"] == "Disagrees"
 
 
 def _write_history(run: Path, policy: str, train: float, shapley: float) -> None:

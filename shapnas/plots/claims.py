@@ -164,12 +164,35 @@ def _stability_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         return {"measured": f"{most} seed(s) per search so far",
                 "verdict": f"Not yet measurable: stability needs at least {needed} seeds of both searches "
                            f"(`python -m shapnas ablations --profile workshop` runs three)."}
-    full = float(np.mean([f["jaccard"] for f, _ in pairs]))
-    pruned = float(np.mean([p["jaccard"] for _, p in pairs]))
-    measured = f"genotype Jaccard across seeds: Shapley-pruned {pruned:.2f}, full search {full:.2f}"
-    verdict = ("Agrees: the Shapley-pruned search picks more similar cells across seeds." if pruned > full else
-               "Disagrees: the Shapley-pruned search is not more stable than the full search here.")
-    return {"measured": measured, "verdict": verdict + " (No interval: compare the chance levels of chapter 6.)"}
+    measured = "genotype Jaccard across seeds (chance p95): " + "; ".join(
+        f"{pruned['dataset']} Shapley-pruned {pruned['jaccard']:.2f}, full search {full['jaccard']:.2f} "
+        f"({_chance_text(pruned)})" for full, pruned in pairs)
+    gains = sum(pruned["jaccard"] > full["jaccard"] and _above_chance(pruned) for full, pruned in pairs)
+    noise = sum(not _above_chance(full) and not _above_chance(pruned) for full, pruned in pairs)
+    if gains > len(pairs) / 2:
+        verdict = (f"Agrees: on {gains} of {len(pairs)} dataset(s) the Shapley-pruned search picks more similar cells "
+                   "across seeds than the full search, and more similar than random genotypes do.")
+    elif noise > len(pairs) / 2:
+        verdict = (f"Undecided: on {noise} of {len(pairs)} dataset(s) neither search agrees across seeds more than "
+                   "random genotypes of the same shape (chance p95), so a difference between them reads noise.")
+    elif gains:
+        verdict = (f"Partly: the Shapley-pruned search is more stable than the full search, above chance, on "
+                   f"{gains} of {len(pairs)} dataset(s) only.")
+    else:
+        verdict = ("Disagrees: on no dataset is the Shapley-pruned search both more stable than the full search "
+                   "and above chance.")
+    return {"measured": measured, "verdict": verdict + " (No interval: chapter 6 has every metric's chance level.)"}
+
+
+def _above_chance(group: Mapping[str, Any]) -> bool:
+    """Genotype Jaccard above the 95th percentile of random genotypes of the same shape (unknown: no)."""
+    chance = float(group.get("chance_jaccard_p95", float("nan")))
+    return bool(np.isfinite(chance) and group["jaccard"] > chance)
+
+
+def _chance_text(group: Mapping[str, Any]) -> str:
+    chance = float(group.get("chance_jaccard_p95", float("nan")))
+    return f"{chance:.2f}" if np.isfinite(chance) else "–"
 
 
 def _baselines_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
