@@ -26,8 +26,8 @@ from shapnas.metrics import soft_dice
 from shapnas.aumann_shapley import aumann_shapley, completeness_gap
 from shapnas.shapley import permutation_shapley
 
-__all__ = ["foreground_rich_batch", "disjoint_value_batches", "coalition_mask", "float_coalition", "frozen_parameters", "SupernetGame",
-           "ops_contribution", "estimate_supernet_shapley", "round_options", "ESTIMATORS"]
+__all__ = ["foreground_rich_batch", "disjoint_value_batches", "coalition_mask", "float_coalition", "frozen_parameters",
+           "SupernetGame", "ops_contribution", "estimate_supernet_shapley", "round_options", "ESTIMATORS"]
 
 ESTIMATORS = ("ig", "mc")
 
