@@ -47,8 +47,8 @@ from shapnas.pruning import mean_op_probs, select_ops_to_prune
 from shapnas.runs import load_checkpoint, read_jsonl
 from shapnas.search import STATE_FILE
 from shapnas.shapley import exact_shapley, permutation_shapley
-from shapnas.supernet_shapley import (SupernetGame, disjoint_value_batches, estimate_supernet_shapley, foreground_rich_batch,
-                                      round_options)
+from shapnas.supernet_shapley import (SupernetGame, disjoint_value_batches, estimate_supernet_shapley,
+                                      foreground_rich_batch, round_options)
 
 Players = list[tuple[int, int]]
 
@@ -279,7 +279,8 @@ def main() -> None:
             for row in result["value_batches"]:
                 print(f"round {index} (epoch {saved['epoch']}) two disjoint batches of {row['slices']:3d} slices: "
                       f"spearman {row['spearman']:+.3f}  within-edge {row['within_edge_spearman']:+.3f}  decisions "
-                      f"{row['decision_agreement']:.3f}  v(N)-v(0) {row['span_first']:+.5f} / {row['span_second']:+.5f}")
+                      f"{row['decision_agreement']:.3f}  v(N)-v(0) {row['span_first']:+.5f} / "
+                      f"{row['span_second']:+.5f}")
         results.append(result)
     head = {} if args.batches_only else summary(results)
     out = {"dataset": args.dataset, "profile": args.profile, "seed": args.seed, "estimator_search": cfg.shapley_estimator,
