@@ -43,10 +43,14 @@ def foreground_rich_batch(images: torch.Tensor, labels: torch.Tensor, num_slices
     Returns:
         (images (n, C, H, W), labels (n, 1, H, W)).
     """
-    foreground = (labels > 0).flatten(1).sum(1)  # (N,)
-    order = torch.argsort(foreground, descending=True, stable=True)[:num_slices]
-    keep = torch.sort(order).values
+    keep = torch.sort(_by_foreground(labels)[:num_slices]).values
     return images[keep], labels[keep]
+
+
+def _by_foreground(labels: torch.Tensor) -> torch.Tensor:
+    """Slice indices (N,) from the most foreground pixels to the fewest (ties: lower index first)."""
+    foreground = (labels > 0).flatten(1).sum(1)  # (N,)
+    return torch.argsort(foreground, descending=True, stable=True)
 
 
 def disjoint_value_batches(images: torch.Tensor, labels: torch.Tensor, size: int
@@ -68,12 +72,9 @@ def disjoint_value_batches(images: torch.Tensor, labels: torch.Tensor, size: int
     """
     if images.shape[0] < 2 * size:
         raise ValueError(f"V has {images.shape[0]} slices; two disjoint value batches need {2 * size}")
-    first = foreground_rich_batch(images, labels, size)
-    foreground = (labels > 0).flatten(1).sum(1)  # (N,)
-    order = torch.argsort(foreground, descending=True, stable=True)
-    rest = torch.sort(order[size:]).values
-    second = foreground_rich_batch(images[rest], labels[rest], size)
-    return first, second
+    order = _by_foreground(labels)
+    first, second = (torch.sort(order[start:start + size]).values for start in (0, size))
+    return (images[first], labels[first]), (images[second], labels[second])
 
 
 def coalition_mask(active: torch.Tensor, players: list[tuple[int, int]], present: np.ndarray) -> torch.Tensor:
