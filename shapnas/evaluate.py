@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shapnas.metrics import confusion_counts, dice_from_counts, evaluate_volume, summarize_cases
+from shapnas.runtime import eval_mode
 
 __all__ = ["predict_volume", "case_record", "evaluate_model", "case_dice", "patient_scores", "patient_dice"]
 
@@ -45,15 +46,13 @@ def predict_volume(model: nn.Module, image: np.ndarray | torch.Tensor, device: t
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}; expected at least 1")
     images = torch.as_tensor(image, dtype=torch.float32)
-    was_training = model.training
-    model.eval()
     out = []
-    for start in range(0, images.shape[0], batch_size):
-        logits = model(images[start:start + batch_size].to(device))  # (b, K, H, W)
-        if output_size is not None and tuple(logits.shape[-2:]) != tuple(output_size):
-            logits = F.interpolate(logits.float(), size=tuple(output_size), mode="bilinear", align_corners=False)
-        out.append(logits.argmax(1).cpu())  # (b, H', W')
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, images.shape[0], batch_size):
+            logits = model(images[start:start + batch_size].to(device))  # (b, K, H, W)
+            if output_size is not None and tuple(logits.shape[-2:]) != tuple(output_size):
+                logits = F.interpolate(logits.float(), size=tuple(output_size), mode="bilinear", align_corners=False)
+            out.append(logits.argmax(1).cpu())  # (b, H', W')
     if not out:
         height, width = output_size if output_size is not None else images.shape[-2:]
         return np.zeros((0, height, width), dtype=np.int64)

@@ -1,15 +1,17 @@
-"""Seeding, device choice and provenance (versions) shared by every stage."""
+"""Seeding, device choice, evaluation mode and provenance (versions) shared by every stage."""
 
 from __future__ import annotations
 
 import os
 import platform
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "pick_device", "torch_generator", "versions"]
+__all__ = ["seed_everything", "pick_device", "torch_generator", "eval_mode", "versions"]
 
 
 def seed_everything(seed: int) -> None:
@@ -54,6 +56,25 @@ def torch_generator(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode for the block and restore its previous mode afterwards, also when the
+    block raises (a probe or an evaluation never leaves a training model in eval mode).
+
+    Args:
+        model: any module.
+
+    Returns:
+        A context manager yielding ``model`` (in eval mode).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def versions() -> dict[str, str]:

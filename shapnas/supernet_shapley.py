@@ -23,6 +23,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from shapnas.metrics import soft_dice
+from shapnas.runtime import eval_mode
 from shapnas.aumann_shapley import aumann_shapley, completeness_gap
 from shapnas.shapley import permutation_shapley
 
@@ -215,12 +216,8 @@ def ops_contribution(model: torch.nn.Module, images: torch.Tensor, labels: torch
     Returns:
         The contribution of all players together (what a round's Shapley values sum to).
     """
-    was_training = model.training
-    try:
-        game = SupernetGame(model.eval(), images, labels, model.arch[0].players(), value=value)
-        full, empty = game.endpoints()
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        full, empty = SupernetGame(model, images, labels, model.arch[0].players(), value=value).endpoints()
     return full - empty
 
 
@@ -254,10 +251,8 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator={estimator!r}; expected one of {', '.join(ESTIMATORS)}")
-    was_training = model.training
-    model.eval()
     start = time.perf_counter()
-    try:
+    with eval_mode(model):
         game = SupernetGame(model, images, labels, players, value=value)
         if estimator == "mc":
             mc = permutation_shapley(game, len(players), num_permutations, generator, truncation=truncation)
@@ -267,8 +262,6 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
             ig = aumann_shapley(game.value_and_grad, len(players), points, value_fn=game)
             mean, stderr, saved = ig.mean, np.zeros(len(players)), 0
             v_full, v_empty = ig.value_full, ig.value_empty
-    finally:
-        model.train(was_training)
     wall = time.perf_counter() - start
     gap = completeness_gap(float(np.sum(mean)), float(v_full), float(v_empty))
     return {

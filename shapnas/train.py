@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shapnas.runs import append_jsonl
+from shapnas.runtime import eval_mode
 
 __all__ = [
     "FitResult",
@@ -151,15 +152,13 @@ def validation_dice(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     Returns:
         The mean over foreground classes present in the reference or the prediction (1.0 if none is).
     """
-    was_training = model.training
-    model.eval()
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    for batch_images, batch_labels in iterate_batches(images, labels, batch_size, None, shuffle=False):
-        logits = model(batch_images.to(device))  # (b, K, H, W)
-        if logits.shape[1] != num_classes:
-            raise ValueError(f"model gives {logits.shape[1]} output channels; expected num_classes={num_classes}")
-        matrix += confusion_matrix(logits.argmax(1), batch_labels.to(device)[:, 0], num_classes)
-    model.train(was_training)
+    with eval_mode(model):
+        for batch_images, batch_labels in iterate_batches(images, labels, batch_size, None, shuffle=False):
+            logits = model(batch_images.to(device))  # (b, K, H, W)
+            if logits.shape[1] != num_classes:
+                raise ValueError(f"model gives {logits.shape[1]} output channels; expected num_classes={num_classes}")
+            matrix += confusion_matrix(logits.argmax(1), batch_labels.to(device)[:, 0], num_classes)
     return _dice_from_confusion(matrix)
 
 

@@ -112,6 +112,7 @@ def test_validation_dice_restores_mode_and_checks_classes() -> None:
     assert net.training
     with pytest.raises(ValueError, match="num_classes=4"):
         validation_dice(net, images, labels, 4, torch.device("cpu"), 2)
+    assert net.training  # restored also when the evaluation raises (shapnas.runtime.eval_mode)
 
 
 def test_dice_ce_loss_lower_for_right_logits() -> None:
