@@ -3,8 +3,11 @@
 Issue 9 asks for phantoms a converged tiny U-Net can learn (roughly 0.6–0.9 mean foreground Dice, every
 class above 0): this pre-trains the profile's backbone with its step budget and patience (V selection on
 whole V volumes, patient-level Dice) and evaluates the selected backbone on the whole test volumes.
-Prints one JSON object last: dataset, test_patients, val_dice, test dice_mean, dice_per_class, steps,
-best_step, stopped, pretrain_s.
+Prints one JSON object last: dataset, train_patients, test_patients, val_dice, test dice_mean, dice_per_class,
+steps, best_step, stopped, pretrain_s, and the selected backbone's generalisation gap: ``train_slice_dice`` (Dice
+pooled over the training slices, W and A) against ``val_slice_dice`` (the same on the V slices). A gap far larger
+than the room to a wider backbone means the room is one of generalisation, which nothing trained on the same
+training patients (fine-tuning, cells) is placed to close (book, method chapter, "Is there room for the cells?").
 
     python benchmarks/backbone_plateau.py --dataset acdc --profile workshop --results results/plateau
 """
@@ -15,10 +18,24 @@ import argparse
 import json
 import time
 
+import torch
+
 from shapnas.config import RetrainConfig, resolve_config
+from shapnas.data import PreparedData, prepare_data
+from shapnas.models import load_model
 from shapnas.overrides import parse_overrides
 from shapnas.pipeline import run_evaluate, run_pretrain
 from shapnas.runs import load_json
+from shapnas.runtime import pick_device
+from shapnas.train import validation_dice
+
+
+def slice_dice(model: torch.nn.Module, data: PreparedData, splits: tuple[str, ...], device: torch.device,
+               batch_size: int) -> float:
+    """Dice pooled over every (capped) slice of ``splits`` (hard labels, mean over foreground classes)."""
+    pairs = [data.slices(split) for split in splits]
+    images, labels = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])  # (N, C, H, W), (N, 1, H, W)
+    return validation_dice(model, images, labels, len(data.spec.class_names), device, batch_size)
 
 
 def main() -> None:
@@ -33,15 +50,23 @@ def main() -> None:
     cfg = resolve_config(RetrainConfig, args.profile, parse_overrides(args.set, RetrainConfig), dataset=args.dataset,
                          results_root=args.results, seed=args.seed)
     tick = time.perf_counter()
-    pretrain = load_json(run_pretrain(cfg) / "metrics.json")
+    pretrain_dir = run_pretrain(cfg)
+    pretrain = load_json(pretrain_dir / "metrics.json")
     pretrain_s = time.perf_counter() - tick
+    device = pick_device(cfg.device)
+    data = prepare_data(cfg)
+    backbone, _ = load_model(pretrain_dir / "model.pt", device)
+    gap = {"train_slice_dice": slice_dice(backbone, data, ("train_w", "train_a"), device, cfg.batch_size),
+           "val_slice_dice": slice_dice(backbone, data, ("val",), device, cfg.batch_size)}
+    tick = time.perf_counter()
     evaluation = load_json(run_evaluate(cfg, "backbone") / "metrics.json")
     patients = {c["patient_id"] for c in evaluation["per_case"]}
     print(json.dumps({
-        "dataset": args.dataset, "test_patients": len(patients), "val_dice": pretrain["val_dice"],
+        "dataset": args.dataset, "train_patients": len(data.splits["train_w"]) + len(data.splits["train_a"]),
+        "test_patients": len(patients), "val_dice": pretrain["val_dice"], **gap,
         "dice_mean": evaluation["dice_mean"], "dice_per_class": evaluation["dice_per_class"],
         "steps": pretrain.get("steps"), "best_step": pretrain.get("best_step"), "stopped": pretrain.get("stopped"),
-        "pretrain_s": pretrain_s, "eval_s": time.perf_counter() - tick - pretrain_s}))
+        "pretrain_s": pretrain_s, "eval_s": time.perf_counter() - tick}))
 
 
 if __name__ == "__main__":

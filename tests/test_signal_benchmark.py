@@ -42,3 +42,16 @@ def test_shapley_accuracy_compares_rounds_across_disjoint_value_batches(tmp_path
         for row in round_["value_batches"]:
             assert -1 <= row["spearman"] <= 1 and 0 <= row["decision_agreement"] <= 1
     assert "noise_ceiling" not in result, "--batches-only runs no Monte-Carlo reference"
+
+
+def test_backbone_plateau_reports_the_generalisation_gap(tmp_path):
+    """The backbone benchmark scores the selected backbone on its training slices and on V (the gap that says
+    whether the room for the cells is one of capacity or of generalisation) and counts the patients."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "backbone_plateau.py"), "--dataset", "acdc",
+                          "--profile", "smoke", "--seed", "0", "--results", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert 0 <= result["train_slice_dice"] <= 1 and 0 <= result["val_slice_dice"] <= 1
+    assert result["train_patients"] >= 1 and result["test_patients"] >= 1
