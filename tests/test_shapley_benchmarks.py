@@ -45,6 +45,9 @@ def test_worst_seed_takes_the_worst_of_each_target():
     results = [{"seed": 0, "speedup": 5.0, "shapley_overhead": 0.05, "speedup_if_shapley_free": 5.5,
                 "speedup_cpu": 6.0, "dice_full": 0.85, "dice_shapley": 0.86},
                {"seed": 1, "speedup": 4.2, "shapley_overhead": 0.09, "speedup_if_shapley_free": 4.6,
-                "speedup_cpu": 6.5, "dice_full": 0.85, "dice_shapley": 0.83}]
+                "speedup_cpu": 6.5, "dice_full": 0.85, "dice_shapley": 0.83,
+                "dice_shapley_vs_full": {"mean": -0.02, "ci_low": -0.05, "ci_high": 0.01}}]
     assert speed.worst(results) == {"speedup": 4.2, "shapley_overhead": 0.09, "speedup_if_shapley_free": 4.6,
-                                    "speedup_cpu": 6.0, "dice_loss": pytest.approx(0.02), "seed_of_dice_loss": 1}
+                                    "speedup_cpu": 6.0, "dice_loss": pytest.approx(0.02), "seed_of_dice_loss": 1,
+                                    "dice_shapley_vs_full_of_that_seed": {"mean": -0.02, "ci_low": -0.05,
+                                                                          "ci_high": 0.01}}
