@@ -27,9 +27,9 @@ import time
 from typing import Any
 
 from shapnas.config import RetrainConfig, resolve_config
+from shapnas.evaluate import patient_scores
 from shapnas.overrides import parse_overrides
 from shapnas.pipeline import run_evaluate, run_pretrain, run_search
-from shapnas.evaluate import patient_scores
 from shapnas.runs import load_json, read_jsonl
 from shapnas.summary import paired_bootstrap
 
