@@ -18,24 +18,14 @@ import argparse
 import json
 import time
 
-import torch
-
 from shapnas.config import RetrainConfig, resolve_config
-from shapnas.data import PreparedData, prepare_data
+from shapnas.data import prepare_data
 from shapnas.models import load_model
 from shapnas.overrides import parse_overrides
 from shapnas.pipeline import run_evaluate, run_pretrain
 from shapnas.runs import load_json
 from shapnas.runtime import pick_device
 from shapnas.train import validation_dice
-
-
-def slice_dice(model: torch.nn.Module, data: PreparedData, splits: tuple[str, ...], device: torch.device,
-               batch_size: int) -> float:
-    """Dice pooled over every (capped) slice of ``splits`` (hard labels, mean over foreground classes)."""
-    pairs = [data.slices(split) for split in splits]
-    images, labels = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])  # (N, C, H, W), (N, 1, H, W)
-    return validation_dice(model, images, labels, len(data.spec.class_names), device, batch_size)
 
 
 def main() -> None:
@@ -56,8 +46,9 @@ def main() -> None:
     device = pick_device(cfg.device)
     data = prepare_data(cfg)
     backbone, _ = load_model(pretrain_dir / "model.pt", device)
-    gap = {"train_slice_dice": slice_dice(backbone, data, ("train_w", "train_a"), device, cfg.batch_size),
-           "val_slice_dice": slice_dice(backbone, data, ("val",), device, cfg.batch_size)}
+    num_classes = len(data.spec.class_names)
+    gap = {"train_slice_dice": validation_dice(backbone, *data.training_slices(), num_classes, device, cfg.batch_size),
+           "val_slice_dice": validation_dice(backbone, *data.slices("val"), num_classes, device, cfg.batch_size)}
     tick = time.perf_counter()
     evaluation = load_json(run_evaluate(cfg, "backbone") / "metrics.json")
     patients = {c["patient_id"] for c in evaluation["per_case"]}

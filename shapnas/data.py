@@ -67,6 +67,12 @@ class PreparedData:
         labels = np.concatenate([v.label for v in volumes])[:, None]  # (N, 1, H, W)
         return torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
 
+    def training_slices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All training slices, W then A: images (N, C, H, W) float32 and labels (N, 1, H, W) int64 (what every
+        training stage fits: pre-training, the fine-tuned control, the re-training)."""
+        (w_images, w_labels), (a_images, a_labels) = self.slices("train_w"), self.slices("train_a")
+        return torch.cat([w_images, a_images]), torch.cat([w_labels, a_labels])
+
 
 def resolve_data_dir(cfg: DataConfig) -> Path:
     """``cfg.data_dir``, or the phantom dataset under ``<results_root>/phantoms/<dataset>`` (written when it is

@@ -70,12 +70,6 @@ def _start(cfg: PretrainConfig, stage: Path) -> tuple[torch.device, PreparedData
     return pick_device(cfg.device), prepare_data(cfg)
 
 
-def _train_slices(data: PreparedData) -> tuple[torch.Tensor, torch.Tensor]:
-    w_images, w_labels = data.slices("train_w")
-    a_images, a_labels = data.slices("train_a")
-    return torch.cat([w_images, a_images]), torch.cat([w_labels, a_labels])
-
-
 def _selection(cfg: PretrainConfig, data: PreparedData, device: torch.device):
     """The V score every arm is selected on: patient-level Dice of whole V volumes (``selection=patient``),
     or None for the pooled Dice of the capped V slices (``fit``'s own)."""
@@ -134,7 +128,7 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     else:
         net, init_args = new_backbone(cfg.backbone, in_channels, num_classes, cfg.backbone_size, cfg.seed)
         net.to(device)
-        result = fit(net, list(net.parameters()), _train_slices(data), val, epochs=cfg.pretrain_epochs,
+        result = fit(net, list(net.parameters()), data.training_slices(), val, epochs=cfg.pretrain_epochs,
                      lr=cfg.pretrain_lr, batch_size=cfg.batch_size, device=device,
                      generator=torch_generator(cfg.seed), num_classes=num_classes,
                      history_path=stage / "history.jsonl", desc="pretrain", max_steps=cfg.pretrain_steps,
@@ -170,7 +164,7 @@ def run_finetune(cfg: PretrainConfig) -> Path:
     for lr in cfg.finetune_lrs or (cfg.finetune_lr,):
         net, checkpoint = load_model(pretrain / "model.pt", device)
         history = stage / (f"history-lr{lr:g}.jsonl" if len(cfg.finetune_lrs) > 1 else "history.jsonl")
-        result = fit(net, list(net.parameters()), _train_slices(data), data.slices("val"), epochs=cfg.finetune_epochs,
+        result = fit(net, list(net.parameters()), data.training_slices(), data.slices("val"), epochs=cfg.finetune_epochs,
                      lr=lr, batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 1),
                      num_classes=num_classes, history_path=history, desc=f"finetune lr {lr:g}",
                      max_steps=cfg.finetune_steps, **_selection_rule(cfg, data, device))
@@ -267,7 +261,7 @@ def run_retrain(cfg: RetrainConfig) -> Path:
         model.freeze_backbone()
     num_classes = len(data.spec.class_names)
     start = time.perf_counter()
-    result = fit(model, params, _train_slices(data), data.slices("val"), epochs=cfg.retrain_epochs, lr=cfg.retrain_lr,
+    result = fit(model, params, data.training_slices(), data.slices("val"), epochs=cfg.retrain_epochs, lr=cfg.retrain_lr,
                  batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 2),
                  num_classes=num_classes, history_path=stage / "history.jsonl", desc=f"retrain ({cfg.policy})",
                  max_steps=cfg.retrain_steps, **_selection_rule(cfg, data, device))

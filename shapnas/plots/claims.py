@@ -184,14 +184,19 @@ def _stability_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return {"measured": measured, "verdict": verdict + " (No interval: chapter 6 has every metric's chance level.)"}
 
 
+def _chance_jaccard(group: Mapping[str, Any]) -> float:
+    """The 95th percentile of random genotypes' Jaccard for this group (NaN when unknown)."""
+    return float(group.get("chance_jaccard_p95", float("nan")))
+
+
 def _above_chance(group: Mapping[str, Any]) -> bool:
     """Genotype Jaccard above the 95th percentile of random genotypes of the same shape (unknown: no)."""
-    chance = float(group.get("chance_jaccard_p95", float("nan")))
+    chance = _chance_jaccard(group)
     return bool(np.isfinite(chance) and group["jaccard"] > chance)
 
 
 def _chance_text(group: Mapping[str, Any]) -> str:
-    chance = float(group.get("chance_jaccard_p95", float("nan")))
+    chance = _chance_jaccard(group)
     return f"{chance:.2f}" if np.isfinite(chance) else "–"
 
 
