@@ -91,7 +91,7 @@ def measure(cfg: RetrainConfig) -> dict[str, Any]:
         "cpu_full_s": cpus["none"], "cpu_shapley_s": cpus["shapley"], "speedup_cpu": cpus["none"] / cpus["shapley"],
         "schedule": {k: getattr(cfg, k) for k in ("search_epochs", "warmup_epochs", "prune_warmup_epochs",
                                                   "prune_interval", "prune_per_round", "settle_epochs",
-                                                  "shapley_points_first", "shapley_points")},
+                                                  "shapley_points_first", "shapley_points", "shapley_samples")},
         "shapley_rounds": len(rounds),
         "shapley_evals": sum(r["num_evals"] for r in rounds),
         "shapley_passes": sum(r.get("passes", 0) for r in rounds),

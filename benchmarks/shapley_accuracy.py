@@ -5,7 +5,8 @@ supernet state of every epoch that held a Shapley round is kept, with the round'
 checkpoint is written after pruning; pruning only clears ``active``). On each saved round:
 
 - reference: two independent Monte-Carlo runs of M permutations (default 4) averaged (M = 8);
-- estimators against it: ``ig`` (Aumann–Shapley, the round's K points) and a third, independent MC M run;
+- estimators against it: ``ig`` (Aumann–Shapley, the round's K points), ``owen`` (Owen sampling with mask
+  gradients: the round's K points, ``shapley_samples`` coalitions each) and a third, independent MC M run;
   ``spearman`` (all players), ``within_edge_spearman`` (mean over edges with ≥ 3 ops), ``decision_agreement``
   (fraction of edges whose ``prune_per_round`` lowest ops match the reference's);
 - ``noise_ceiling``: the same figures for one MC M run against the other (the reference's two halves);
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from shapnas.aumann_shapley import aumann_shapley
+from shapnas.aumann_shapley import aumann_shapley, owen_gradients
 from shapnas.config import SearchConfig, resolve_config
 from shapnas.overrides import parse_overrides
 from shapnas.pipeline import load_search_supernet, run_pretrain, run_search, search_stage_name, stage_path
@@ -107,7 +108,7 @@ def agreement(estimate: np.ndarray, reference: np.ndarray, players: Players, per
 
 def sub_game(model, images, labels, players: Players, cfg: SearchConfig, points: int,
              generator: np.random.Generator) -> dict[str, Any]:
-    """Exact Shapley of one edge's active ops (every other op present) against ``ig`` and MC."""
+    """Exact Shapley of one edge's active ops (every other op present) against ``ig``, ``owen`` and MC."""
     n = len(players)
     game = SupernetGame(model, images, labels, players, value=cfg.shapley_value)
     bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)  # (2^n, n)
@@ -119,12 +120,15 @@ def sub_game(model, images, labels, players: Players, cfg: SearchConfig, points:
     total = float(np.sum((table - table.mean()) ** 2))
     ig = aumann_shapley(game.value_and_grad, n, points, value_fn=game).mean
     mc = permutation_shapley(game, n, cfg.shapley_permutations, generator, truncation=cfg.shapley_truncation).mean
+    owen = owen_gradients(game.value_and_grad, n, points, cfg.shapley_samples, generator=generator, value_fn=game).mean
     spread = float(exact.max() - exact.min())
     return {"edge": players[0][0], "players": n, "evals_exact": 2**n,
             "value_range": float(table.max() - table.min()), "phi_range": spread,
             "additive_r2": 1.0 - float(np.sum((table - fitted) ** 2)) / total if total > 0 else float("nan"),
             "ig_max_err_over_range": float(np.abs(ig - exact).max() / spread) if spread > 0 else float("nan"),
             "mc_max_err_over_range": float(np.abs(mc - exact).max() / spread) if spread > 0 else float("nan"),
+            "owen_max_err_over_range": float(np.abs(owen - exact).max() / spread) if spread > 0 else float("nan"),
+            "owen_spearman": float(spearmanr(owen, exact).statistic),
             "ig_spearman": float(spearmanr(ig, exact).statistic), "mc_spearman": float(spearmanr(mc, exact).statistic)}
 
 
@@ -135,11 +139,13 @@ def _nan(value: float | None) -> float:
 def evaluate_round(model, images, labels, players: Players, cfg: SearchConfig, index: int, seed: int,
                    edges: list[int]) -> dict[str, Any]:
     """All comparisons on one saved round (see the module docstring)."""
-    rngs = [np.random.default_rng([seed, index, k]) for k in range(5)]
+    rngs = [np.random.default_rng([seed, index, k]) for k in range(6)]
     options = round_options(cfg, index)
     mc = [estimate_supernet_shapley(model, images, labels, players, generator=rngs[k],
                                     **{**options, "estimator": "mc"}) for k in range(3)]
     ig = estimate_supernet_shapley(model, images, labels, players, generator=rngs[3], **{**options, "estimator": "ig"})
+    owen = estimate_supernet_shapley(model, images, labels, players, generator=rngs[5],
+                                     **{**options, "estimator": "owen"})
     a, b, c = (np.array(r["mean"]) for r in mc)
     reference = 0.5 * (a + b)
     alpha = mean_op_probs([arch.op_probs() for arch in model.arch])
@@ -150,6 +156,9 @@ def evaluate_round(model, images, labels, players: Players, cfg: SearchConfig, i
         "ig": {**agreement(np.array(ig["mean"]), reference, players, r),
                "completeness_gap": _nan(ig["completeness_gap"]), "passes": ig["passes"], "evals": ig["num_evals"],
                "ms": ig["ms"]},
+        "owen": {**agreement(np.array(owen["mean"]), reference, players, r),
+                 "completeness_gap": _nan(owen["completeness_gap"]), "passes": owen["passes"],
+                 "samples": options["samples"], "ms": owen["ms"]},
         "mc": {**agreement(c, reference, players, r), "evals": mc[2]["num_evals"], "ms": mc[2]["ms"],
                "completeness_gap": _nan(mc[2]["completeness_gap"])},
         "noise_ceiling": agreement(a, b, players, r),
@@ -214,6 +223,8 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "players": sum(r["players"] for r in rounds),
         **{k: mean(("ig", k)) for k in keys},
         "noise_ceiling": {k: mean(("noise_ceiling", k)) for k in keys},
+        "owen": {**{k: mean(("owen", k)) for k in keys}, "passes": sum(r["owen"]["passes"] for r in rounds),
+                 "ms": sum(r["owen"]["ms"] for r in rounds)},
         "mc": {k: mean(("mc", k)) for k in keys},
         "alpha": {k: mean(("alpha", k)) for k in keys},
         "random": {k: mean(("random", k)) for k in keys},
@@ -224,6 +235,7 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "evals_reference": sum(r["evals_reference"] for r in rounds),
         "evals_exact": sum(s["evals_exact"] for s in subs),
         "sub_game_ig_max_err_over_range": max((s["ig_max_err_over_range"] for s in subs), default=float("nan")),
+        "sub_game_owen_max_err_over_range": max((s["owen_max_err_over_range"] for s in subs), default=float("nan")),
         "sub_game_additive_r2_min": min((s["additive_r2"] for s in subs), default=float("nan")),
     }
 
@@ -270,7 +282,7 @@ def main() -> None:
         else:
             result = evaluate_round(model, images, labels, players, cfg, index, args.seed, edges)
             print(f"round {index} (epoch {saved['epoch']}, {len(players)} players, span {result['value_span']:+.5f}): "
-                  f"ig {result['ig']}  mc {result['mc']}  ceiling {result['noise_ceiling']}  alpha {result['alpha']}")
+                  f"ig {result['ig']}  owen {result['owen']}  mc {result['mc']}  ceiling {result['noise_ceiling']}  alpha {result['alpha']}")
             for sub in result["sub_games"]:
                 print(f"  sub-game {sub}")
         result["epoch"] = saved["epoch"]

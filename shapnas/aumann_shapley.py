@@ -16,6 +16,14 @@ A supernet's value is not multilinear in its keep-masks (masks of consecutive ed
 value is a non-linear function of the cell outputs), so there the estimate departs from the Shapley value
 through interactions of unequal degree; the completeness gap ``|Σφ − (f(1) − f(0))| / |f(1) − f(0)|``
 measures how far the quadrature misses the path integral (method.md, issue 10).
+
+:func:`owen_gradients` samples the same integral through binary coalitions instead of continuous masks.
+Owen's theorem written as an expectation, ``phi_i = ∫_0^1 E_{S ~ Bernoulli(t)^n} [∂_i f(S)] dt`` (for the
+multilinear extension ``∂_i f(S) = v(S ∪ i) − v(S ∖ i)``, the marginal contribution: Owen sampling,
+Okhrati & Lipani, ICPR 2020, estimates it with value differences). Taking the mask gradient at a random
+binary coalition keeps every other player fully on or off, as in the coalitions the Shapley value averages
+over; only player i's own mask is linearised. On a supernet round with signal this follows the
+Monte-Carlo reference where the continuous diagonal does not (method.md, section 3b).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ __all__ = [
     "DiagonalEstimate",
     "quadrature",
     "aumann_shapley",
+    "owen_gradients",
     "multilinear_extension",
     "completeness_gap",
 ]
@@ -150,20 +159,101 @@ def aumann_shapley(value_and_grad: GradFn, num_players: int, num_points: int = 1
         raise ValueError(f"value_and_grad returned values {np.shape(values)} and grads {grads.shape} for "
                          f"masks {masks.shape}; expected ({len(masks)},) and {masks.shape}")
     mean = weights @ grads  # (n,)
-    ends = np.stack([np.ones(num_players), np.zeros(num_players)])  # (2, n): N, ∅
-    passes = num_points
-    if value_fn is None:
-        end_values = np.asarray(value_and_grad(ends)[0], dtype=float).reshape(-1)
-        passes += 2
-    else:
-        end_values = np.asarray(value_fn(ends.astype(bool)), dtype=float).reshape(-1)
-    if end_values.shape != (2,):
-        raise ValueError(f"the game returned {end_values.size} values for 2 coalitions; expected 2")
-    v_full, v_empty = float(end_values[0]), float(end_values[1])
+    v_full, v_empty, extra = _endpoints(value_and_grad, value_fn, num_players)
     return DiagonalEstimate(mean=mean, points=points, weights=weights, value_full=v_full, value_empty=v_empty,
                             completeness_gap=completeness_gap(float(mean.sum()), v_full, v_empty),
-                            passes=passes, num_evals=0 if value_fn is None else 2,
+                            passes=num_points + extra, num_evals=0 if value_fn is None else 2,
                             ms=1000.0 * (time.perf_counter() - start))
+
+
+def coalition_samples(num_players: int, num_points: int, samples: int,
+                      generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random binary coalitions on the midpoint rule's points, antithetic across the diagonal.
+
+    At each point t_k, ``samples`` coalitions with every player present independently with probability t_k.
+    The midpoint rule's points are symmetric (t_{K−1−k} = 1 − t_k), so the coalitions of the upper half are
+    the complements of the lower half's (a complement of a Bernoulli(t) coalition is a Bernoulli(1 − t) one);
+    at the middle point (K odd) half the coalitions are complements of the other half.
+
+    Args:
+        num_players: n.
+        num_points: K, midpoint-rule points.
+        samples: R ≥ 1 coalitions per point.
+        generator: NumPy generator (the only randomness).
+
+    Returns:
+        (coalitions (K·R, n) float 0/1, point index of each row (K·R,)).
+    """
+    points, _ = quadrature(num_points, "midpoint")
+    rows: list[np.ndarray | None] = [None] * num_points
+    for k in range(num_points // 2):
+        drawn = generator.random((samples, num_players)) < points[k]  # (R, n)
+        rows[k], rows[num_points - 1 - k] = drawn, ~drawn
+    if num_points % 2:
+        middle = num_points // 2
+        half = generator.random(((samples + 1) // 2, num_players)) < 0.5
+        rows[middle] = np.concatenate([half, ~half])[:samples]
+    owner = np.repeat(np.arange(num_points), samples)  # (K·R,)
+    return np.concatenate(rows).astype(float), owner
+
+
+def owen_gradients(value_and_grad: GradFn, num_players: int, num_points: int = 1, samples: int = 4, *,
+                   generator: np.random.Generator, value_fn: ValueFn | None = None) -> DiagonalEstimate:
+    """Shapley values by Owen sampling with mask gradients: ``phi ≈ Σ_k w_k mean_r ∇f(S_kr)``.
+
+    ``S_kr`` are random binary coalitions at the midpoint rule's points t_k (:func:`coalition_samples`, antithetic
+    across the diagonal); the gradient at a binary point is each player's marginal contribution there, exactly
+    for the multilinear extension (Owen 1972; Okhrati & Lipani, ICPR 2020 sample it with value differences),
+    to first order in the player's own mask for a network. Unbiased for the Shapley value up to the quadrature
+    error on the multilinear extension; exact for additive games with any K and R, and for games with only
+    pairwise interactions when K or R is even (every coalition then has its complement, and the two together
+    hold every other player once).
+
+    Args:
+        value_and_grad: the extension, ``masks (K, n) float -> (values (K,), grads (K, n))``.
+        num_players: n.
+        num_points: K, midpoint-rule points. Defaults to 1 (t = ½).
+        samples: R, coalitions per point (one forward+backward pass each). Defaults to 4.
+        generator: NumPy generator of the coalitions.
+        value_fn: the set game for f(1), f(0) (completeness); defaults to ``value_and_grad`` (two more passes).
+
+    Returns:
+        The estimate (``points``, ``weights`` of the rule; ``passes`` = K·R, plus 2 without ``value_fn``).
+
+    Raises:
+        ValueError: for n < 1, K < 1, R < 1, or answers of the wrong shape.
+    """
+    if num_players < 1:
+        raise ValueError(f"num_players={num_players}; expected at least 1")
+    if samples < 1:
+        raise ValueError(f"samples={samples}; expected at least 1")
+    start = time.perf_counter()
+    points, weights = quadrature(num_points, "midpoint")
+    masks, owner = coalition_samples(num_players, num_points, samples, generator)  # (K·R, n), (K·R,)
+    values, grads = value_and_grad(masks)
+    grads = np.asarray(grads, dtype=float)
+    if grads.shape != masks.shape or np.asarray(values).reshape(-1).shape != (len(masks),):
+        raise ValueError(f"value_and_grad returned values {np.shape(values)} and grads {grads.shape} for "
+                         f"masks {masks.shape}; expected ({len(masks)},) and {masks.shape}")
+    per_point = np.stack([grads[owner == k].mean(0) for k in range(num_points)])  # (K, n)
+    mean = weights @ per_point  # (n,)
+    v_full, v_empty, extra = _endpoints(value_and_grad, value_fn, num_players)
+    return DiagonalEstimate(mean=mean, points=points, weights=weights, value_full=v_full, value_empty=v_empty,
+                            completeness_gap=completeness_gap(float(mean.sum()), v_full, v_empty),
+                            passes=len(masks) + extra, num_evals=0 if value_fn is None else 2,
+                            ms=1000.0 * (time.perf_counter() - start))
+
+
+def _endpoints(value_and_grad: GradFn, value_fn: ValueFn | None, num_players: int) -> tuple[float, float, int]:
+    """(v(N), v(∅), passes spent): from ``value_fn`` when given, else two passes of ``value_and_grad``."""
+    ends = np.stack([np.ones(num_players), np.zeros(num_players)])  # (2, n): N, ∅
+    if value_fn is None:
+        end_values, passes = np.asarray(value_and_grad(ends)[0], dtype=float).reshape(-1), 2
+    else:
+        end_values, passes = np.asarray(value_fn(ends.astype(bool)), dtype=float).reshape(-1), 0
+    if end_values.shape != (2,):
+        raise ValueError(f"the game returned {end_values.size} values for 2 coalitions; expected 2")
+    return float(end_values[0]), float(end_values[1]), passes
 
 
 def multilinear_extension(value_fn: ValueFn, num_players: int) -> GradFn:

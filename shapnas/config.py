@@ -18,13 +18,15 @@ from shapnas.overrides import check_names, convert_values
 from shapnas.policies import POLICY_NAMES
 from shapnas.profiles import PROFILE_NAMES, config_from_profile, load_profile, resolve_config
 
-__all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "BaseConfig", "DataConfig", "PretrainConfig",
+__all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "SHAPLEY_ESTIMATORS", "BaseConfig", "DataConfig", "PretrainConfig",
            "SearchConfig", "RetrainConfig", "PROFILE_NAMES", "load_profile", "resolve_config", "config_from_profile"]
 
 DATASET_NAMES = ("acdc", "brats", "kits", "amos", "msd")
 BACKBONE_NAMES = ("basic_unet", "unet")
 # widths of shapnas.backbones.BACKBONE_SIZES (kept here so that configs load without torch; a test checks both)
 BACKBONE_SIZE_NAMES = ("micro", "tiny", "small", "paper")
+# estimators of a Shapley round (shapnas.supernet_shapley): Aumann–Shapley, Owen sampling with gradients, Monte-Carlo
+SHAPLEY_ESTIMATORS = ("ig", "owen", "mc")
 
 C = TypeVar("C", bound="BaseConfig")
 
@@ -237,7 +239,9 @@ class SearchConfig(PretrainConfig):
         shapley_slices: V slices (foreground-rich) in the value batch. Defaults to 8.
         js_window: epochs in the Jensen–Shannon stability window (policy ``js``). Defaults to 2.
         js_threshold: JS divergence under which an edge counts as settled. Defaults to 0.01.
-        shapley_estimator: ``ig`` (Aumann–Shapley: mask gradients at K points on the diagonal, issue 10) or
+        shapley_estimator: ``ig`` (Aumann–Shapley: mask gradients at K points on the diagonal, issue 10),
+            ``owen`` (mask gradients at ``shapley_samples`` random binary coalitions per diagonal point: Owen
+            sampling, closer to the Monte-Carlo reference on rounds with signal, K·R passes a round) or
             ``mc`` (truncated Monte-Carlo permutations: ``shapley_permutations``, ``shapley_truncation``).
             Defaults to ``ig``.
         shapley_points: K, midpoint-rule points on the diagonal of an ``ig`` round. Defaults to 1 (t = ½).
@@ -245,6 +249,7 @@ class SearchConfig(PretrainConfig):
             signal (KiTS, v(N) − v(∅) = 0.014) 2 points left a completeness gap of 4 % and matched the
             reference's pruning decisions on 10 of 14 edges, 4 points 0.7 % and 11 of 14 (the Monte-Carlo
             noise ceiling), for 2 more passes (book/method.md).
+        shapley_samples: R, random coalitions per diagonal point of an ``owen`` round. Defaults to 4.
         prune_warmup_epochs: epochs before the first pruning round; -1 means ``warmup_epochs`` (the
             architecture warm-up). Defaults to -1.
         weight_optimizer: optimiser of the cell weights, ``adam`` (our choice: the frozen decoder hands the
@@ -290,6 +295,7 @@ class SearchConfig(PretrainConfig):
     shapley_estimator: str = "ig"
     shapley_points: int = 1
     shapley_points_first: int = 4
+    shapley_samples: int = 4
     prune_warmup_epochs: int = -1
     # issue 9a: search optimisation, residual form, decoder input
     weight_optimizer: str = "adam"
@@ -323,9 +329,10 @@ class SearchConfig(PretrainConfig):
 
     def _check_shapley_estimator(self) -> None:
         """Validate the issue-10 fields (estimator, diagonal points, pruning warm-up)."""
-        if self.shapley_estimator not in ("ig", "mc"):
-            raise ValueError(f"shapley_estimator={self.shapley_estimator!r}; expected 'ig' or 'mc'")
-        _at_least(self, 1, ("shapley_points", "shapley_points_first"))
+        if self.shapley_estimator not in SHAPLEY_ESTIMATORS:
+            raise ValueError(f"shapley_estimator={self.shapley_estimator!r}; expected one of "
+                             f"{', '.join(SHAPLEY_ESTIMATORS)}")
+        _at_least(self, 1, ("shapley_points", "shapley_points_first", "shapley_samples"))
         if not -1 <= self.prune_warmup_epochs < self.search_epochs:
             raise ValueError(f"prune_warmup_epochs={self.prune_warmup_epochs}, search_epochs={self.search_epochs}; "
                              "expected -1 (the architecture warm-up) or 0 <= prune_warmup_epochs < search_epochs")

@@ -6,10 +6,11 @@ mean foreground soft Dice (or −DiceCE) of the supernet on a fixed, foreground-
 eval mode without gradients (Benedykciuk et al., Sci. Rep. 2026; method.md). The frozen encoder's features
 are computed once per round; each coalition reruns only the cells and the decoder.
 
-Two estimators share the game: ``mc`` (truncated Monte-Carlo permutations, :mod:`shapnas.shapley`) and ``ig``
+Three estimators share the game: ``mc`` (truncated Monte-Carlo permutations, :mod:`shapnas.shapley`), ``ig``
 (Aumann–Shapley, :mod:`shapnas.aumann_shapley`): the keep-mask becomes a float in [0, 1] that multiplies each
 player's op weight, and the gradient of the value with respect to the masks only (parameters frozen for the
-round) is averaged over K points t·1 on the diagonal.
+round) is averaged over K points t·1 on the diagonal; and ``owen`` (the same mask gradients, taken at R random
+binary coalitions per diagonal point instead of at t·1: Owen sampling with gradients).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from monai.losses import DiceCELoss
 
 from shapnas.metrics import soft_dice
 from shapnas.runtime import eval_mode
-from shapnas.aumann_shapley import aumann_shapley, completeness_gap
+from shapnas.aumann_shapley import aumann_shapley, completeness_gap, owen_gradients
+from shapnas.config import SHAPLEY_ESTIMATORS
 from shapnas.shapley import permutation_shapley
 
 __all__ = ["foreground_rich_batch", "disjoint_value_batches", "coalition_mask", "float_coalition", "frozen_parameters",
            "SupernetGame", "ops_contribution", "estimate_supernet_shapley", "round_options", "ESTIMATORS"]
 
-ESTIMATORS = ("ig", "mc")
+ESTIMATORS = SHAPLEY_ESTIMATORS  # ig, owen, mc
 
 
 def foreground_rich_batch(images: torch.Tensor, labels: torch.Tensor, num_slices: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +226,7 @@ def ops_contribution(model: torch.nn.Module, images: torch.Tensor, labels: torch
 def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                               players: list[tuple[int, int]], *, num_permutations: int, truncation: float,
                               generator: np.random.Generator, value: str = "dice", estimator: str = "mc",
-                              points: int = 1) -> dict[str, Any]:
+                              points: int = 1, samples: int = 4) -> dict[str, Any]:
     """One Shapley round on the supernet (eval mode; the previous mode restored afterwards).
 
     Args:
@@ -233,13 +235,15 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
         players: active non-``none`` (edge, op) pairs.
         num_permutations: M antithetic permutation pairs (``mc``).
         truncation: relative truncation tolerance τ, 0 disables (``mc``).
-        generator: NumPy generator of this round (``mc``).
+        generator: NumPy generator of this round (``mc``, ``owen``).
         value: ``dice`` or ``dicece``.
-        estimator: ``mc`` (Monte-Carlo permutations) or ``ig`` (Aumann–Shapley). Defaults to ``mc``.
-        points: K, midpoint-rule points on the diagonal (``ig``). Defaults to 1.
+        estimator: ``mc`` (Monte-Carlo permutations), ``ig`` (Aumann–Shapley) or ``owen`` (Owen sampling with
+            mask gradients). Defaults to ``mc``.
+        points: K, midpoint-rule points on the diagonal (``ig``, ``owen``). Defaults to 1.
+        samples: R, random coalitions per point (``owen``). Defaults to 4.
 
     Returns:
-        dict with ``estimator``, ``players`` ([[edge, op]]), ``mean``, ``stderr`` (zeros for ``ig``),
+        dict with ``estimator``, ``players`` ([[edge, op]]), ``mean``, ``stderr`` (zeros for ``ig`` and ``owen``),
         ``num_evals`` (value-only evaluations), ``passes`` (forward+backward passes),
         ``evals_saved_by_truncation`` (the field names of :class:`~shapnas.shapley.ShapleyEstimate` and
         :class:`~shapnas.aumann_shapley.DiagonalEstimate`), ``eval_ms`` (mean time of one evaluation),
@@ -259,9 +263,13 @@ def estimate_supernet_shapley(model: torch.nn.Module, images: torch.Tensor, labe
             mean, stderr, saved = mc.mean, mc.stderr, mc.evals_saved_by_truncation
             v_full, v_empty = mc.value_full, mc.value_empty
         else:
-            ig = aumann_shapley(game.value_and_grad, len(players), points, value_fn=game)
-            mean, stderr, saved = ig.mean, np.zeros(len(players)), 0
-            v_full, v_empty = ig.value_full, ig.value_empty
+            if estimator == "ig":
+                diagonal = aumann_shapley(game.value_and_grad, len(players), points, value_fn=game)
+            else:
+                diagonal = owen_gradients(game.value_and_grad, len(players), points, samples, generator=generator,
+                                          value_fn=game)
+            mean, stderr, saved = diagonal.mean, np.zeros(len(players)), 0
+            v_full, v_empty = diagonal.value_full, diagonal.value_empty
     wall = time.perf_counter() - start
     gap = completeness_gap(float(np.sum(mean)), float(v_full), float(v_empty))
     return {
@@ -287,10 +295,10 @@ def round_options(cfg: Any, round_index: int) -> dict[str, Any]:
 
     Args:
         cfg: a :class:`shapnas.config.SearchConfig` (``shapley_*`` fields).
-        round_index: rounds already run (the first ``ig`` round uses ``shapley_points_first`` points).
+        round_index: rounds already run (the first ``ig`` or ``owen`` round uses ``shapley_points_first`` points).
 
     Returns:
-        ``num_permutations``, ``truncation``, ``value``, ``estimator``, ``points``.
+        ``num_permutations``, ``truncation``, ``value``, ``estimator``, ``points``, ``samples``.
     """
     return {
         "num_permutations": cfg.shapley_permutations,
@@ -298,4 +306,5 @@ def round_options(cfg: Any, round_index: int) -> dict[str, Any]:
         "value": cfg.shapley_value,
         "estimator": cfg.shapley_estimator,
         "points": cfg.shapley_points_first if round_index == 0 else cfg.shapley_points,
+        "samples": cfg.shapley_samples,
     }

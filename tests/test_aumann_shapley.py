@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from games import additive, pairwise  # tests/games.py
 
-from shapnas.aumann_shapley import aumann_shapley, completeness_gap, multilinear_extension, quadrature
+from shapnas.aumann_shapley import (aumann_shapley, coalition_samples, completeness_gap, multilinear_extension,
+                                    owen_gradients, quadrature)
 from shapnas.shapley import exact_shapley
 
 
@@ -129,3 +130,60 @@ def test_input_validation():
         aumann_shapley(lambda m: (np.zeros(len(m)), np.zeros((len(m), 2))), 3)
     with pytest.raises(ValueError, match="num_players=17"):
         multilinear_extension(additive(np.ones(17)), 17)
+
+
+def _owen(game, n, points, samples, seed=0):
+    return owen_gradients(multilinear_extension(game, n), n, points, samples, generator=np.random.default_rng(seed),
+                          value_fn=game)
+
+
+def test_coalition_samples_are_bernoulli_at_each_point_and_antithetic():
+    masks, owner = coalition_samples(200, 4, 50, np.random.default_rng(0))
+    assert masks.shape == (200, 200) and set(np.unique(masks)) <= {0.0, 1.0}
+    assert owner.tolist() == [k for k in range(4) for _ in range(50)]
+    points, _ = quadrature(4)
+    for k, t in enumerate(points):
+        assert masks[owner == k].mean() == pytest.approx(t, abs=0.02)  # 10,000 draws per point
+    assert np.array_equal(masks[owner == 0], 1.0 - masks[owner == 3]), "1/8 and 7/8: complements"
+    assert np.array_equal(masks[owner == 1], 1.0 - masks[owner == 2])
+    middle, _ = coalition_samples(5, 1, 4, np.random.default_rng(0))
+    assert np.array_equal(middle[:2], 1.0 - middle[2:]), "K odd: the middle point pairs its own coalitions"
+    again, _ = coalition_samples(200, 4, 50, np.random.default_rng(0))
+    assert np.array_equal(masks, again), "the generator is the only randomness"
+
+
+@pytest.mark.parametrize("points,samples", [(1, 2), (2, 1), (4, 3)])
+@pytest.mark.parametrize("game", [additive(W6, constant=0.3), pairwise(W6, J6)], ids=["additive", "pairwise"])
+def test_owen_gradients_are_exact_on_additive_and_pairwise_games_with_complements(game, points, samples):
+    exact = exact_shapley(game, 6).mean
+    estimate = _owen(game, 6, points, samples)
+    assert np.allclose(estimate.mean, exact, atol=1e-12)
+    assert estimate.passes == points * samples and estimate.num_evals == 2
+
+
+def test_owen_gradients_without_a_complement_are_noisy_on_pairwise_games():
+    # one coalition at t = ½ and no complement: the pairwise terms are sampled, not cancelled (the test can fail)
+    game = pairwise(W6, J6)
+    assert not np.allclose(_owen(game, 6, 1, 1).mean, exact_shapley(game, 6).mean, atol=1e-3)
+    assert np.allclose(_owen(additive(W6), 6, 1, 1).mean, W6, atol=1e-12), "additive: exact with one coalition"
+
+
+@pytest.mark.parametrize("name,game,n", [("glove", glove(2, 3), 5), ("majority", majority(7), 7)])
+def test_owen_gradients_converge_on_general_games(name, game, n):
+    exact = exact_shapley(game, n).mean
+
+    def error(points, samples):  # mean over three generator seeds of the largest error
+        return np.mean([np.abs(_owen(game, n, points, samples, seed).mean - exact).max() for seed in range(3)])
+
+    coarse, fine = error(4, 2), error(16, 512)
+    assert coarse > 0.05, "a few coalitions are not exact beyond pairwise interactions"
+    assert fine < 0.015 and fine < 0.2 * coarse
+
+
+def test_owen_gradients_input_validation():
+    with pytest.raises(ValueError, match="samples=0"):
+        owen_gradients(lambda m: (np.zeros(len(m)), m), 3, 1, 0, generator=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="num_players=0"):
+        owen_gradients(lambda m: (np.zeros(len(m)), m), 0, generator=np.random.default_rng(0))
+    estimate = owen_gradients(multilinear_extension(additive(W6), 6), 6, 2, 2, generator=np.random.default_rng(0))
+    assert estimate.passes == 4 + 2, "without value_fn the two endpoints cost two passes"

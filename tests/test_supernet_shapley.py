@@ -1,4 +1,4 @@
-"""The supernet game's two estimators: float keep-masks, mask-only gradients, exact sub-games, round records."""
+"""The supernet game's estimators: float keep-masks, mask-only gradients, exact sub-games, round records."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from shapnas.aumann_shapley import aumann_shapley
+from shapnas.aumann_shapley import aumann_shapley, owen_gradients
 from shapnas.backbones import adapt, build_backbone
 from shapnas.config import SearchConfig
 from shapnas.retrofit import build_supernet
@@ -95,7 +95,24 @@ def test_ig_agrees_with_exact_shapley_on_a_supernet_sub_game(supernet):
     assert np.abs(shuffled - exact.mean).max() > 0.06 * value_range
 
 
-@pytest.mark.parametrize("estimator", ["ig", "mc"])
+def test_owen_agrees_with_exact_shapley_on_a_supernet_sub_game(supernet):
+    """Stated error: on the same 6-player sub-game Owen sampling with gradients (K = 4 points, R = 4 coalitions
+    each, three generator seeds) is within 3 % of the exact values' range (measured 0.5 %, 0.9 %, 0.9 %; the
+    Aumann–Shapley diagonal 1.9 % with K = 4) and ranks them alike (Spearman ≥ 0.9; measured 1.0, 0.94, 1.0);
+    its error is sampling noise plus the linearisation of each player's own mask."""
+    model, images, labels = supernet
+    game = SupernetGame(model, images, labels, SUB_GAME)
+    exact = exact_shapley(game, len(SUB_GAME))
+    value_range = exact.mean.max() - exact.mean.min()
+    for seed in range(3):
+        owen = owen_gradients(game.value_and_grad, len(SUB_GAME), 4, 4, generator=np.random.default_rng(seed),
+                              value_fn=game)
+        assert np.abs(owen.mean - exact.mean).max() <= 0.03 * value_range, (seed, owen.mean, exact.mean)
+        assert spearmanr(owen.mean, exact.mean).statistic >= 0.9
+        assert owen.passes == 16
+
+
+@pytest.mark.parametrize("estimator", ["ig", "owen", "mc"])
 def test_round_record(supernet, estimator):
     model, images, labels = supernet
     model.train()
@@ -107,6 +124,8 @@ def test_round_record(supernet, estimator):
     assert {"completeness_gap", "passes", "num_evals", "ms", "value_full", "value_empty"} <= set(record)
     if estimator == "ig":
         assert record["passes"] == 2 and record["num_evals"] == 2 and record["stderr"] == [0.0] * 6
+    elif estimator == "owen":
+        assert record["passes"] == 2 * 4 and record["num_evals"] == 2, "K = 2 points, R = 4 coalitions each"
     else:
         assert record["passes"] == 0 and record["num_evals"] > 2
         assert record["completeness_gap"] < 1e-6, "untruncated walks sum to v(N) − v(∅)"
@@ -151,10 +170,13 @@ def test_round_options_and_config_validation():
     assert round_options(cfg, 0)["points"] == cfg.shapley_points_first
     assert round_options(cfg, 3)["points"] == cfg.shapley_points
     assert round_options(cfg.replace(shapley_estimator="mc"), 1)["estimator"] == "mc"
+    assert round_options(cfg.replace(shapley_estimator="owen", shapley_samples=2), 0)["samples"] == 2
     assert cfg.prune_start == cfg.warmup_epochs and cfg.replace(prune_warmup_epochs=1).prune_start == 1
     with pytest.raises(ValueError, match="shapley_estimator='tmc'"):
         SearchConfig(shapley_estimator="tmc")
     with pytest.raises(ValueError, match="shapley_points=0"):
         SearchConfig(shapley_points=0)
+    with pytest.raises(ValueError, match="shapley_samples=0"):
+        SearchConfig(shapley_samples=0)
     with pytest.raises(ValueError, match="prune_warmup_epochs=12"):
         SearchConfig(prune_warmup_epochs=12)
