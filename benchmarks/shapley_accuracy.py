@@ -282,7 +282,8 @@ def main() -> None:
         else:
             result = evaluate_round(model, images, labels, players, cfg, index, args.seed, edges)
             print(f"round {index} (epoch {saved['epoch']}, {len(players)} players, span {result['value_span']:+.5f}): "
-                  f"ig {result['ig']}  owen {result['owen']}  mc {result['mc']}  ceiling {result['noise_ceiling']}  alpha {result['alpha']}")
+                  f"ig {result['ig']}  owen {result['owen']}  mc {result['mc']}  ceiling {result['noise_ceiling']}  "
+                  f"alpha {result['alpha']}")
             for sub in result["sub_games"]:
                 print(f"  sub-game {sub}")
         result["epoch"] = saved["epoch"]

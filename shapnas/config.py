@@ -18,8 +18,9 @@ from shapnas.overrides import check_names, convert_values
 from shapnas.policies import POLICY_NAMES
 from shapnas.profiles import PROFILE_NAMES, config_from_profile, load_profile, resolve_config
 
-__all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "SHAPLEY_ESTIMATORS", "BaseConfig", "DataConfig", "PretrainConfig",
-           "SearchConfig", "RetrainConfig", "PROFILE_NAMES", "load_profile", "resolve_config", "config_from_profile"]
+__all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "SHAPLEY_ESTIMATORS", "BaseConfig", "DataConfig",
+           "PretrainConfig", "SearchConfig", "RetrainConfig", "PROFILE_NAMES", "load_profile", "resolve_config",
+           "config_from_profile"]
 
 DATASET_NAMES = ("acdc", "brats", "kits", "amos", "msd")
 BACKBONE_NAMES = ("basic_unet", "unet")
