@@ -44,6 +44,7 @@ __all__ = [
     "quadrature",
     "aumann_shapley",
     "owen_gradients",
+    "coalition_samples",
     "multilinear_extension",
     "completeness_gap",
 ]
