@@ -154,11 +154,7 @@ def aumann_shapley(value_and_grad: GradFn, num_players: int, num_points: int = 1
     start = time.perf_counter()
     points, weights = quadrature(num_points, rule)
     masks = points[:, None] * np.ones((1, num_players))  # (K, n)
-    values, grads = value_and_grad(masks)
-    grads = np.asarray(grads, dtype=float)
-    if grads.shape != masks.shape or np.asarray(values).reshape(-1).shape != (len(masks),):
-        raise ValueError(f"value_and_grad returned values {np.shape(values)} and grads {grads.shape} for "
-                         f"masks {masks.shape}; expected ({len(masks)},) and {masks.shape}")
+    grads = _mask_gradients(value_and_grad, masks)  # (rows, n)
     mean = weights @ grads  # (n,)
     v_full, v_empty, extra = _endpoints(value_and_grad, value_fn, num_players)
     return DiagonalEstimate(mean=mean, points=points, weights=weights, value_full=v_full, value_empty=v_empty,
@@ -231,11 +227,7 @@ def owen_gradients(value_and_grad: GradFn, num_players: int, num_points: int = 1
     start = time.perf_counter()
     points, weights = quadrature(num_points, "midpoint")
     masks, owner = coalition_samples(num_players, num_points, samples, generator)  # (K·R, n), (K·R,)
-    values, grads = value_and_grad(masks)
-    grads = np.asarray(grads, dtype=float)
-    if grads.shape != masks.shape or np.asarray(values).reshape(-1).shape != (len(masks),):
-        raise ValueError(f"value_and_grad returned values {np.shape(values)} and grads {grads.shape} for "
-                         f"masks {masks.shape}; expected ({len(masks)},) and {masks.shape}")
+    grads = _mask_gradients(value_and_grad, masks)  # (rows, n)
     per_point = np.stack([grads[owner == k].mean(0) for k in range(num_points)])  # (K, n)
     mean = weights @ per_point  # (n,)
     v_full, v_empty, extra = _endpoints(value_and_grad, value_fn, num_players)
@@ -243,6 +235,16 @@ def owen_gradients(value_and_grad: GradFn, num_players: int, num_points: int = 1
                             completeness_gap=completeness_gap(float(mean.sum()), v_full, v_empty),
                             passes=len(masks) + extra, num_evals=0 if value_fn is None else 2,
                             ms=1000.0 * (time.perf_counter() - start))
+
+
+def _mask_gradients(value_and_grad: GradFn, masks: np.ndarray) -> np.ndarray:
+    """The extension's gradients at ``masks`` (rows, n), checked for shape."""
+    values, grads = value_and_grad(masks)
+    grads = np.asarray(grads, dtype=float)
+    if grads.shape != masks.shape or np.asarray(values).reshape(-1).shape != (len(masks),):
+        raise ValueError(f"value_and_grad returned values {np.shape(values)} and grads {grads.shape} for "
+                         f"masks {masks.shape}; expected ({len(masks)},) and {masks.shape}")
+    return grads
 
 
 def _endpoints(value_and_grad: GradFn, value_fn: ValueFn | None, num_players: int) -> tuple[float, float, int]:
