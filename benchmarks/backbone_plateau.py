@@ -1,44 +1,36 @@
 """How far a workshop backbone gets on each phantom flavour: pre-train until V Dice plateaus, score the test.
 
-Issue 9 asks for phantoms a converged tiny U-Net can learn (roughly 0.6–0.9 mean foreground Dice, every
+We want phantoms a converged tiny U-Net can learn (roughly 0.6–0.9 mean foreground Dice, every
 class above 0): this pre-trains the profile's backbone with its step budget and patience (V selection on
 whole V volumes, patient-level Dice) and evaluates the selected backbone on the whole test volumes.
 Prints one JSON object last: dataset, train_patients, test_patients, val_dice, test dice_mean, dice_per_class,
 steps, best_step, stopped, pretrain_s, and the selected backbone's generalisation gap: ``train_slice_dice`` (Dice
 pooled over the training slices, W and A) against ``val_slice_dice`` (the same on the V slices). A gap far larger
 than the room to a wider backbone means the room is one of generalisation, which nothing trained on the same
-training patients (fine-tuning, cells) is placed to close (book, method chapter, "Is there room for the cells?").
+training patients (fine-tuning, cells) is placed to close (book, calibration notes, "Is there room for the cells?").
 
     python benchmarks/backbone_plateau.py --dataset acdc --profile workshop --results results/plateau
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
-from shapnas.config import RetrainConfig, resolve_config
-from shapnas.data import prepare_data
-from shapnas.models import load_model
-from shapnas.overrides import parse_overrides
+from shapnas.config.arguments import benchmark_config, benchmark_parser
+from shapnas.config.stage_configs import RetrainConfig
+from shapnas.data.prepared import prepare_data
+from shapnas.networks.checkpoints import load_model
 from shapnas.pipeline import run_evaluate, run_pretrain
-from shapnas.runs import load_json
+from shapnas.runs.files import load_json
 from shapnas.runtime import pick_device
-from shapnas.train import validation_dice
+from shapnas.training.train import validation_dice
 
 
 def main() -> None:
     """Parse arguments, pre-train, evaluate, print the JSON record."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="acdc")
-    parser.add_argument("--profile", default="workshop")
-    parser.add_argument("--results", default="results/plateau")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE config overrides")
-    args = parser.parse_args()
-    cfg = resolve_config(RetrainConfig, args.profile, parse_overrides(args.set, RetrainConfig), dataset=args.dataset,
-                         results_root=args.results, seed=args.seed)
+    args = benchmark_parser(__doc__, results="results/plateau").parse_args()
+    cfg = benchmark_config(args, RetrainConfig)
     tick = time.perf_counter()
     pretrain_dir = run_pretrain(cfg)
     pretrain = load_json(pretrain_dir / "metrics.json")

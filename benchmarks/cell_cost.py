@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapnas.backbones import adapt, build_backbone
-from shapnas.cells import SearchCell
-from shapnas.genotype import edge_list
-from shapnas.retrofit import RetrofitUNet, build_supernet
+from shapnas.networks.backbones import adapt, build_backbone
+from shapnas.networks.cells import SearchCell
+from shapnas.networks.genotype import edge_list
+from shapnas.networks.retrofit import RetrofitUNet, build_supernet
 
 
 class NaiveCell(nn.Module):

@@ -1,7 +1,7 @@
 """The scale of the JS stability rule: per-edge Jensen–Shannon divergences a search actually produces.
 
 IAC-LTH (arXiv 2604.14849) prunes an edge once the JS divergence of its op distribution between now and
-``window`` epochs ago falls below a threshold; issue 9 measured divergences ~1e-6 against a threshold of
+``window`` epochs ago falls below a threshold; our first searches measured divergences ~1e-6 against a threshold of
 0.01, so ``js`` pruned every edge at once. This reads a finished search's ``history.jsonl`` (a full search,
 policy ``none``, shows every op) and prints, last line, one JSON object: the percentiles of the per-edge
 window divergences over the epochs after the warm-up, and ``suggested_threshold`` (their 25th percentile:
@@ -17,8 +17,8 @@ import json
 
 import numpy as np
 
-from shapnas.runs import read_jsonl
-from shapnas.stability import js_divergence
+from shapnas.runs.files import read_jsonl
+from shapnas.search.pruning import js_divergence
 
 
 def window_divergences(history: list[dict], window: int) -> np.ndarray:

@@ -14,22 +14,19 @@ and ``search_train_s_estimate`` (epochs × supernet epoch: the full search's tra
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 import time
 
 import torch
 
-from shapnas.backbones import adapt
-from shapnas.config import SearchConfig, resolve_config
-from shapnas.data import prepare_data
-from shapnas.backbones import new_backbone
-from shapnas.overrides import parse_overrides
-from shapnas.retrofit import build_supernet, retrofit_options
+from shapnas.config.arguments import benchmark_config, benchmark_parser
+from shapnas.config.stage_configs import SearchConfig
+from shapnas.data.prepared import prepare_data
+from shapnas.networks.backbones import adapt, new_backbone
+from shapnas.pipeline import search_data, search_supernet
 from shapnas.runtime import pick_device, seed_everything, torch_generator
-from shapnas.search import SearchData, build_optimizers, train_search_epoch
-from shapnas.train import dice_ce_loss, iterate_batches, train_epoch
+from shapnas.search.loop import SearchData, build_optimizers, train_search_epoch
+from shapnas.training.train import dice_ce_loss, iterate_batches, train_epoch
 
 
 def backbone_epoch(net: torch.nn.Module, data: SearchData, cfg: SearchConfig, device: torch.device) -> float:
@@ -53,33 +50,19 @@ def supernet_epoch(model: torch.nn.Module, data: SearchData, cfg: SearchConfig, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="acdc", help="dataset (phantom data unless --data-dir)")
-    parser.add_argument("--data-dir", default="", help="dataset root in its official layout")
-    parser.add_argument("--profile", default="workshop", help="parameter profile (default: workshop)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each kind (default: 3)")
-    parser.add_argument("--results", default="", help="results folder for the data cache (default: temporary)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a SearchConfig field (repeatable), e.g. --set search_epoch_steps=0")
     args = parser.parse_args()
-
-    root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
-    cfg = resolve_config(SearchConfig, args.profile, parse_overrides(args.set, SearchConfig), dataset=args.dataset,
-                         data_dir=args.data_dir, seed=args.seed, results_root=root)
+    cfg = benchmark_config(args, SearchConfig)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     prepared = prepare_data(cfg)
-    data = SearchData(train_w=prepared.slices("train_w"), train_a=prepared.slices("train_a"),
-                      val=prepared.slices("val"), num_classes=len(prepared.spec.class_names))
+    data = search_data(prepared)
     in_channels, num_classes = len(prepared.spec.channel_names), len(prepared.spec.class_names)
     net, _ = new_backbone(cfg.backbone, in_channels, num_classes, cfg.backbone_size, cfg.seed)
     net.to(device)
     frozen, _ = new_backbone(cfg.backbone, in_channels, num_classes, cfg.backbone_size, cfg.seed)
-    model = build_supernet(adapt(frozen.to(device)), channels=cfg.cell_channels, k=cfg.partial_channels,
-                           num_nodes=cfg.num_nodes, per_level_alpha=cfg.per_level_alpha,
-                           generator=torch_generator(cfg.seed), **retrofit_options(cfg)).to(device)
-    model.freeze_backbone()
+    model = search_supernet(cfg, adapt(frozen.to(device)), device)
     optimizers = build_optimizers(model, cfg)
     backbone_epoch(net, data, cfg, device)  # warm-up of both (allocator, kernels), not timed
     supernet_epoch(model, data, cfg, device, optimizers)
@@ -88,7 +71,7 @@ def main() -> None:
         backbone_s.append(backbone_epoch(net, data, cfg, device))
         supernet_s.append(supernet_epoch(model, data, cfg, device, optimizers))
     result = {
-        "dataset": args.dataset, "profile": args.profile, "overrides": args.set, "device": str(device),
+        "dataset": args.dataset, "profile": args.profile, "overrides": args.overrides, "device": str(device),
         "threads": torch.get_num_threads(), "slices_train": int(data.train_w[0].shape[0] + data.train_a[0].shape[0]),
         "slice_size": cfg.slice_size, "batch_size": cfg.batch_size,
         "weight_steps_per_epoch": cfg.search_epoch_steps or -(-int(data.train_w[0].shape[0]) // cfg.batch_size),

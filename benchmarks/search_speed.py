@@ -5,8 +5,8 @@ own search length, the one the book's 03_search uses) and the ``shapley`` search
 from the profile, ``--set`` to change them), re-trains and tests both discrete cells, and prints the
 figures; the last line is one JSON object. With ``--seeds 0,1,2`` every seed runs and the last line holds
 each seed's figures and the worst of them (lowest speed-up, highest overhead, largest Dice loss). Targets
-(issue 10): speedup >= 4, shapley_overhead <= 0.15, dice_shapley >= dice_full - 0.01; ``dice_shapley_vs_full`` is
-the paired difference over the test patients with its 95 % bootstrap interval (``shapnas.summary.paired_bootstrap``),
+(ours: speedup >= 4, shapley_overhead <= 0.15, dice_shapley >= dice_full - 0.01; ``dice_shapley_vs_full`` is
+the paired difference over the test patients with its 95 % bootstrap interval (``shapnas.experiments.summary.paired_bootstrap``),
 which says whether a Dice difference between the two cells is larger than its noise.
 
 ``speedup_if_shapley_free`` counts the Shapley rounds' time as 0 in the same run (what the schedule alone
@@ -20,18 +20,16 @@ cores disturb less than wall-clock (run with ``OMP_NUM_THREADS`` fixed).
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 import time
 from typing import Any
 
-from shapnas.config import RetrainConfig, resolve_config
-from shapnas.evaluate import patient_scores
-from shapnas.overrides import parse_overrides
+from shapnas.config.arguments import benchmark_config, benchmark_parser
+from shapnas.config.stage_configs import RetrainConfig
+from shapnas.experiments.summary import paired_bootstrap
 from shapnas.pipeline import run_evaluate, run_pretrain, run_search
-from shapnas.runs import load_json, read_jsonl
-from shapnas.summary import paired_bootstrap
+from shapnas.runs.files import load_json, read_jsonl
+from shapnas.training.evaluate import patient_scores
 
 PRINTED = ("speedup", "shapley_overhead", "speedup_if_shapley_free", "dice_full", "dice_shapley", "epochs_full",
            "epochs_shapley", "estimator", "train_s", "eval_s", "shapley_s", "full_genotype_settled_epoch",
@@ -97,7 +95,7 @@ def measure(cfg: RetrainConfig) -> dict[str, Any]:
         "shapley_passes": sum(r.get("passes", 0) for r in rounds),
         "shapley_round_ms": [round(r.get("ms", 1000.0 * r["wall_s"]), 1) for r in rounds],
         "completeness_gap": [r.get("completeness_gap") for r in rounds],
-        # |v(N) - v(∅)| of each round: whether the timed rounds ranked operations the cells use (issue 9)
+        # |v(N) - v(∅)| of each round: whether the timed rounds ranked operations the cells use
         "round_signal": [round(abs(r["value_full"] - r["value_empty"]), 6) for r in rounds],
         "epoch_s_full": [round(h["time_train_s"], 3) for h in histories["none"]],
         "epoch_s_shapley": [round(h["time_train_s"], 3) for h in histories["shapley"]],
@@ -120,21 +118,13 @@ def worst(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="acdc")
-    parser.add_argument("--profile", default="workshop")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--seeds", default="", help="comma-separated seeds (overrides --seed), e.g. 0,1,2")
-    parser.add_argument("--results", default="", help="results folder (default: a temporary one)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
-    root = args.results or tempfile.mkdtemp(prefix="shapnas-bench-")
-    overrides = parse_overrides(args.overrides, RetrainConfig)
     results = []
     for seed in seeds:
-        cfg = resolve_config(RetrainConfig, args.profile, overrides, dataset=args.dataset, seed=seed,
-                             results_root=root)
+        cfg = benchmark_config(args, RetrainConfig, seed=seed)
         result = measure(cfg)
         result["profile"] = args.profile
         for key in PRINTED:

@@ -1,4 +1,4 @@
-"""Accuracy of the Shapley estimators on the real rounds of a pruned search (issue 10).
+"""Accuracy of the Shapley estimators on the real rounds of a pruned search.
 
 A ``shapley`` search runs one epoch per call (a resumed search ends exactly as an uninterrupted one), and the
 supernet state of every epoch that held a Shapley round is kept, with the round's players restored (the
@@ -29,10 +29,8 @@ rankings agree (``value_batches``): whether a round ranks the operations for V o
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +38,21 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from shapnas.aumann_shapley import aumann_shapley, owen_gradients
-from shapnas.config import SearchConfig, resolve_config
-from shapnas.overrides import parse_overrides
+from shapnas.config.arguments import benchmark_config, benchmark_parser
+from shapnas.config.stage_configs import SearchConfig
 from shapnas.pipeline import load_search_supernet, run_pretrain, run_search, search_stage_name, stage_path
-from shapnas.pruning import mean_op_probs, select_ops_to_prune
-from shapnas.runs import load_checkpoint, read_jsonl
-from shapnas.search import STATE_FILE
-from shapnas.shapley import exact_shapley, permutation_shapley
-from shapnas.supernet_shapley import (SupernetGame, disjoint_value_batches, estimate_supernet_shapley,
-                                      foreground_rich_batch, round_options)
+from shapnas.runs.files import load_checkpoint, read_jsonl
+from shapnas.search.loop import STATE_FILE
+from shapnas.search.pruning import mean_op_probs, select_ops_to_prune
+from shapnas.shapley.aumann import aumann_shapley, owen_gradients
+from shapnas.shapley.monte_carlo import exact_shapley, permutation_shapley
+from shapnas.shapley.supernet_game import (
+    SupernetGame,
+    disjoint_value_batches,
+    estimate_supernet_shapley,
+    foreground_rich_batch,
+    round_options,
+)
 
 Players = list[tuple[int, int]]
 
@@ -72,7 +75,7 @@ def saved_rounds(cfg: SearchConfig, keep: Path) -> list[dict[str, Any]]:
 
 def restore_round(model: torch.nn.Module, path: Path, players: list[list]) -> Players:
     """Load a round's checkpoint and re-activate the ops its round pruned; returns the round's players."""
-    from shapnas.ops import PRIMITIVES
+    from shapnas.networks.ops import PRIMITIVES
 
     model.load_state_dict(load_checkpoint(path, map_location=next(model.parameters()).device)["model"])
     pairs = [(int(e), PRIMITIVES.index(o) if isinstance(o, str) else int(o)) for e, o in players]
@@ -207,7 +210,7 @@ def batch_agreement(model, images, labels, players: Players, cfg: SearchConfig, 
 
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means over rounds of the headline figures (the issue's JSON keys)."""
+    """Means over rounds of the headline figures (the JSON keys the targets read)."""
     def mean(path: tuple[str, ...]) -> float:
         values = []
         for r in rounds:
@@ -241,24 +244,18 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="acdc")
-    parser.add_argument("--profile", default="workshop")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--edges", default="0,5,13", help="edges of the exact sub-games (13: into the last node)")
     parser.add_argument("--max-rounds", type=int, default=0, help="evaluate only the first N rounds (0: all)")
-    parser.add_argument("--results", default="", help="results folder (default: a temporary one)")
     parser.add_argument("--batch-sizes", default="",
                         help="also estimate each round on two disjoint V batches of these sizes, e.g. 8,16,32,48, "
                              "and report how well the two rankings agree (value_batches)")
     parser.add_argument("--batches-only", action="store_true",
                         help="with --batch-sizes: skip the estimator comparisons (no Monte-Carlo reference)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
-    root = Path(args.results or tempfile.mkdtemp(prefix="shapnas-bench-"))
-    cfg = resolve_config(SearchConfig, args.profile, {**parse_overrides(args.overrides, SearchConfig), "policy": "shapley"},
-                         dataset=args.dataset, seed=args.seed, results_root=str(root))
+    cfg = benchmark_config(args, SearchConfig, fixed={"policy": "shapley"})
+    root = Path(cfg.results_root)
     run_pretrain(cfg)
     keep = root / "rounds"
     keep.mkdir(parents=True, exist_ok=True)

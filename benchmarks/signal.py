@@ -1,4 +1,4 @@
-"""Signal checks of the workshop search (issue 9): ``python benchmarks/signal.py --dataset D --profile workshop
+"""Signal checks of the workshop search: ``python benchmarks/signal.py --dataset D --profile workshop
 --seed S``. The code is in ``signal_check.py`` (see its docstring); this file only launches it.
 
 Its name is also the standard library's ``signal``: a sibling script run from this folder has the folder

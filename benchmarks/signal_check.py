@@ -1,4 +1,4 @@
-"""Does the workshop search learn? Signal figures of one search (issue 9, "signal checks").
+"""Does the workshop search learn? Signal figures of one search ("signal checks").
 
 Runs the profile's full search (policy ``none``, every op kept, so α is read without pruning) on the
 dataset's pre-trained backbone and reports:
@@ -18,7 +18,7 @@ dataset's pre-trained backbone and reports:
   epoch), to see whether the cells' contribution is still growing when the search ends.
 
 Config fields can be changed with ``--set key=value`` (e.g. ``--set residual=gate``) to compare settings.
-The last line is one JSON object. Issue 9 targets (workshop): ``alpha_max_prob`` ≥ 0.2,
+The last line is one JSON object. Targets (workshop): ``alpha_max_prob`` ≥ 0.2,
 ``shapley_signal`` ≥ 0.01, ``shapley_batch_spearman`` ≥ 0.6.
 
     python benchmarks/signal.py --dataset acdc --profile workshop --seed 0
@@ -29,7 +29,6 @@ this folder would shadow the standard library's for the other benchmark scripts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -40,17 +39,21 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from shapnas.config import SearchConfig, resolve_config
-from shapnas.data import prepare_data
-from shapnas.overrides import parse_overrides
-from shapnas.pipeline import frozen_adapter, run_pretrain
-from shapnas.pruning import is_pruning_epoch
-from shapnas.retrofit import build_supernet, retrofit_options
-from shapnas.runtime import pick_device, seed_everything, torch_generator
-from shapnas.search import SearchData, run_search_loop, search_signal
-from shapnas.supernet_shapley import (disjoint_value_batches, estimate_supernet_shapley, ops_contribution,
-                                      round_options)
-from shapnas.train import dice_ce_loss
+from shapnas.config.arguments import benchmark_config, benchmark_parser
+from shapnas.config.overrides import parse_overrides
+from shapnas.config.stage_configs import SearchConfig
+from shapnas.data.prepared import prepare_data
+from shapnas.pipeline import frozen_adapter, run_pretrain, search_data, search_supernet
+from shapnas.runtime import pick_device, seed_everything
+from shapnas.search.loop import run_search_loop, search_signal
+from shapnas.search.pruning import is_pruning_epoch
+from shapnas.shapley.supernet_game import (
+    disjoint_value_batches,
+    estimate_supernet_shapley,
+    ops_contribution,
+    round_options,
+)
+from shapnas.training.train import dice_ce_loss
 
 
 def grad_norms(model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:
@@ -97,33 +100,20 @@ def first_round(model, cfg: SearchConfig, batches, epoch: int) -> dict[str, Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="acdc", help="dataset (phantom data unless --data-dir)")
-    parser.add_argument("--data-dir", default="", help="dataset root in its official layout")
-    parser.add_argument("--profile", default="workshop", help="parameter profile (default: workshop)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results", default="", help="results folder (data cache, backbone; default: temporary)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a SearchConfig field (repeatable)")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--skip-shapley", action="store_true",
                         help="no Shapley round (α, weight and loss figures only; much cheaper)")
     args = parser.parse_args()
 
-    root = args.results or tempfile.mkdtemp(prefix="shapnas-signal-")
-    overrides = {"policy": "none", **parse_overrides(args.set, SearchConfig)}
-    cfg = resolve_config(SearchConfig, args.profile, overrides, dataset=args.dataset, data_dir=args.data_dir,
-                         seed=args.seed, results_root=root)
+    cfg = benchmark_config(args, SearchConfig, policy="none")  # a full search unless --set policy=…
+    overrides = {"policy": "none", **parse_overrides(args.overrides, SearchConfig)}
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     pretrain = run_pretrain(cfg)
     prepared = prepare_data(cfg)
     adapter, _ = frozen_adapter(pretrain, device)
-    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
-                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
-                           **retrofit_options(cfg)).to(device)
-    model.freeze_backbone()
-    data = SearchData(train_w=prepared.slices("train_w"), train_a=prepared.slices("train_a"),
-                      val=prepared.slices("val"), num_classes=len(prepared.spec.class_names))
+    model = search_supernet(cfg, adapter, device)
+    data = search_data(prepared)
     batches = [tuple(t.to(device) for t in batch)
                for batch in disjoint_value_batches(*data.val, cfg.shapley_slices)]
     probe = tuple(t[: cfg.batch_size].to(device) for t in data.train_w)
@@ -140,7 +130,7 @@ def main() -> None:
             result["grad_norms_first_round"] = grad_norms(model.train(), *probe)
             result.update(first_round(model, cfg, batches, epoch))
 
-    stage = Path(tempfile.mkdtemp(prefix="signal-search-", dir=root))
+    stage = Path(tempfile.mkdtemp(prefix="signal-search-", dir=cfg.results_root))
     start = time.perf_counter()
     search = run_search_loop(model, data, cfg, stage, device, progress=False, on_epoch=on_epoch)
     wall = time.perf_counter() - start

@@ -1,5 +1,5 @@
 """The stages of a retrofit experiment, each writing one stage directory (reused when it finished with the
-same config, an error when with another: :func:`shapnas.run_identity.reusable`).
+same config, an error when with another: :func:`shapnas.runs.identity.reusable`).
 
 pretrain → search-<policy> → retrain-<policy> → eval-<policy>, beside the fair baseline
 finetune → eval-finetune and the untouched backbone eval-backbone (Benedykciuk et al., Sci. Rep. 2026;
@@ -15,19 +15,19 @@ from typing import Any
 
 import torch
 
-from shapnas.backbones import adapt, load_backbone, new_backbone
-from shapnas.config import PretrainConfig, RetrainConfig, SearchConfig
-from shapnas.data import PreparedData, prepare_data
-from shapnas.evaluate import evaluate_model, patient_dice
-from shapnas.genotype import Genotype
-from shapnas.ops import PRIMITIVES
-from shapnas.models import load_model, save_model
-from shapnas.retrofit import build_discrete, build_supernet, retrofit_options
-from shapnas.run_identity import StageKey, check_reuse, eval_targets, parse_stage_name, stage_key
-from shapnas.runs import load_json, save_json
+from shapnas.config.stage_configs import PretrainConfig, RetrainConfig, SearchConfig
+from shapnas.data.prepared import PreparedData, prepare_data
+from shapnas.networks.backbones import adapt, load_backbone, new_backbone
+from shapnas.networks.checkpoints import load_model, save_model
+from shapnas.networks.genotype import Genotype
+from shapnas.networks.ops import PRIMITIVES
+from shapnas.networks.retrofit import build_discrete, build_supernet, retrofit_options
+from shapnas.runs.files import load_json, save_json
+from shapnas.runs.identity import StageKey, check_reuse, eval_targets, parse_stage_name, stage_key
 from shapnas.runtime import pick_device, seed_everything, torch_generator, versions
-from shapnas.search import SearchData, run_search_loop, search_signal
-from shapnas.train import count_parameters, fit, validation_dice
+from shapnas.search.loop import SearchData, run_search_loop, search_signal
+from shapnas.training.evaluate import evaluate_model, patient_dice
+from shapnas.training.train import count_parameters, fit, validation_dice
 
 __all__ = [
     "stage_path",
@@ -40,6 +40,8 @@ __all__ = [
     "search_stage_name",
     "load_search_supernet",
     "frozen_adapter",
+    "search_supernet",
+    "search_data",
 ]
 
 
@@ -57,7 +59,7 @@ def _open(cfg: PretrainConfig, kind: str, variant: str | None = None) -> tuple[P
     """The stage folder of ``cfg``'s ``kind`` stage, its key, and whether it finished with this config.
 
     Raises:
-        StaleStageError: it finished (or can resume) with another config (:func:`shapnas.run_identity.reusable`).
+        StaleStageError: it finished (or can resume) with another config (:func:`shapnas.runs.identity.reusable`).
     """
     key = stage_key(cfg, kind, variant)
     return key.path(cfg.results_root), key, check_reuse(cfg, key)
@@ -191,6 +193,30 @@ def frozen_adapter(pretrain: Path, device: torch.device) -> tuple[torch.nn.Modul
     return adapt(net), checkpoint
 
 
+def search_supernet(cfg: SearchConfig, adapter: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The search's supernet: cells implanted on the frozen backbone ``adapter`` as ``cfg`` says, on ``device``.
+
+    Args:
+        cfg: the search config (cell width, partial channels, nodes, α sharing, the retrofit's options, seed).
+        adapter: the pre-trained backbone behind its skip adapter (:func:`frozen_adapter`).
+        device: where the supernet lives.
+
+    Returns:
+        The supernet with its backbone frozen (the cells' initial weights drawn from the run's seed).
+    """
+    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
+                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
+                           **retrofit_options(cfg)).to(device)
+    model.freeze_backbone()
+    return model
+
+
+def search_data(data: PreparedData) -> SearchData:
+    """The slices a search reads: W (cell weights), A (α) and V (Shapley rounds, selection), and the classes."""
+    return SearchData(train_w=data.slices("train_w"), train_a=data.slices("train_a"), val=data.slices("val"),
+                      num_classes=len(data.spec.class_names))
+
+
 def run_search(cfg: SearchConfig, *, progress: bool = True, stop_after: int | None = None) -> Path:
     """Implant cells into the frozen pre-trained backbone and search them with ``cfg.policy``.
 
@@ -210,13 +236,8 @@ def run_search(cfg: SearchConfig, *, progress: bool = True, stop_after: int | No
     pretrain = run_pretrain(cfg)
     device, data = _start(cfg, stage)
     adapter, _ = frozen_adapter(pretrain, device)
-    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
-                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
-                           **retrofit_options(cfg)).to(device)
-    model.freeze_backbone()
-    search_data = SearchData(train_w=data.slices("train_w"), train_a=data.slices("train_a"), val=data.slices("val"),
-                             num_classes=len(data.spec.class_names))
-    result = run_search_loop(model, search_data, cfg, stage, device, progress=progress, stop_after=stop_after)
+    model = search_supernet(cfg, adapter, device)
+    result = run_search_loop(model, search_data(data), cfg, stage, device, progress=progress, stop_after=stop_after)
     if not result.finished:
         return stage
     save_json(stage / "genotype.json", result.genotype.to_dict())
@@ -303,7 +324,7 @@ def run_evaluate(cfg: RetrainConfig, target: str) -> Path:
 
 
 def implant_check(cfg: SearchConfig) -> dict[str, float | int]:
-    """Implant fresh cells (gates 0) into the pre-trained backbone and compare outputs on V slices.
+    """Implant fresh cells (zero output projection) into the pre-trained backbone and compare outputs on V slices.
 
     Returns:
         ``max_abs_diff`` between backbone and retrofitted logits (0 at implant time), and the parameter
@@ -313,10 +334,7 @@ def implant_check(cfg: SearchConfig) -> dict[str, float | int]:
     device = pick_device(cfg.device)
     data = prepare_data(cfg)
     adapter, _ = frozen_adapter(pretrain, device)
-    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
-                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
-                           **retrofit_options(cfg)).to(device)
-    model.freeze_backbone()
+    model = search_supernet(cfg, adapter, device)
     model.eval()
     images = data.slices("val")[0][: cfg.batch_size].to(device)
     with torch.no_grad():
@@ -335,16 +353,14 @@ def load_search_supernet(cfg: SearchConfig) -> tuple[torch.nn.Module, PreparedDa
     Returns:
         (supernet in eval mode on the config's device, the prepared data).
     """
-    from shapnas.runs import load_checkpoint
-    from shapnas.search import STATE_FILE
+    from shapnas.runs.files import load_checkpoint
+    from shapnas.search.loop import STATE_FILE
 
     stage = stage_key(cfg, "search").path(cfg.results_root)
     device = pick_device(cfg.device)
     data = prepare_data(cfg)
     adapter, _ = frozen_adapter(stage_key(cfg, "pretrain").path(cfg.results_root), device)
-    model = build_supernet(adapter, channels=cfg.cell_channels, k=cfg.partial_channels, num_nodes=cfg.num_nodes,
-                           per_level_alpha=cfg.per_level_alpha, generator=torch_generator(cfg.seed),
-                           **retrofit_options(cfg)).to(device)
+    model = search_supernet(cfg, adapter, device)
     model.load_state_dict(load_checkpoint(stage / STATE_FILE, map_location=device)["model"])
     model.freeze_backbone()
     return model.eval(), data

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shapnas.phantoms import write_phantom_dataset
+from shapnas.data.phantoms import write_phantom_dataset
 
 # (dataset, variant) pairs that cover every official layout the loaders read
 LAYOUTS = [("acdc", None), ("brats", "2021"), ("brats", "2020"), ("brats", "2023"), ("kits", "kits23"),

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 from games import additive, pairwise  # tests/games.py
 
-from shapnas.aumann_shapley import (aumann_shapley, coalition_samples, completeness_gap, multilinear_extension,
-                                    owen_gradients, quadrature)
-from shapnas.shapley import exact_shapley
+from shapnas.shapley.aumann import (
+    aumann_shapley,
+    coalition_samples,
+    completeness_gap,
+    multilinear_extension,
+    owen_gradients,
+    quadrature,
+)
+from shapnas.shapley.monte_carlo import exact_shapley
 
 
 def glove(left, right):

@@ -8,8 +8,17 @@ import pytest
 import torch
 from monai.networks.nets import AttentionUnet, UNet
 
-from shapnas.backbones import (BACKBONE_SIZES, BasicUNetAdapter, MonaiUNetAdapter, adapt, backbone_payload,
-                               build_backbone, load_backbone, net_from_payload, new_backbone)
+from shapnas.networks.backbones import (
+    BACKBONE_SIZES,
+    BasicUNetAdapter,
+    MonaiUNetAdapter,
+    adapt,
+    backbone_payload,
+    build_backbone,
+    load_backbone,
+    net_from_payload,
+    new_backbone,
+)
 
 CASES = [(name, size) for name in BACKBONE_SIZES for size in BACKBONE_SIZES[name]]
 
@@ -180,7 +189,8 @@ def test_seeded_backbone_and_payload_round_trip(name):
 
 def test_config_knows_every_backbone_and_width():
     """The config validates names without importing torch: its lists must be the registry's."""
-    from shapnas.config import BACKBONE_NAMES, BACKBONE_SIZE_NAMES, PretrainConfig
+    from shapnas.config.names import BACKBONE_NAMES, BACKBONE_SIZE_NAMES
+    from shapnas.config.stage_configs import PretrainConfig
 
     assert BACKBONE_NAMES == tuple(BACKBONE_SIZES)
     assert all(tuple(sizes) == BACKBONE_SIZE_NAMES for sizes in BACKBONE_SIZES.values())

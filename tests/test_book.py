@@ -14,25 +14,59 @@ import numpy as np
 import pytest
 import yaml
 from matplotlib.figure import Figure
+from test_notebooks import ROOT, smoke_book  # noqa: F401  (session fixture shared with test_browser)
 
 import shapnas
-from shapnas.book import (BookError, build_book, check_html, executed_toc, notebook_errors, toc_files,
-                          write_method_figures)
-from shapnas.book_pages import page_title, provenance_text, source_commit, tag_for_book
-from shapnas.ops import PRIMITIVES
-from shapnas.plots.claims import claims_table, claims_text, cost_split, interval_verdict, speed_text
-from shapnas.plots.results import (comparison_table, data_sources, metrics_table,
-                                   paired_intervals, patient_scores, plot_patient_boxplots, plot_seed_spread, NO_SEEDS_TEXT,
-                                   speedup_table, speedups)
+from shapnas.book.build import (
+    BookError,
+    build_book,
+    check_html,
+    executed_toc,
+    notebook_errors,
+    toc_files,
+    write_method_figures,
+)
+from shapnas.book.pages import page_title, provenance_text, source_commit, tag_for_book
+from shapnas.networks.ops import PRIMITIVES
+from shapnas.plots.claims import claims_table, claims_text, interval_verdict, speed_text
 from shapnas.plots.data import plot_class_frequencies
-from shapnas.plots.search import (ALPHA_SCALE_FLOOR, alpha_deviation, edge_labels, nice_bound, pick_epochs,
-                                  plot_arch_heatmaps, plot_cell_graph, plot_edge_weights, plot_epoch_times,
-                                  search_signal_text)
-from shapnas.plots.shapley import (estimator_text, plot_cost_per_epoch, plot_pruning_timeline, plot_shapley_rounds,
-                                   pruned_epochs, pruning_table, pruning_table_view, shapley_rounds)
+from shapnas.plots.results import (
+    NO_SEEDS_TEXT,
+    comparison_table,
+    data_sources,
+    metrics_table,
+    paired_intervals,
+    patient_scores,
+    plot_patient_boxplots,
+    plot_seed_spread,
+    speedup_table,
+    speedups,
+)
+from shapnas.plots.search import (
+    ALPHA_SCALE_FLOOR,
+    alpha_deviation,
+    edge_labels,
+    nice_bound,
+    pick_epochs,
+    plot_arch_heatmaps,
+    plot_cell_graph,
+    plot_edge_weights,
+    plot_epoch_times,
+    search_signal_text,
+)
+from shapnas.plots.shapley import (
+    estimator_text,
+    plot_cost_per_epoch,
+    plot_pruning_timeline,
+    plot_shapley_rounds,
+    pruned_epochs,
+    pruning_table,
+    pruning_table_view,
+    shapley_rounds,
+)
 from shapnas.plots.style import setup_notebook
 from shapnas.plots.training import parameter_table, plot_parameter_counts, plot_training_curves
-from test_notebooks import ROOT, smoke_book  # noqa: F401  (session fixture shared with test_browser)
+from shapnas.runs.records import cost_split
 
 E, P = 14, len(PRIMITIVES)
 
@@ -402,7 +436,7 @@ def test_book_build_fails_loudly_on_a_warning(smoke_book, tmp_path):
         build_book(root, log=lambda line: None)
 
 
-# ------------------------------------------------------------------ issue 12: honest figures, clean pages, titles
+# ------------------------------------------------------------------ honest figures, clean pages, titles
 
 def test_alpha_map_is_a_deviation_on_a_stated_symmetric_scale():
     assert [nice_bound(v) for v in (0.0031, 0.02, 0.021, 0.3)] == [0.005, 0.02, 0.025, 0.5]
@@ -521,7 +555,7 @@ def test_scholarship_files():
 
 
 def test_unplanned_experiment_chapters_are_not_executed(tmp_path):
-    from shapnas.notebook_runner import _Job, _without_unplanned
+    from shapnas.book.run_notebooks import _Job, _without_unplanned
 
     jobs = [_Job(f"{d} {s}", Path(f"{s}.ipynb"), tmp_path / d / f"{s}.ipynb", tmp_path / "c.ipynb", {}, d)
             for d in ("acdc", "brats") for s in ("04_shapley_pruning", "05_ablations", "06_stability")]
@@ -535,7 +569,7 @@ def test_unplanned_experiment_chapters_are_not_executed(tmp_path):
     assert not stale.exists() and "brats 05_ablations, brats 06_stability" in lines[0]
 
 
-# ------------------------------------------------------------------ issue 12: the built book
+# ------------------------------------------------------------------ the built book
 
 def _text(html: str) -> str:
     return re.sub(r"<[^>]+>", " ", html)

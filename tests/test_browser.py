@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_book import built_book  # noqa: F401  (session fixture, built once)
 from test_notebooks import ROOT, smoke_book  # noqa: F401
 

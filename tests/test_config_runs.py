@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from shapnas.config import PROFILE_NAMES, RetrainConfig, SearchConfig, config_from_profile, load_profile
-from shapnas.runs import append_jsonl, load_checkpoint, load_json, read_jsonl, save_checkpoint, save_json
+from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig, SearchConfig, config_from_profile, load_profile
+from shapnas.runs.files import append_jsonl, load_checkpoint, load_json, read_jsonl, save_checkpoint, save_json
 
 
 @pytest.mark.parametrize("profile", PROFILE_NAMES)

@@ -11,11 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import shapnas.data
+import shapnas.data.prepared
 from shapnas.cli import main
-from shapnas.config import DataConfig
-from shapnas.data import cache_dir, prepare_data, select_slices
-from shapnas.phantoms import phantom_info
+from shapnas.config.stage_configs import DataConfig
+from shapnas.data.phantoms import phantom_info
+from shapnas.data.prepared import cache_dir, prepare_data, select_slices
 
 
 def _cfg(dataset, data_dir, results, **kw):
@@ -26,13 +26,13 @@ def _cfg(dataset, data_dir, results, **kw):
 def count_decodes(monkeypatch):
     """Counts calls of the real ``load_volume`` made by ``prepare_data`` (NIfTI decodes)."""
     calls = []
-    real = shapnas.data.load_volume
+    real = shapnas.data.prepared.load_volume
 
     def counting(case, spec, slice_size):
         calls.append(case.case_id)
         return real(case, spec, slice_size)
 
-    monkeypatch.setattr(shapnas.data, "load_volume", counting)
+    monkeypatch.setattr(shapnas.data.prepared, "load_volume", counting)
     return calls
 
 

@@ -6,10 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from shapnas.config import DataConfig
-from shapnas.data import prepare_data
-from shapnas.layouts import dataset_spec, list_cases
-from shapnas.volumes import load_volume
+from shapnas.config.stage_configs import DataConfig
+from shapnas.data.layouts import dataset_spec, list_cases
+from shapnas.data.prepared import prepare_data
+from shapnas.data.volumes import load_volume
 
 
 def _first(dataset, root):

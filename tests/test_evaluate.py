@@ -1,4 +1,4 @@
-"""Tests of shapnas.evaluate: slice-wise prediction and patient-level metrics on stacked volumes."""
+"""Tests of shapnas.training.evaluate: slice-wise prediction and patient-level metrics on stacked volumes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from shapnas.evaluate import evaluate_model, predict_volume
-from shapnas.layouts import DatasetSpec
-from shapnas.volumes import Volume
+from shapnas.data.layouts import DatasetSpec
+from shapnas.data.volumes import Volume
+from shapnas.training.evaluate import evaluate_model, predict_volume
 
 CPU = torch.device("cpu")
 

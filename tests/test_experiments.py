@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from shapnas.ablations import PLAN_FILE, ablation_plan
+from shapnas.experiments.ablations import PLAN_FILE, ablation_plan
+from shapnas.experiments.stability.report import stability_report
 from shapnas.plots.experiment_stats import ablation_stats, ablation_table, stability_table
 from shapnas.plots.experiment_text import ablation_plan_text, ablation_text, stability_text
-from shapnas.plots.experiments import OP_COLOURS, plot_ablations, plot_genotypes_across_seeds, plot_shapley_rank_agreement
-from shapnas.runs import save_json
-from shapnas.stability import stability_report
+from shapnas.plots.experiments import (
+    OP_COLOURS,
+    plot_ablations,
+    plot_genotypes_across_seeds,
+    plot_shapley_rank_agreement,
+)
+from shapnas.runs.files import save_json
 
 
 def _record(axis, setting, seed, dice, wall=10.0, hd95=5.0, epochs=4):

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from shapnas.genotype import Genotype, derive_genotype, edge_index, edge_list, num_edges
-from shapnas.ops import PRIMITIVES
+from shapnas.networks.genotype import Genotype, derive_genotype, edge_index, edge_list, num_edges
+from shapnas.networks.ops import PRIMITIVES
 
 OP = {name: i for i, name in enumerate(PRIMITIVES)}
 

@@ -6,9 +6,9 @@ import json
 import shutil
 
 import pytest
-
 from conftest import LAYOUTS
-from shapnas.layouts import BRATS_CHANNELS, dataset_spec, list_cases
+
+from shapnas.data.layouts import BRATS_CHANNELS, dataset_spec, list_cases
 
 # (dataset, variant) -> (num cases, num channels, class names, label values, image files per case)
 EXPECTED = {

@@ -17,11 +17,11 @@ import dask
 import pytest
 
 from shapnas.cli import main
-from shapnas.matrix import Job, build_jobs, dependency_order, format_summary
-from shapnas.matrix_runner import open_client, run_jobs
-from shapnas.config import RetrainConfig
-from shapnas.overrides import parse_overrides
-from shapnas.runs import append_jsonl, load_json, save_json
+from shapnas.config.overrides import parse_overrides
+from shapnas.config.stage_configs import RetrainConfig
+from shapnas.experiments.dask_runner import open_client, run_jobs
+from shapnas.experiments.matrix import Job, build_jobs, dependency_order, format_summary
+from shapnas.runs.files import append_jsonl, load_json, save_json
 
 # A cheap real command: checks its prerequisites' outputs, then writes its own JSON atomically.
 # argv: OUT NEEDS(comma-separated) MODE, MODE = ok | fail | wait:MARKER (write the worker's pid to MARKER,
@@ -87,7 +87,7 @@ def test_build_jobs_expands_the_matrix(tmp_path):
             "results_root": str(tmp_path.resolve()), "profile": "smoke"}
     assert search.config == RetrainConfig.from_dict(search.config).to_dict()  # a complete, valid config
     assert search.spec == tmp_path.resolve() / "jobs" / "kits-basic_unet-seed2-search-shapley.json"
-    assert search.argv == ("python", "-m", "shapnas.stage_jobs", str(search.spec))
+    assert search.argv == ("python", "-m", "shapnas.experiments.job_entry", str(search.spec))
     assert search.output == tmp_path.resolve() / "kits" / "basic_unet" / "seed-2" / "search-shapley" / "metrics.json"
     assert search.log == tmp_path.resolve() / "logs" / "kits-basic_unet-seed2-search-shapley.log"
     assert by_id["acdc-basic_unet-seed0-eval-shapley"].deps == ("acdc-basic_unet-seed0-retrain-shapley",)
@@ -134,7 +134,7 @@ def test_matrix_list_rows(tmp_path):
     assert [r.split("\t")[0] for r in rows] == ["acdc-basic_unet-seed0-pretrain", "acdc-basic_unet-seed0-search-shapley",
                                                 "acdc-basic_unet-seed1-pretrain", "acdc-basic_unet-seed1-search-shapley"]
     spec = tmp_path.resolve() / "jobs" / "acdc-basic_unet-seed1-search-shapley.json"
-    assert rows[3].split("\t")[1].endswith(f"-m shapnas.stage_jobs {spec}")
+    assert rows[3].split("\t")[1].endswith(f"-m shapnas.experiments.job_entry {spec}")
     assert load_json(spec)["kind"] == "search" and load_json(spec)["config"]["policy"] == "shapley"  # rows run as listed
     assert not (tmp_path / "logs").exists()  # listing runs nothing
     assert main(["matrix", "--datasets", "acdc,mnist", "--list"]) == 2
@@ -261,7 +261,7 @@ TINY = ["pretrain_epochs=1", "finetune_epochs=1", "retrain_epochs=1", "search_ep
 @pytest.mark.slow
 def test_real_stages_matrix(tmp_path):
     """The smoke profile, made tiny, for one dataset and seed and the policies none and shapley: 10 real jobs."""
-    for module in ("shapnas.data", "shapnas.retrofit", "shapnas.train", "shapnas.evaluate", "shapnas.phantoms"):
+    for module in ("shapnas.data.prepared", "shapnas.networks.retrofit", "shapnas.training.train", "shapnas.training.evaluate", "shapnas.data.phantoms"):
         pytest.importorskip(module)
     argv = ["matrix", "--datasets", "acdc", "--seeds", "0", "--policies", "none,shapley", "--profile", "smoke",
             "--results", str(tmp_path), "--workers", "2", "--no-progress"]
@@ -286,7 +286,7 @@ def test_real_stages_matrix(tmp_path):
 
 
 def test_ablation_plan_fixes_one_backbone_per_dataset(tmp_path):
-    from shapnas.ablations import ablation_plan, build_ablation_jobs
+    from shapnas.experiments.ablations import ablation_plan, build_ablation_jobs
 
     plan = ablation_plan("workshop")
     assert len(plan.seeds) >= 3
@@ -312,10 +312,10 @@ def test_local_cpu_cluster_splits_the_cores(monkeypatch):
     """Without GPUs: one worker per core by default (at most MAX_CPU_WORKERS), and every job gets
     cores // workers threads even when the caller exported OMP_NUM_THREADS (make does), so the workers do
     not oversubscribe the cores."""
-    from shapnas.matrix_runner import MAX_CPU_WORKERS, usable_cores
+    from shapnas.experiments.dask_runner import MAX_CPU_WORKERS, usable_cores
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv("OMP_NUM_THREADS", "64")
-    monkeypatch.setattr("shapnas.matrix_runner._local_gpu_ids", lambda: ())
+    monkeypatch.setattr("shapnas.experiments.dask_runner._local_gpu_ids", lambda: ())
     cores = usable_cores()
     assert 1 <= cores <= (os.cpu_count() or 1)
     with open_client() as (client, placement):

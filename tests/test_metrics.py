@@ -9,8 +9,15 @@ import pytest
 import torch
 from monai.losses import DiceLoss
 
-from shapnas.metrics import (confusion_counts, dice_from_counts, evaluate_volume, hd95, soft_dice,
-                             soft_dice_per_group, summarize_cases)
+from shapnas.training.metrics import (
+    confusion_counts,
+    dice_from_counts,
+    evaluate_volume,
+    hd95,
+    soft_dice,
+    soft_dice_per_group,
+    summarize_cases,
+)
 
 # BraTS-like regions on contiguous ids (ET = 3 here)
 REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}

@@ -14,10 +14,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from shapnas.config import DataConfig, RetrainConfig, config_from_profile, load_profile
-from shapnas.book_pages import tag_for_book, terminal_text
-from shapnas.notebook_runner import (NOTEBOOKS, NotebookError, notebook_parameter_names, notebook_parameters,
-                                     run_notebooks, select_notebooks)
+from shapnas.book.pages import tag_for_book, terminal_text
+from shapnas.book.run_notebooks import (
+    NOTEBOOKS,
+    NotebookError,
+    notebook_parameter_names,
+    notebook_parameters,
+    run_notebooks,
+    select_notebooks,
+)
+from shapnas.config.stage_configs import DataConfig, RetrainConfig, config_from_profile, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "notebooks" / f"{stem}.ipynb" for stem in NOTEBOOKS] + [ROOT / "book" / "results.ipynb"]
@@ -255,7 +261,7 @@ def test_nbval_on_smoke_execution(smoke_book):
 @pytest.mark.slow
 def test_experiment_chapters_present_the_smoke_ablation_plan(smoke_book):
     """run_notebooks ran the smoke ablation plan on Dask before 05/06, so they show measured tables."""
-    from shapnas.ablations import ablation_records, load_plan, stability_records
+    from shapnas.experiments.ablations import ablation_records, load_plan, stability_records
 
     results = smoke_book / "results"
     plan = load_plan(results)
@@ -277,8 +283,8 @@ def test_kernels_start_without_the_plain_tcp_warning(tmp_path, capfd):
     pyzmq has it, so make book's output carries no such warning (and the default manager elsewhere)."""
     import zmq
 
-    from shapnas.kernels import kernel_manager_options
-    from shapnas.notebook_runner import execute_notebook
+    from shapnas.book.kernel_manager import kernel_manager_options
+    from shapnas.book.run_notebooks import execute_notebook
 
     if not zmq.has("curve"):
         assert kernel_manager_options() == {}

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapnas.cells import DiscreteCell, MixedOp, SearchCell, channel_shuffle
-from shapnas.genotype import Genotype, edge_list
-from shapnas.ops import OPS, PRIMITIVES, batch_moments, batch_norm_affine, pool_rows
+from shapnas.networks.cells import DiscreteCell, MixedOp, SearchCell, channel_shuffle
+from shapnas.networks.genotype import Genotype, edge_list
+from shapnas.networks.ops import OPS, PRIMITIVES, batch_moments, batch_norm_affine, pool_rows
 
 E, P = 14, len(PRIMITIVES)
 

@@ -1,4 +1,4 @@
-"""Configs as data (issue 11): typed ``--set`` overrides, one config resolver, one ``--data-dir`` spelling,
+"""Configs as data: typed ``--set`` overrides, one config resolver, one ``--data-dir`` spelling,
 jobs that carry their stage kind and config, progress lines, and a core that never imports the CLI."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from shapnas.book.run_notebooks import _time_left
 from shapnas.cli import main
 from shapnas.cli.common import parse_data_dirs
-from shapnas.config import RetrainConfig, SearchConfig, load_profile, resolve_config
-from shapnas.matrix import build_jobs, write_job_spec
-from shapnas.matrix_runner import progress_text
-from shapnas.notebook_runner import _time_left
-from shapnas.overrides import convert_value, parse_overrides
+from shapnas.config.overrides import convert_value, parse_overrides
+from shapnas.config.stage_configs import RetrainConfig, SearchConfig, load_profile, resolve_config
+from shapnas.experiments.dask_runner import progress_text
+from shapnas.experiments.matrix import build_jobs, write_job_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,8 @@ def test_every_subcommand_takes_data_dir(tmp_path):
 
 
 def test_stage_entry_point_runs_the_job_file(tmp_path, monkeypatch):
-    from shapnas import pipeline, stage_jobs
+    from shapnas import pipeline
+    from shapnas.experiments import job_entry as stage_jobs
 
     calls = []
 
@@ -192,7 +193,7 @@ def test_core_and_benchmarks_never_import_the_cli():
 
 @pytest.mark.parametrize("dataset", ["acdc", "brats", "kits", "msd"])
 def test_layout_errors_point_to_a_page_that_ships(dataset, tmp_path):
-    from shapnas.layouts import list_cases
+    from shapnas.data.layouts import list_cases
 
     empty = tmp_path / "empty"
     empty.mkdir()

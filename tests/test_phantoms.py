@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from shapnas.config import DataConfig
-from shapnas.data import prepare_data, summarize
-from shapnas.layouts import dataset_spec, list_cases
-from shapnas.phantoms import PHANTOM_DATASETS, phantom_info, write_phantom_dataset
+from shapnas.config.stage_configs import DataConfig
+from shapnas.data.layouts import dataset_spec, list_cases
+from shapnas.data.phantoms import PHANTOM_DATASETS, phantom_info, write_phantom_dataset
+from shapnas.data.prepared import prepare_data, summarize
+from shapnas.data.volumes import load_volume
 from shapnas.plots.data import plot_class_frequencies, plot_intensity_histograms, plot_sample_slices, split_table
-from shapnas.volumes import load_volume
 
 
 def _arrays(root):

@@ -1,4 +1,4 @@
-"""Evaluation power (issue 9): class restriction, whole V volumes, step budgets with early stopping,
+"""Evaluation power: class restriction, whole V volumes, step budgets with early stopping,
 patient-level V selection, the tuned fine-tuned control and the joint arm."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from shapnas.config import DataConfig, RetrainConfig, config_from_profile
-from shapnas.data import prepare_data, restrict_classes
-from shapnas.evaluate import patient_dice, patient_scores
-from shapnas.layouts import dataset_spec
-from shapnas.train import fit
+from shapnas.config.stage_configs import DataConfig, RetrainConfig, config_from_profile
+from shapnas.data.layouts import dataset_spec
+from shapnas.data.prepared import prepare_data, restrict_classes
+from shapnas.training.evaluate import patient_dice, patient_scores
+from shapnas.training.train import fit
 from tests.test_train import NUM_CLASSES, _net, _squares
 
 
@@ -122,7 +122,7 @@ def test_profiles_give_power_and_matching_budgets():
 
 def test_finetune_tunes_its_rate_on_v_and_reports_the_budget(tmp_path):
     from shapnas.pipeline import run_finetune, run_pretrain
-    from shapnas.runs import load_json, read_jsonl
+    from shapnas.runs.files import load_json, read_jsonl
 
     cfg = config_from_profile(RetrainConfig, "smoke", results_root=str(tmp_path), device="cpu",
                               finetune_lrs=[1e-5, 3e-3], finetune_steps=6, patience_steps=4)
@@ -141,7 +141,7 @@ def test_finetune_tunes_its_rate_on_v_and_reports_the_budget(tmp_path):
 @pytest.mark.slow
 def test_joint_arm_trains_the_backbone_at_the_controls_rate(tmp_path):
     from shapnas.pipeline import run_finetune, run_retrain
-    from shapnas.runs import load_json
+    from shapnas.runs.files import load_json
 
     cfg = config_from_profile(RetrainConfig, "smoke", results_root=str(tmp_path), device="cpu", policy="none",
                               finetune_lrs=[1e-5, 3e-3], finetune_steps=4, retrain_steps=4, joint_finetune=True)

@@ -1,4 +1,4 @@
-"""Tests of shapnas.predict and ``python -m shapnas predict``: preprocessing parity with training,
+"""Tests of shapnas.training.predict and ``python -m shapnas predict``: preprocessing parity with training,
 geometry round trips in non-canonical orientations, multi-channel inputs, real checkpoints."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from shapnas.cli import main
-from shapnas.layouts import dataset_spec, list_cases
-from shapnas.phantoms import write_phantom_dataset
-from shapnas.phantoms.writers import write_nifti
-from shapnas.predict import from_slices, model_slices, predict_case, predict_nifti, read_input
-from shapnas.volumes import load_volume, to_slices
+from shapnas.data.layouts import dataset_spec, list_cases
+from shapnas.data.phantoms import write_phantom_dataset
+from shapnas.data.phantoms.writers import write_nifti
+from shapnas.data.volumes import load_volume, to_slices
+from shapnas.training.predict import from_slices, model_slices, predict_case, predict_nifti, read_input
 
 CT_SPEC = {"name": "custom", "channel_names": ["CT"], "class_names": ["background", "a", "b"],
            "label_values": [0, 2, 5], "modality": "ct"}
@@ -115,8 +115,8 @@ class InputRecorder(nn.Module):
 @pytest.mark.parametrize("dataset, variant", [("acdc", None), ("brats", None), ("kits", "kits19"), ("amos", None)])
 def test_a_training_volume_reaches_the_network_as_the_same_tensor(tmp_path, dataset, variant) -> None:
     """Training path (load_volume -> PreparedData.slices) and prediction path (predict_case) hand the network
-    the same tensor, bit for bit: both go through shapnas.volumes.network_input."""
-    from shapnas.data import PreparedData
+    the same tensor, bit for bit: both go through shapnas.data.volumes.network_input."""
+    from shapnas.data.prepared import PreparedData
 
     root = write_phantom_dataset(dataset, tmp_path / dataset, 1, 0, variant=variant)
     spec = dataset_spec(dataset, root)
@@ -162,10 +162,10 @@ def _phantom_acdc(tmp_path):
 
 
 def test_predict_nifti_backbone_and_retrofit_checkpoints(tmp_path) -> None:
-    from shapnas.backbones import adapt, build_backbone
-    from shapnas.genotype import Genotype
-    from shapnas.models import save_model
-    from shapnas.retrofit import build_discrete
+    from shapnas.networks.backbones import adapt, build_backbone
+    from shapnas.networks.checkpoints import save_model
+    from shapnas.networks.genotype import Genotype
+    from shapnas.networks.retrofit import build_discrete
 
     spec, case = _phantom_acdc(tmp_path)
     torch.manual_seed(0)

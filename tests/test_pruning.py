@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shapnas.pruning import (AlphaPolicy, JSPolicy, PolicyContext, RandomPolicy, ShapleyPolicy, build_policy,
-                             is_pruning_epoch, js_divergence, select_ops_to_prune)
+from shapnas.search.pruning import (
+    AlphaPolicy,
+    JSPolicy,
+    PolicyContext,
+    RandomPolicy,
+    ShapleyPolicy,
+    build_policy,
+    is_pruning_epoch,
+    js_divergence,
+    select_ops_to_prune,
+)
 
 
 def test_schedule_after_warmup_every_interval():
@@ -69,8 +78,8 @@ def test_shapley_policy_momentum_and_state():
 
 
 def test_every_registered_policy_builds_and_nothing_else():
-    from shapnas.policies import POLICY_NAMES
-    from shapnas.pruning import POLICY_FACTORIES
+    from shapnas.config.names import POLICY_NAMES
+    from shapnas.search.pruning import POLICY_FACTORIES
 
     assert set(POLICY_FACTORIES) == set(POLICY_NAMES)
     for name in POLICY_NAMES:

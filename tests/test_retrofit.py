@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from shapnas.backbones import BACKBONE_SIZES, adapt, build_backbone
-from shapnas.genotype import Genotype
-from shapnas.retrofit import ArchitectureParameters, build_discrete, build_supernet, cell_width
+from shapnas.networks.backbones import BACKBONE_SIZES, adapt, build_backbone
+from shapnas.networks.genotype import Genotype
+from shapnas.networks.retrofit import ArchitectureParameters, build_discrete, build_supernet, cell_width
 
 E, P = 14, 8
 GENOTYPE = Genotype(edges=((0, 0, "sep_conv_3x3"), (0, 1, "skip_connect"), (1, 0, "max_pool_3x3"),
@@ -298,8 +298,8 @@ def test_same_generator_same_supernet():
 @pytest.mark.parametrize("name", list(BACKBONE_SIZES))
 def test_saved_retrofit_keeps_residual_and_decoder_input(tmp_path, name):
     """model.pt rebuilds the same form (from its config); a config without the keys means the old gate form."""
-    from shapnas.models import load_model, save_model
-    from shapnas.retrofit import retrofit_options
+    from shapnas.networks.checkpoints import load_model, save_model
+    from shapnas.networks.retrofit import retrofit_options
 
     class Spec:
         name, channel_names, class_names, label_values, modality, eval_regions = "x", ["i"], ["b", "f", "g"], \

@@ -5,11 +5,22 @@ from __future__ import annotations
 import pytest
 
 from shapnas.cli import main
-from shapnas.config import RetrainConfig, config_from_profile
-from shapnas.policies import POLICY_NAMES
-from shapnas.run_identity import (FINETUNE_FIELDS, RUNTIME_FIELDS, STAGE_KINDS, StageKey, StaleStageError,
-                                  model_stage_name, parse_stage_name, reusable, stage_fields, stage_key, stage_name)
-from shapnas.runs import load_json, save_json
+from shapnas.config.names import POLICY_NAMES
+from shapnas.config.stage_configs import RetrainConfig, config_from_profile
+from shapnas.runs.files import load_json, save_json
+from shapnas.runs.identity import (
+    FINETUNE_FIELDS,
+    RUNTIME_FIELDS,
+    STAGE_KINDS,
+    StageKey,
+    StaleStageError,
+    model_stage_name,
+    parse_stage_name,
+    reusable,
+    stage_fields,
+    stage_key,
+    stage_name,
+)
 
 
 def _cfg(root, **changes) -> RetrainConfig:
@@ -78,7 +89,7 @@ def test_reuse_compares_the_stored_config(tmp_path) -> None:
 
 
 def test_an_interrupted_search_resumes_only_with_its_config(tmp_path) -> None:
-    from shapnas.search import STATE_FILE
+    from shapnas.search.loop import STATE_FILE
 
     assert STAGE_KINDS["search"].resume_file == STATE_FILE
     cfg = _cfg(tmp_path, policy="none")
@@ -93,7 +104,7 @@ def test_an_interrupted_search_resumes_only_with_its_config(tmp_path) -> None:
 
 
 def test_a_changed_setting_never_reuses_the_finished_stage(tmp_path, capsys) -> None:
-    """The issue's target: a smoke pre-training, then the same stage with --set pretrain_epochs=3."""
+    """A smoke pre-training, then the same stage with --set pretrain_epochs=3."""
     from shapnas.pipeline import run_pretrain
 
     argv = ["pretrain", "--dataset", "acdc", "--profile", "smoke", "--results", str(tmp_path), "--device", "cpu"]
@@ -119,7 +130,7 @@ def test_a_changed_setting_never_reuses_the_finished_stage(tmp_path, capsys) -> 
 
 
 def test_the_matrix_never_counts_a_stage_of_another_config_as_done(tmp_path) -> None:
-    from shapnas.matrix import build_jobs
+    from shapnas.experiments.matrix import build_jobs
 
     cfg = _cfg(tmp_path.resolve(), dataset="acdc", policy="shapley")
     stage = stage_key(cfg, "retrain").path(cfg.results_root)

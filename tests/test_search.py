@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from shapnas.config import SearchConfig, config_from_profile
+from shapnas.config.stage_configs import SearchConfig, config_from_profile
 from shapnas.pipeline import run_pretrain, run_search, stage_path
-from shapnas.runs import load_json, read_jsonl
+from shapnas.runs.files import load_json, read_jsonl
 
 
 def _cfg(tmp_path, **changes) -> SearchConfig:
@@ -107,8 +107,8 @@ def test_search_records_its_signal(pretrained_root, tmp_path):
 
 
 def test_alpha_signal_by_hand():
-    from shapnas.genotype import Genotype
-    from shapnas.search import alpha_signal
+    from shapnas.networks.genotype import Genotype
+    from shapnas.search.loop import alpha_signal
 
     probs = np.full((14, 8), 0.125)
     probs[0] = [0.3, 0.4, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05]
@@ -127,9 +127,9 @@ def test_alpha_signal_by_hand():
 
 @pytest.mark.parametrize("optimizer, kind", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)])
 def test_weight_optimizer_choice(optimizer, kind):
-    from shapnas.backbones import adapt, build_backbone
-    from shapnas.retrofit import build_supernet
-    from shapnas.search import build_optimizers
+    from shapnas.networks.backbones import adapt, build_backbone
+    from shapnas.networks.retrofit import build_supernet
+    from shapnas.search.loop import build_optimizers
 
     net, _ = build_backbone("basic_unet", 1, 3, "tiny")
     model = build_supernet(adapt(net), generator=torch.Generator().manual_seed(0)).freeze_backbone()

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 from games import additive, pairwise  # tests/games.py
 
-from shapnas.shapley import (ShapleyEstimate, exact_shapley, mask_from_players, permutation_shapley,
-                             players_from_mask)
+from shapnas.shapley.monte_carlo import (
+    ShapleyEstimate,
+    exact_shapley,
+    mask_from_players,
+    permutation_shapley,
+    players_from_mask,
+)
 
 
 class CountingGame:

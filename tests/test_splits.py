@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shapnas.splits import SPLIT_NAMES, load_or_create_splits, make_splits, min_patients
+from shapnas.data.splits import SPLIT_NAMES, load_or_create_splits, make_splits, min_patients
 
 PATIENTS = [f"patient{i:03d}" for i in range(1, 21)]
 

@@ -7,11 +7,18 @@ import math
 import numpy as np
 import pytest
 
-from shapnas.pruning import js_divergence
-from shapnas.stability import (edge_choices, genotype_from_triples,
-                               mean_pairwise_jaccard, mean_pairwise_js, modal_op_agreement, rank_correlation,
-                               stability_report, swap_inputs)
-from shapnas.stability_chance import _random_genotype, chance_levels
+from shapnas.experiments.stability.chance import _random_genotype, chance_levels
+from shapnas.experiments.stability.metrics import (
+    edge_choices,
+    genotype_from_triples,
+    mean_pairwise_jaccard,
+    mean_pairwise_js,
+    modal_op_agreement,
+    rank_correlation,
+    swap_inputs,
+)
+from shapnas.experiments.stability.report import stability_report
+from shapnas.search.pruning import js_divergence
 
 G1 = genotype_from_triples([[2, 0, "sep_conv_3x3"], [2, 1, "skip_connect"], [3, 0, "max_pool_3x3"],
                             [3, 2, "dil_conv_3x3"]])
@@ -201,7 +208,7 @@ def test_report_carries_chance_levels_and_argmax_over_non_none_ops():
 
 
 def test_inputs_are_equivalent_unless_s1_is_the_decoder_feature():
-    from shapnas.run_records import equivalent_inputs
+    from shapnas.runs.records import equivalent_inputs
 
     assert equivalent_inputs({}) and equivalent_inputs({"decoder_input": False, "policy": "none"})
     assert not equivalent_inputs({"decoder_input": True})

@@ -1,4 +1,4 @@
-"""Tests of shapnas.summary: the paired bootstrap and the IAC records of ``summary --json``."""
+"""Tests of shapnas.experiments.summary: the paired bootstrap and the IAC records of ``summary --json``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from shapnas.cli import main
-from shapnas.runs import save_json
-from shapnas.summary import collect_summary, paired_bootstrap
+from shapnas.experiments.summary import collect_summary, paired_bootstrap
+from shapnas.runs.files import save_json
 
 
 def _scores(values) -> dict[str, float]:
@@ -88,10 +88,10 @@ def test_summary_model_dir_is_what_predict_takes(tmp_path, capsys) -> None:
     """Every ``summary --json`` record names the stage folder of its model; ``predict --run`` accepts it."""
     import torch
 
-    from shapnas.backbones import build_backbone
-    from shapnas.layouts import dataset_spec, list_cases
-    from shapnas.models import save_model
-    from shapnas.phantoms import write_phantom_dataset
+    from shapnas.data.layouts import dataset_spec, list_cases
+    from shapnas.data.phantoms import write_phantom_dataset
+    from shapnas.networks.backbones import build_backbone
+    from shapnas.networks.checkpoints import save_model
 
     data = write_phantom_dataset("acdc", tmp_path / "data", 1, 0)
     spec, case = dataset_spec("acdc", data), list_cases("acdc", data)[0]
@@ -126,7 +126,7 @@ def _profiled(run, target: str, profile: str | None, seed: int = 0) -> None:
 
 
 def test_summary_never_mixes_profiles(tmp_path, capsys) -> None:
-    from shapnas.run_records import MixedProfilesError
+    from shapnas.runs.records import MixedProfilesError
 
     _profiled(tmp_path / "acdc" / "basic_unet" / "seed-0", "none", "smoke")
     _profiled(tmp_path / "acdc" / "basic_unet" / "seed-1", "none", "workshop")
@@ -142,7 +142,7 @@ def test_summary_never_mixes_profiles(tmp_path, capsys) -> None:
 
 
 def test_stability_records_never_mix_profiles(tmp_path, capsys) -> None:
-    from shapnas.run_records import MixedProfilesError, collect_stability_records
+    from shapnas.runs.records import MixedProfilesError, collect_stability_records
 
     for seed, profile in ((0, "smoke"), (1, "smoke"), (2, "workshop")):
         stage = tmp_path / "acdc" / "basic_unet" / f"seed-{seed}" / "search-none"

@@ -7,13 +7,21 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from shapnas.aumann_shapley import aumann_shapley, owen_gradients
-from shapnas.backbones import adapt, build_backbone
-from shapnas.config import SearchConfig
-from shapnas.retrofit import build_supernet
-from shapnas.shapley import exact_shapley
-from shapnas.supernet_shapley import (SupernetGame, coalition_mask, disjoint_value_batches, estimate_supernet_shapley,
-                                      float_coalition, foreground_rich_batch, ops_contribution, round_options)
+from shapnas.config.stage_configs import SearchConfig
+from shapnas.networks.backbones import adapt, build_backbone
+from shapnas.networks.retrofit import build_supernet
+from shapnas.shapley.aumann import aumann_shapley, owen_gradients
+from shapnas.shapley.monte_carlo import exact_shapley
+from shapnas.shapley.supernet_game import (
+    SupernetGame,
+    coalition_mask,
+    disjoint_value_batches,
+    estimate_supernet_shapley,
+    float_coalition,
+    foreground_rich_batch,
+    ops_contribution,
+    round_options,
+)
 
 # players of a small sub-game: three ops on an edge into the first node and on an edge into the last node
 SUB_GAME = [(0, 1), (0, 4), (0, 6), (13, 3), (13, 5), (13, 7)]

@@ -1,4 +1,4 @@
-"""Tests of shapnas.train: batches, validation Dice, fit (determinism, model selection, clipping, resume)."""
+"""Tests of shapnas.training.train: batches, validation Dice, fit (determinism, model selection, clipping, resume)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from shapnas.runs import load_checkpoint, save_checkpoint
-from shapnas.train import (FitResult, confusion_matrix, count_parameters, dice_ce_loss, fit, iterate_batches,
-                           validation_dice)
+from shapnas.runs.files import load_checkpoint, save_checkpoint
+from shapnas.training.train import (
+    FitResult,
+    confusion_matrix,
+    count_parameters,
+    dice_ce_loss,
+    fit,
+    iterate_batches,
+    validation_dice,
+)
 
 NUM_CLASSES = 3
 SIZE = 32

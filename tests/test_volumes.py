@@ -5,13 +5,13 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import LAYOUTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import LAYOUTS
-from shapnas.layouts import CaseFiles, DatasetSpec, dataset_spec, list_cases
-from shapnas.phantoms.writers import write_nifti
-from shapnas.volumes import CT_WINDOW, load_volume, normalise, resize_slices, to_slices
+from shapnas.data.layouts import CaseFiles, DatasetSpec, dataset_spec, list_cases
+from shapnas.data.phantoms.writers import write_nifti
+from shapnas.data.volumes import CT_WINDOW, load_volume, normalise, resize_slices, to_slices
 
 ACDC = DatasetSpec("acdc", ("cineMRI",), ("background", "RV", "MYO", "LV"), (0, 1, 2, 3), "mri",
                    {"RV": (1,), "MYO": (2,), "LV": (3,)})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
-from shapnas.config import DATASET_NAMES, PROFILE_NAMES, RetrainConfig
+from shapnas.config.names import DATASET_NAMES
+from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -24,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``ablations``."""
     parser = subparsers.add_parser(
         "ablations", help="run the profile's ablations and seeds (policies, M, T/r, value, tau, alpha, K) on Dask",
-        description="Expand the profile's ablation plan (shapnas.ablations.ablation_plan) into matrix jobs: every "
+        description="Expand the profile's ablation plan (shapnas.experiments.ablations.ablation_plan) into matrix jobs: every "
                     "policy for every seed of the plan, and the shapley search with one setting changed per "
                     "variant (permutations M, schedule T/r, value function, truncation tau, per-level alpha, "
                     "partial channels K), each re-using the main run's pre-trained backbone; then run them on a "
@@ -48,9 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """List or run the plan; print a summary table; 1 if any job failed or was skipped."""
-    from shapnas.ablations import ablation_plan, build_ablation_jobs, run_ablations
-    from shapnas.matrix import format_rows, format_summary, write_job_spec
-    from shapnas.overrides import parse_overrides
+    from shapnas.config.overrides import parse_overrides
+    from shapnas.experiments.ablations import ablation_plan, build_ablation_jobs, run_ablations
+    from shapnas.experiments.matrix import format_rows, format_summary, write_job_spec
 
     plan = ablation_plan(args.profile)
     datasets = parse_names(args.datasets, plan.datasets, "--datasets") if args.datasets else list(plan.datasets)

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and check; problems are printed and the exit status is 1."""
-    from shapnas.book import BookError, build_book
+    from shapnas.book.build import BookError, build_book
 
     try:
         build_book(args.root, strict=args.strict)

@@ -12,7 +12,7 @@ __all__ = ["add_parser", "run", "format_summary"]
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``data``."""
     from shapnas.cli.common import add_data_dir_argument
-    from shapnas.config import DATASET_NAMES
+    from shapnas.config.names import DATASET_NAMES
 
     parser = subparsers.add_parser(
         "data", help="load, split and summarise a dataset",
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A readable multi-line rendering of :func:`shapnas.data.summarize`."""
+    """A readable multi-line rendering of :func:`shapnas.data.prepared.summarize`."""
     lines = [f"{summary['dataset']} ({summary['modality']}) from {summary['data_dir']}",
              f"channels: {', '.join(summary['channels'])}; slice size {summary['slice_size']}",
              f"{'split':8} {'patients':>8} {'cases':>6} {'slices':>7}"]
@@ -50,8 +50,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Prepare the data and print its summary."""
     from shapnas.cli.common import parse_data_dirs
-    from shapnas.config import DataConfig
-    from shapnas.data import prepare_data, summarize
+    from shapnas.config.stage_configs import DataConfig
+    from shapnas.data.prepared import prepare_data, summarize
 
     data_dir = parse_data_dirs(args.data_dirs, [args.dataset]).get(args.dataset, "")
     cfg = DataConfig(dataset=args.dataset, data_dir=data_dir, results_root=args.results,

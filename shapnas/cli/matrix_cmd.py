@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
-from shapnas.config import DATASET_NAMES, POLICY_NAMES, PROFILE_NAMES, RetrainConfig
+from shapnas.config.names import DATASET_NAMES, POLICY_NAMES
+from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -18,7 +19,7 @@ EXAMPLES = """Examples:
 
 A finished stage (metrics.json present) is not run again: run the same command to finish what is missing.
 Each job is written to <results>/jobs/<job-id>.json (stage kind, target, config) and runs as
-'python -m shapnas.stage_jobs <that file>'; --list writes these files and prints the rows.
+'python -m shapnas.experiments.job_entry <that file>'; --list writes these files and prints the rows.
 Logs: <results>/logs/<job-id>.log. Many machines or SLURM: see the book's "Scale-out" page (book/scale_out.md)."""
 
 
@@ -71,9 +72,9 @@ def _seeds(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     """List or run the matrix; print a summary table; 1 if any job failed or was skipped."""
-    from shapnas.matrix import STAGE_KINDS, build_jobs, format_rows, format_summary, write_job_spec
-    from shapnas.matrix_runner import open_client, run_jobs
-    from shapnas.overrides import parse_overrides
+    from shapnas.config.overrides import parse_overrides
+    from shapnas.experiments.dask_runner import open_client, run_jobs
+    from shapnas.experiments.matrix import STAGE_KINDS, build_jobs, format_rows, format_summary, write_job_spec
 
     datasets = parse_names(args.datasets, DATASET_NAMES, "--datasets")
     stages = parse_names(args.stages, STAGE_KINDS, "--stages") if args.stages else None

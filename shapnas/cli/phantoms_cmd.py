@@ -9,7 +9,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``phantoms``."""
-    from shapnas.phantoms import PHANTOM_DATASETS, PHANTOM_VARIANTS
+    from shapnas.data.phantoms import PHANTOM_DATASETS, PHANTOM_VARIANTS
 
     variants = "; ".join(f"{d}: {', '.join(v)}" for d, v in PHANTOM_VARIANTS.items() if len(v) > 1)
     parser = subparsers.add_parser(
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the phantom dataset and print where it is."""
-    from shapnas.phantoms import phantom_info, write_phantom_dataset
+    from shapnas.data.phantoms import phantom_info, write_phantom_dataset
 
     root = write_phantom_dataset(args.dataset, args.out, args.patients, args.seed, variant=args.variant)
     info = phantom_info(root) or {}

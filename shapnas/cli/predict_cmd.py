@@ -40,8 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict and print the output path."""
-    from shapnas.predict import predict_nifti
     from shapnas.runtime import pick_device
+    from shapnas.training.predict import predict_nifti
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}; expected at least 1")

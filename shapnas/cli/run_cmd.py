@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
-from shapnas.config import DATASET_NAMES, PROFILE_NAMES, RetrainConfig
-from shapnas.overrides import parse_overrides
+from shapnas.config.names import DATASET_NAMES
+from shapnas.config.overrides import parse_overrides
+from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -47,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute the notebooks; a failed cell prints the notebook, the cell and the error and returns 1."""
-    from shapnas.notebook_runner import NotebookError, run_notebooks
+    from shapnas.book.run_notebooks import NotebookError, run_notebooks
 
     datasets = parse_names(args.datasets, DATASET_NAMES, "--datasets")
     try:

@@ -7,8 +7,8 @@ import json
 import math
 from typing import Any
 
-from shapnas.config import PROFILE_NAMES
-from shapnas.runs import json_safe
+from shapnas.config.stage_configs import PROFILE_NAMES
+from shapnas.runs.files import json_safe
 
 __all__ = ["add_parser", "run"]
 
@@ -45,8 +45,8 @@ def _cell(value: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the stability report (a table, or JSON with ``--json``)."""
-    from shapnas.run_records import collect_stability_records
-    from shapnas.stability import stability_report
+    from shapnas.experiments.stability.report import stability_report
+    from shapnas.runs.records import collect_stability_records
 
     records = collect_stability_records(args.results, profile=args.profile)
     report = stability_report(records)

@@ -6,8 +6,8 @@ import argparse
 import json
 
 from shapnas.cli.common import add_run_arguments, config_from_args
-from shapnas.run_identity import eval_targets
-from shapnas.runs import load_json
+from shapnas.runs.files import load_json
+from shapnas.runs.identity import eval_targets
 
 __all__ = ["add_parser"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from shapnas.config import PROFILE_NAMES
+from shapnas.config.stage_configs import PROFILE_NAMES
 
 __all__ = ["add_parser"]
 
@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary."""
-    from shapnas.summary import collect_summary
+    from shapnas.experiments.summary import collect_summary
 
     records = collect_summary(args.results, profile=args.profile)
     if args.json:

@@ -17,15 +17,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from shapnas.config.names import method_label, method_name
+from shapnas.experiments.stability.report import stability_report
 from shapnas.plots.results import data_sources, interval_text, points, speedups
-from shapnas.policies import method_label, method_name
-from shapnas.run_identity import stage_name
-from shapnas.stability import stability_report
+from shapnas.runs.records import cost_split
 
 __all__ = [
     "PAPER_CLAIMS",
     "interval_verdict",
-    "cost_split",
     "speed_text",
     "claims_table",
     "claims_text",
@@ -88,22 +87,6 @@ def _gain_row(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, st
         verdict = (f"Partly: an improvement in {counts['improves']} of {len(decided)} run(s), "
                    f"{points(mean)} points on average, less than the claimed +{claim:.0f} or not in every run.")
     return {"measured": measured, "verdict": verdict}
-
-
-def cost_split(run_dir: str | Path, policy: str) -> dict[str, float] | None:
-    """Seconds a search spent training, in Shapley rounds and evaluating, summed over its ``history.jsonl``.
-
-    Returns:
-        ``{"train": s, "shapley": s, "eval": s, "epochs": n}``, or ``None`` without a history.
-    """
-    from shapnas.runs import read_jsonl
-
-    path = Path(run_dir) / stage_name("search", policy) / "history.jsonl"
-    if not path.exists():
-        return None
-    history = read_jsonl(path)
-    total = {part: float(sum(r.get(f"time_{part}_s") or 0.0 for r in history)) for part in ("train", "shapley", "eval")}
-    return {**total, "epochs": float(len(history))}
 
 
 def speed_text(run_dir: str | Path, policy: str = "shapley") -> str:

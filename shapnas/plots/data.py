@@ -11,8 +11,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from shapnas.data import PreparedData
-from shapnas.splits import SPLIT_NAMES
+from shapnas.data.prepared import PreparedData
+from shapnas.data.splits import SPLIT_NAMES
 
 __all__ = ["class_colours", "plot_sample_slices", "plot_class_frequencies", "plot_intensity_histograms",
            "split_table"]
@@ -72,7 +72,7 @@ def plot_sample_slices(prepared: PreparedData, num_cases: int = 3) -> Figure:
 
 
 def plot_class_frequencies(summary: dict[str, Any]) -> Figure:
-    """Bar chart of each foreground class's share of pixels, from :func:`shapnas.data.summarize`.
+    """Bar chart of each foreground class's share of pixels, from :func:`shapnas.data.prepared.summarize`.
 
     Linear, starting at zero, every bar labelled with its share: a log axis with a cut baseline made a class
     1.5× rarer than another look 20× smaller.

@@ -2,8 +2,8 @@
 
 Benedykciuk et al. (Sci. Rep. 2026) compare Shapley-guided pruning with the full search and with other
 pruning rules over seeds; the settings of the estimator and of the schedule are ours to vary (method.md).
-Inputs: :func:`shapnas.ablations.ablation_records` (summary records with ``axis``, ``setting``, ``variant``)
-and :func:`shapnas.stability.stability_report` rows. The sentences built on these numbers are in
+Inputs: :func:`shapnas.experiments.ablations.ablation_records` (summary records with ``axis``, ``setting``, ``variant``)
+and :func:`shapnas.experiments.stability.report.stability_report` rows. The sentences built on these numbers are in
 :mod:`shapnas.plots.experiment_text`, the figures in :mod:`shapnas.plots.experiments`.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shapnas.policies import POLICY_NAMES
+from shapnas.config.names import POLICY_NAMES
 
 __all__ = [
     "AXES",
@@ -60,7 +60,7 @@ def ablation_stats(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Numbers per (axis, setting) over seeds: the basis of the table, the figure and the sentences.
 
     Args:
-        records: :func:`shapnas.ablations.ablation_records` records (``axis``, ``setting``, ``seed``,
+        records: :func:`shapnas.experiments.ablations.ablation_records` records (``axis``, ``setting``, ``seed``,
             ``dice_mean`` in [0, 1], ``hd95_mean``, ``search_wall_s``, ``epochs``).
 
     Returns:
@@ -92,7 +92,7 @@ def ablation_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The ablations for display: per (axis, setting) seeds, test Dice (%), HD95, search seconds and epochs.
 
     Args:
-        records: :func:`shapnas.ablations.ablation_records` records of one dataset.
+        records: :func:`shapnas.experiments.ablations.ablation_records` records of one dataset.
 
     Returns:
         Index (axis, setting), the default first within each axis and the policies in the order none,
@@ -129,7 +129,7 @@ def stability_table(report: Sequence[Mapping[str, Any]], dataset: str | None = N
     correlation and test Dice over seeds.
 
     Args:
-        report: :func:`shapnas.stability.stability_report` rows.
+        report: :func:`shapnas.experiments.stability.report.stability_report` rows.
         dataset: keep this dataset (None: the report must hold one dataset and backbone).
 
     Returns:
@@ -144,7 +144,7 @@ def stability_table(report: Sequence[Mapping[str, Any]], dataset: str | None = N
         "JS divergence": [fmt(r["js"], 3) for r in rows],
         "Kendall τ": [fmt(r["kendall"], 2) for r in rows],
         "Spearman ρ": [fmt(r["spearman"], 2) for r in rows],
-        # issue 9: what random genotypes of the same shape reach on the same metric (95th percentile)
+        # the chance level: what random genotypes of the same shape reach on the same metric (95th percentile)
         "agreement, chance p95": [fmt(r.get("chance_modal_agreement_p95", math.nan), 2) for r in rows],
         "Jaccard, chance p95": [fmt(r.get("chance_jaccard_p95", math.nan), 2) for r in rows],
         "Dice (%)": [mean_std(100 * float(r["dice_mean"]), 100 * float(r["dice_std"])) for r in rows],
@@ -156,7 +156,7 @@ def stability_overview(report: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """:func:`stability_table` for every dataset of ``report``, stacked (the cross-dataset results page).
 
     Args:
-        report: :func:`shapnas.stability.stability_report` rows of any datasets (one backbone each).
+        report: :func:`shapnas.experiments.stability.report.stability_report` rows of any datasets (one backbone each).
 
     Returns:
         Index (dataset, policy); an empty frame with a ``note`` column when ``report`` is empty.

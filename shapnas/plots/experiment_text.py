@@ -40,7 +40,7 @@ def ablation_text(records: Sequence[Mapping[str, Any]]) -> str:
     runner-up exceeds the seed noise, then an overall sentence.
 
     Args:
-        records: :func:`shapnas.ablations.ablation_records` records of one dataset.
+        records: :func:`shapnas.experiments.ablations.ablation_records` records of one dataset.
 
     Returns:
         Markdown text; a sentence saying so when there is nothing to compare.
@@ -76,7 +76,7 @@ def ablation_text(records: Sequence[Mapping[str, Any]]) -> str:
 
 def _covering_profile(dataset: str) -> str | None:
     """The smallest of the workshop and paper profiles whose ablation plan covers ``dataset``."""
-    from shapnas.ablations import ablation_plan
+    from shapnas.experiments.ablations import ablation_plan
 
     return next((p for p in ("workshop", "paper") if dataset in ablation_plan(p).datasets), None)
 
@@ -92,7 +92,7 @@ def ablation_plan_text(results: str | Path, dataset: str) -> str:
         A sentence naming the plan's profile, datasets, seeds, policies and variants; when the plan is missing,
         leaves ``dataset`` out or has no finished evaluation of it, a note with the command that runs it.
     """
-    from shapnas.ablations import ablation_records, load_plan
+    from shapnas.experiments.ablations import ablation_records, load_plan
 
     plan = load_plan(results)
     if plan is None or dataset not in plan.datasets:
@@ -102,7 +102,7 @@ def ablation_plan_text(results: str | Path, dataset: str) -> str:
         how = (f"`python -m shapnas ablations --profile {profile} --datasets {dataset}` runs them "
                f"(`python -m shapnas run --profile {profile} --datasets {dataset}` runs them before this "
                "chapter)." if profile else
-               f"No profile's plan covers {dataset} (`shapnas.ablations.ablation_plan`); add it to a plan, then "
+               f"No profile's plan covers {dataset} (`shapnas.experiments.ablations.ablation_plan`); add it to a plan, then "
                f"run `python -m shapnas ablations --profile paper --datasets {dataset}`.")
         return f"**Not run yet:** {where}, so this page shows no results for {dataset}. {how}"
     ran = plan.profile
@@ -131,7 +131,7 @@ def stability_text(report: Sequence[Mapping[str, Any]], dataset: str | None = No
     agreement, JS divergence and test Dice std, and a plain verdict on whether it is more stable here.
 
     Args:
-        report: :func:`shapnas.stability.stability_report` rows.
+        report: :func:`shapnas.experiments.stability.report.stability_report` rows.
         dataset: keep this dataset (None: the report must hold one dataset and backbone).
 
     Returns:
@@ -176,7 +176,7 @@ def stability_text(report: Sequence[Mapping[str, Any]], dataset: str | None = No
 
 
 def _chance_text(full: Mapping[str, Any], pruned: Mapping[str, Any]) -> str:
-    """Whether each search's cells agree across seeds more than random cells of the same shape do (issue 9)."""
+    """Whether each search's cells agree across seeds more than random cells of the same shape do."""
     agree, jacc = float(full.get("chance_modal_agreement_p95", math.nan)), float(full.get("chance_jaccard_p95", math.nan))
     if math.isnan(agree) or math.isnan(jacc):
         return ""

@@ -2,8 +2,8 @@
 
 Benedykciuk et al. (Sci. Rep. 2026) compare Shapley-guided pruning with the full search and with other
 pruning rules over seeds, and claim more stable choices. Data in, ``Figure`` out: the numbers come from
-:mod:`shapnas.plots.experiment_stats`, the records from :func:`shapnas.ablations.ablation_records` and
-:func:`shapnas.run_records.collect_stability_records`; the sentences are in
+:mod:`shapnas.plots.experiment_stats`, the records from :func:`shapnas.experiments.ablations.ablation_records` and
+:func:`shapnas.runs.records.collect_stability_records`; the sentences are in
 :mod:`shapnas.plots.experiment_text`.
 """
 
@@ -19,11 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from scipy.stats import rankdata
 
-from shapnas.genotype import edge_index, num_edges
-from shapnas.ops import PRIMITIVES
+from shapnas.experiments.stability.metrics import rank_correlation
+from shapnas.networks.genotype import edge_index, num_edges
+from shapnas.networks.ops import PRIMITIVES
 from shapnas.plots.experiment_stats import ablation_stats, fmt, one_group, policy_key
 from shapnas.plots.search import OP_SHORT, edge_labels
-from shapnas.stability import rank_correlation
 
 __all__ = ["OP_COLOURS", "plot_ablations", "plot_genotypes_across_seeds", "plot_shapley_rank_agreement"]
 
@@ -36,7 +36,7 @@ def plot_ablations(records: Sequence[Mapping[str, Any]]) -> Figure:
     """Test Dice against search wall-clock, one small panel per ablation axis.
 
     Args:
-        records: :func:`shapnas.ablations.ablation_records` records of one dataset.
+        records: :func:`shapnas.experiments.ablations.ablation_records` records of one dataset.
 
     Returns:
         One marker per setting at its mean over seeds, ± one std (ddof 1) in both directions where it has two
@@ -47,7 +47,7 @@ def plot_ablations(records: Sequence[Mapping[str, Any]]) -> Figure:
     """
     stats = ablation_stats(records)
     if stats.empty:
-        raise ValueError("no ablation records; expected shapnas.ablations.ablation_records of a dataset")
+        raise ValueError("no ablation records; expected shapnas.experiments.ablations.ablation_records of a dataset")
     axes_names = list(dict.fromkeys(stats["axis"]))
     cols = min(3, len(axes_names))  # three panels a row: text stays ~9 px at the book's column width
     rows = math.ceil(len(axes_names) / cols)
@@ -96,7 +96,7 @@ def plot_genotypes_across_seeds(stability_records: Sequence[Mapping[str, Any]],
     kept on each edge (blank: the edge is not in the cell).
 
     Args:
-        stability_records: :func:`shapnas.run_records.collect_stability_records` records.
+        stability_records: :func:`shapnas.runs.records.collect_stability_records` records.
         policies: policies to show, in this order (None: every policy present, none, shapley, ... first).
         dataset: keep this dataset (None: the records must hold one dataset and backbone).
 
@@ -147,10 +147,10 @@ def plot_shapley_rank_agreement(stability_records: Sequence[Mapping[str, Any]], 
 
     Players are the (edge, op) pairs present in the last Shapley round of every seed; rank 1 is the highest
     value. Points on the diagonal are ranked alike; Kendall τ of each pair is in the panel title (their mean
-    is the Kendall τ of :func:`shapnas.stability.stability_report` when every pair is shown).
+    is the Kendall τ of :func:`shapnas.experiments.stability.report.stability_report` when every pair is shown).
 
     Args:
-        stability_records: :func:`shapnas.run_records.collect_stability_records` records.
+        stability_records: :func:`shapnas.runs.records.collect_stability_records` records.
         policy: the policy whose searches ran Shapley rounds. Defaults to ``shapley``.
         dataset: keep this dataset (None: the records must hold one dataset and backbone).
         max_pairs: seed pairs shown at most (the first ones in seed order).

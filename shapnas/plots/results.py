@@ -1,6 +1,6 @@
 """Result tables and figures: the method comparison, patient-level box plots, and our numbers beside the
 paper's claims (Benedykciuk et al., Sci. Rep. 2026: +5 Dice points for IAC, search up to 4× faster, more
-stable choices). Every verdict is computed from ``shapnas.summary.collect_summary`` records, never typed in.
+stable choices). Every verdict is computed from ``shapnas.experiments.summary.collect_summary`` records, never typed in.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shapnas.policies import BASELINE_METHODS, POLICIES, method_label, method_name
+from shapnas.config.names import BASELINE_METHODS, POLICIES, method_label, method_name
 
 __all__ = [
     "NO_SEEDS_TEXT",

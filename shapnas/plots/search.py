@@ -1,7 +1,7 @@
 """Figures of the search: α/β heat maps over epochs, cell graphs, time per epoch, the retrofit diagram.
 
 Pure functions from records (``history.jsonl`` lines, CONTRACTS.md) to matplotlib ``Figure``s. Edge layout
-and names follow ``shapnas.genotype`` (DARTS layout, two input states s0, s1 made from the skip tensor e).
+and names follow ``shapnas.networks.genotype`` (DARTS layout, two input states s0, s1 made from the skip tensor e).
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import matplotlib
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from shapnas.genotype import edge_list, source_name
-from shapnas.ops import PRIMITIVES
+from shapnas.networks.genotype import edge_list, source_name
+from shapnas.networks.ops import PRIMITIVES
 
 __all__ = [
     "edge_labels",

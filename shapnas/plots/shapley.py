@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from shapnas.ops import PRIMITIVES
+from shapnas.networks.ops import PRIMITIVES
 from shapnas.plots.search import OP_SHORT, edge_labels
 
 __all__ = [

@@ -31,7 +31,7 @@ def load_profile(name: str) -> dict[str, Any]:
 def resolve_config(cls: type[C], profile: str, overrides: Mapping[str, Any] | None = None, **named: Any) -> C:
     """The one way to a run's config: a profile's values, then named values, then overrides.
 
-    Used alike by the command line (``--set`` parsed by :func:`shapnas.overrides.parse_overrides`), the
+    Used alike by the command line (``--set`` parsed by :func:`shapnas.config.overrides.parse_overrides`), the
     notebook runner and the run matrix, so that a job's config equals the one its command would build.
 
     Args:

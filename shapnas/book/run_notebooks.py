@@ -1,0 +1,345 @@
+"""Execute the companion notebooks with papermill, one dataset after another, into the book's source tree.
+
+Each notebook's ``parameters`` cell holds smoke-sized defaults whose names equal the fields of its config
+(``01_data`` → ``DataConfig`` … ``04_shapley_pruning`` → ``RetrainConfig``); a run injects a profile's values
+(``shapnas/profiles/*.yaml``) filtered to those names, plus dataset, seed, data_dir, results_root and device
+(papermill, stack.md §3). Executed copies go to ``book/datasets/<dataset>/<notebook>.ipynb`` (what the book
+renders) and to the run directory's ``executed/`` folder (provenance).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shapnas.book.kernel_manager import kernel_manager_options
+from shapnas.book.pages import tag_for_book
+from shapnas.config.overrides import convert_values
+from shapnas.config.stage_configs import (
+    BaseConfig,
+    DataConfig,
+    PretrainConfig,
+    RetrainConfig,
+    SearchConfig,
+    load_profile,
+    resolve_config,
+)
+from shapnas.runs.files import run_dir
+
+__all__ = [
+    "NOTEBOOKS",
+    "RESULTS_NOTEBOOK",
+    "NotebookError",
+    "select_notebooks",
+    "notebook_parameter_names",
+    "notebook_parameters",
+    "executed_path",
+    "execute_notebook",
+    "run_notebooks",
+]
+
+# notebook stem -> the config its parameters cell builds (names must equal the config's fields)
+NOTEBOOKS: dict[str, type[BaseConfig]] = {
+    "01_data": DataConfig,
+    "02_retrofit": PretrainConfig,
+    "03_search": SearchConfig,
+    "04_shapley_pruning": RetrainConfig,
+    "05_ablations": RetrainConfig,
+    "06_stability": RetrainConfig,
+}
+RESULTS_NOTEBOOK = "results"  # book/results.ipynb: the cross-dataset page, run after the per-dataset ones
+EXPERIMENT_NOTEBOOKS = ("05_ablations", "06_stability")  # they present the ablation plan's runs
+BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device", "profile")
+
+
+class NotebookError(RuntimeError):
+    """A notebook failed: the message names the notebook, the cell (index, source head) and the error."""
+
+
+def select_notebooks(spec: str | Sequence[str] | None) -> list[str]:
+    """Notebook stems from a selection such as ``"01,02"`` or ``["03_search"]``; ``None`` selects all.
+
+    Raises:
+        ValueError: a selection matching no notebook.
+    """
+    if spec is None:
+        return list(NOTEBOOKS)
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    chosen = []
+    for item in filter(None, items):
+        matches = [name for name in NOTEBOOKS if name == item or name.split("_")[0] == item.zfill(2)]
+        if not matches:
+            raise ValueError(f"notebook {item!r}; expected one of {', '.join(NOTEBOOKS)} (or 01..06)")
+        chosen.extend(m for m in matches if m not in chosen)
+    return [name for name in NOTEBOOKS if name in chosen]  # always in pipeline order
+
+
+def notebook_parameter_names(path: str | Path) -> list[str]:
+    """Names in the ``parameters``-tagged cell of a notebook (``papermill.inspect_notebook``)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(path)))
+
+
+def _portable(path: str | Path, start: Path, root: Path) -> str:
+    """``path`` relative to ``start`` when it lies inside ``root`` (so executed copies carry no machine path)."""
+    absolute = Path(path).resolve()
+    if absolute == root or root in absolute.parents:
+        return Path(os.path.relpath(absolute, start.resolve())).as_posix()
+    return str(absolute)
+
+
+def notebook_parameters(names: Sequence[str], cfg: RetrainConfig, given: set[str]) -> dict[str, Any]:
+    """The values papermill injects into one notebook.
+
+    Args:
+        names: the notebook's parameter names.
+        cfg: the full run config (profile values, then options, then overrides).
+        given: names set by the profile, the options or the overrides; other parameters keep the
+            notebook's own defaults (e.g. ``policy`` of ``04_shapley_pruning``).
+
+    Returns:
+        ``{name: value}`` for the names in both ``names`` and ``given``.
+    """
+    values = cfg.to_dict()
+    return {name: values[name] for name in names if name in given and name in values}
+
+
+def executed_path(root: str | Path, dataset: str | None, stem: str) -> Path:
+    """Where the book reads an executed notebook: ``book/datasets/<dataset>/<stem>.ipynb``
+    (``book/datasets/<stem>.ipynb`` for the cross-dataset page, ``dataset=None``)."""
+    base = Path(root) / "book" / "datasets"
+    return (base / dataset if dataset else base) / f"{stem}.ipynb"
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """Kernels started inside inherit ``TQDM_DISABLE=1``: no progress bars in the executed pages."""
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
+def _failure(source: Path, output: Path, label: str, error: BaseException) -> NotebookError:
+    index = getattr(error, "cell_index", None)
+    head = "\n".join("    " + line for line in (getattr(error, "source", "") or "").splitlines()[:4])
+    what = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', str(error))}"
+    where = f"cell {index}" if index is not None else "a cell"
+    return NotebookError(f"notebook {source} ({label}) failed in {where}:\n{head}\n  {what}\n"
+                         f"  executed copy with the full traceback: {output}")
+
+
+def execute_notebook(source: str | Path, output: str | Path, parameters: dict[str, Any], *, label: str = "",
+                     timeout_s: int | None = None, root: str | Path | None = None, dataset: str | None = None,
+                     profile: str | None = None) -> Path:
+    """Execute one notebook with papermill (kernel ``python3``, working directory = the output's folder).
+
+    Args:
+        source: the committed notebook (no outputs).
+        output: the executed copy to write (tagged for the book, written also when a cell fails).
+        parameters: values for the injected-parameters cell.
+        label: what the error message calls this run (e.g. the dataset).
+        timeout_s: per-cell time limit; ``None`` means none.
+        root: the book root (its path is shortened to ``.`` in printed outputs).
+        dataset: prefixes the page title for the book (``"ACDC · 1. The data"``).
+        profile: the profile named in the page's provenance line.
+
+    Returns:
+        ``output``.
+
+    Raises:
+        NotebookError: a cell raised, the kernel died or a cell timed out.
+    """
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    source, output = Path(source), Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet_progress_bars():
+            papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name="python3",
+                                       cwd=str(output.parent), progress_bar=False, start_timeout=120,
+                                       execution_timeout=timeout_s, **kernel_manager_options())
+    except (PapermillExecutionError, DeadKernelError, CellTimeoutError) as error:
+        if output.exists():
+            tag_for_book(output, root, dataset=dataset, profile=profile)
+        raise _failure(source, output, label, error) from None
+    tag_for_book(output, root, dataset=dataset, profile=profile)
+    return output
+
+
+@dataclass(frozen=True)
+class _Job:
+    label: str
+    source: Path
+    output: Path
+    copy_to: Path
+    parameters: dict[str, Any]
+    dataset: str | None = None
+
+
+def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Callable[[str], RetrainConfig],
+          given: set[str]) -> list[_Job]:
+    """One job per (dataset, notebook), in order, with the parameters papermill injects."""
+    jobs = []
+    for dataset in datasets:
+        cfg = cfg_for(dataset)
+        executed_dir = run_dir(cfg.results_root, dataset, cfg.backbone, cfg.seed) / "executed"
+        for stem in stems:
+            source = root / "notebooks" / f"{stem}.ipynb"
+            if not source.exists():
+                raise FileNotFoundError(f"{source}: notebook not found (expected the committed notebooks/ folder)")
+            output = executed_path(root, dataset, stem)
+            values = notebook_parameters(notebook_parameter_names(source), cfg, given)
+            for key in ("results_root", "data_dir"):
+                if values.get(key):
+                    values[key] = _portable(values[key], output.parent, root)
+            jobs.append(_Job(f"{dataset} {stem}", source, output, executed_dir / f"{stem}.ipynb", values, dataset))
+    return jobs
+
+
+def _run_experiments(datasets: Sequence[str], profile: str, base: Mapping[str, Any],
+                     data_dirs: Mapping[str, str], log: Callable[[str], None]) -> None:
+    """Run (what is missing of) the profile's ablation plan for ``datasets`` on a local Dask cluster.
+
+    Args:
+        datasets: the selected datasets (those the plan covers run).
+        profile: the profile, which names the plan.
+        base: the run's values (``seed``, ``results_root``, ``device`` and the typed overrides).
+        data_dirs: dataset -> data root (others: phantom data).
+        log: receives a line per finished job with the count and the time left.
+    """
+    from shapnas.experiments.ablations import ablation_plan, run_ablations
+    from shapnas.experiments.matrix import format_summary
+
+    plan = ablation_plan(profile)
+    chosen = [d for d in datasets if d in plan.datasets]
+    if not chosen:
+        log(f"ablations: the {profile} plan covers {', '.join(plan.datasets)}; none of them selected")
+        return
+    overrides = {k: v for k, v in base.items() if k not in {"seed", "results_root", "device"}}
+    log(f"ablations ({profile} plan): {', '.join(chosen)}, seeds {list(plan.seeds)}, policies "
+        f"{', '.join(plan.policies)}, {len(plan.variants)} variants ...")
+    start = time.perf_counter()
+    results = run_ablations(plan, results=base["results_root"], datasets=chosen, overrides=overrides,
+                            data_dirs={d: data_dirs[d] for d in chosen if d in data_dirs}, progress=False, log=log)
+    failed = [r for r in results if r.status in ("failed", "skipped")]
+    log(f"ablations: {len(results)} jobs in {time.perf_counter() - start:.1f} s"
+        + (f"; {len(failed)} failed or skipped:\n{format_summary(failed)}" if failed else ""))
+
+
+def _time_left(seconds: Sequence[float], remaining: int) -> str:
+    """``", ~Xm left"`` from the mean time of the notebooks run so far ("" before the first finished)."""
+    if not seconds or remaining <= 0:
+        return ""
+    minutes = sum(seconds) / len(seconds) * remaining / 60
+    return f", ~{minutes:.0f}m left" if minutes >= 1 else ", <1m left"
+
+
+def _without_unplanned(jobs: list[_Job], profile: str, log: Callable[[str], None]) -> list[_Job]:
+    """Drop 05/06 of datasets the profile's ablation plan does not cover (and their stale executed copies):
+    a chapter with nothing to show is left out of the book rather than shown empty."""
+    from shapnas.experiments.ablations import ablation_plan
+
+    covered = ablation_plan(profile).datasets
+    dropped = [j for j in jobs if j.source.stem in EXPERIMENT_NOTEBOOKS and j.dataset not in covered]
+    for job in dropped:
+        job.output.unlink(missing_ok=True)
+    if dropped:
+        log(f"the {profile} ablation plan covers {', '.join(covered)}: not executing "
+            f"{', '.join(j.label for j in dropped)} (left out of the book)")
+    return [j for j in jobs if j not in dropped]
+
+
+def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int = 0, root: str | Path = ".",
+                  data_dirs: Mapping[str, str] | None = None, results_root: str | Path = "results", device: str = "auto",
+                  notebooks: str | Sequence[str] | None = None, overrides: dict[str, Any] | None = None,
+                  results_page: bool = True, timeout_s: int | None = None, experiments: bool = True,
+                  log: Callable[[str], None] = print) -> list[Path]:
+    """Execute the notebooks for each dataset in order, then the cross-dataset results page.
+
+    Notebooks 01–04 run for every dataset first; when 05/06 are selected, the profile's ablation plan
+    (:func:`shapnas.experiments.ablations.ablation_plan`: seeds, policies and ablation variants, run on Dask) is run for
+    the datasets it covers before them, so they present measured runs; 05/06 of the datasets the plan does
+    not cover are not executed (and so left out of the book). Each executed page gets a dataset-prefixed
+    title and a provenance line (:func:`shapnas.book.pages.tag_for_book`).
+
+    Args:
+        datasets: dataset names, e.g. ``["acdc", "brats"]``.
+        profile: ``smoke``, ``workshop`` or ``paper`` (values injected where a notebook has the parameter).
+        seed: the run seed.
+        root: the book root (holds ``_config.yml``, ``notebooks/`` and ``book/``).
+        data_dirs: dataset -> its root in the official layout; a dataset not named uses phantom data.
+        results_root: the results folder.
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
+        notebooks: a selection such as ``"01,02"``; ``None`` runs all six.
+        overrides: further parameter values (config field names), e.g. ``{"search_epochs": 20}``.
+        results_page: also execute ``book/results.ipynb`` into ``book/datasets/results.ipynb``.
+        timeout_s: per-cell time limit.
+        experiments: run the ablation plan before notebooks 05/06 (False: they show what exists).
+        log: where progress lines go (a count, and the time left estimated from the notebooks so far).
+
+    Returns:
+        The executed copies in the book's source tree, in execution order.
+
+    Raises:
+        ValueError: a bad option (unknown field or value, a data folder of a dataset not selected).
+        NotebookError: a notebook failed (its path, the cell and the error are in the message).
+    """
+    root = Path(root).resolve()
+    data_dirs = {name: str(path) for name, path in (data_dirs or {}).items()}
+    stray = sorted(set(data_dirs) - set(datasets))
+    if stray:
+        raise ValueError(f"data folder given for {', '.join(stray)}, which is not among the datasets "
+                         f"{', '.join(datasets)}")
+    overrides = convert_values(RetrainConfig, overrides or {})  # unknown names and wrong types fail here
+    given = set(load_profile(profile)) | set(BASE_PARAMETERS) | set(overrides)
+    base = {"seed": seed, "results_root": str(Path(results_root).resolve()), "device": device, **overrides}
+
+    def cfg_for(dataset: str) -> RetrainConfig:
+        return resolve_config(RetrainConfig, profile, base, dataset=dataset, data_dir=data_dirs.get(dataset, ""))
+
+    jobs = _jobs(datasets, select_notebooks(notebooks), root, cfg_for, given)
+    jobs.sort(key=lambda job: job.source.stem in EXPERIMENT_NOTEBOOKS)  # stable: 01–04 of every dataset first
+    if experiments:
+        jobs = _without_unplanned(jobs, profile, log)
+    if results_page:
+        source = root / "book" / f"{RESULTS_NOTEBOOK}.ipynb"
+        output = executed_path(root, None, RESULTS_NOTEBOOK)
+        values = {"results_root": _portable(base["results_root"], output.parent, root), "profile": profile}
+        jobs.append(_Job("all datasets results", source, output, Path(base["results_root"]) / "executed" /
+                         f"{RESULTS_NOTEBOOK}.ipynb", values))
+    written: list[Path] = []
+    seconds: list[float] = []
+    ran_experiments = not experiments
+    for number, job in enumerate(jobs, start=1):
+        if not ran_experiments and job.source.stem in EXPERIMENT_NOTEBOOKS:
+            _run_experiments(datasets, profile, base, data_dirs, log)
+            ran_experiments = True
+        log(f"[{number}/{len(jobs)}] {job.label}: running {job.source.name}{_time_left(seconds, len(jobs) - number + 1)}"
+            " ...")
+        start = time.perf_counter()
+        try:
+            execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s,
+                             root=root, dataset=job.dataset, profile=profile)
+        finally:
+            if job.output.exists():
+                job.copy_to.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(job.output, job.copy_to)
+        seconds.append(time.perf_counter() - start)
+        log(f"[{number}/{len(jobs)}] {job.label}: done in {seconds[-1]:.1f} s -> {job.output}")
+        written.append(job.output)
+    return written

@@ -1,0 +1,279 @@
+"""Prepared data of a run: every case loaded as 2D slices (cached), grouped by the patient-level splits.
+
+``prepare_data(cfg)`` resolves the dataset (the phantom data under ``<results_root>/phantoms/<dataset>``
+when ``cfg.data_dir`` is empty), loads each case through :func:`shapnas.data.volumes.load_volume` with a slice
+cache, and reads or writes ``<results_root>/<dataset>/splits.json`` (W, A, V, test by patient; method.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shapnas.config.stage_configs import DataConfig
+from shapnas.data.layouts import LAYOUT_HELP, CaseFiles, DatasetSpec, dataset_spec, list_cases
+from shapnas.data.phantoms import PHANTOM_VARIANTS, PHANTOM_VERSION, phantom_info, write_phantom_dataset
+from shapnas.data.splits import SPLIT_NAMES, load_or_create_splits
+from shapnas.data.volumes import Volume, load_volume
+from shapnas.runs.files import dataset_dir
+
+__all__ = ["PreparedData", "prepare_data", "resolve_data_dir", "cache_dir", "select_slices", "summarize",
+           "restrict_classes",
+           "CACHE_VERSION"]
+
+CACHE_VERSION = 1  # bump when load_volume's output changes
+
+
+@dataclass
+class PreparedData:
+    """Loaded volumes of one dataset, by split.
+
+    Args:
+        spec: the dataset spec.
+        data_dir: the dataset root that was read.
+        splits: split name (``train_w train_a val test``) -> patient ids.
+        volumes: split name -> volumes of its patients' cases, sorted by case id (training and V volumes
+            capped to ``max_slices_per_volume`` slices; test volumes whole).
+        val_whole: the V volumes with every slice (patient-level model selection); empty means
+            ``volumes["val"]`` (nothing was capped).
+    """
+
+    spec: DatasetSpec
+    data_dir: Path
+    splits: dict[str, list[str]]
+    volumes: dict[str, list[Volume]]
+    val_whole: list[Volume] = field(default_factory=list)
+
+    def selection_volumes(self) -> list[Volume]:
+        """The whole V volumes that every arm is selected on (patient-level Dice)."""
+        return self.val_whole or self.volumes["val"]
+
+    def slices(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """All slices of a split: images (N, C, H, W) float32 and labels (N, 1, H, W) int64 (new tensors)."""
+        if split not in self.volumes:
+            raise ValueError(f"split={split!r}; expected one of {', '.join(self.volumes)}")
+        volumes = self.volumes[split]
+        if not volumes:
+            raise ValueError(f"split {split!r} holds no volumes")
+        images = np.concatenate([v.image for v in volumes])  # (N, C, H, W)
+        labels = np.concatenate([v.label for v in volumes])[:, None]  # (N, 1, H, W)
+        return torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+    def training_slices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All training slices, W then A: images (N, C, H, W) float32 and labels (N, 1, H, W) int64 (what every
+        training stage fits: pre-training, the fine-tuned control, the re-training)."""
+        (w_images, w_labels), (a_images, a_labels) = self.slices("train_w"), self.slices("train_a")
+        return torch.cat([w_images, a_images]), torch.cat([w_labels, a_labels])
+
+
+def resolve_data_dir(cfg: DataConfig) -> Path:
+    """``cfg.data_dir``, or the phantom dataset under ``<results_root>/phantoms/<dataset>`` (written when it is
+    missing or was written with other parameters)."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir)
+    if cfg.dataset == "msd":
+        raise ValueError("dataset 'msd' needs --data-dir (an MSD TaskXX_Name or nnU-Net DatasetXXX_Name folder); "
+                         "only acdc, brats, kits and amos have embedded phantom data")
+    root = Path(cfg.results_root) / "phantoms" / cfg.dataset
+    wanted = {"dataset": cfg.dataset, "variant": PHANTOM_VARIANTS[cfg.dataset][0], "num_patients": cfg.phantom_patients,
+              "seed": cfg.phantom_seed, "version": PHANTOM_VERSION}
+    if phantom_info(root) != wanted:
+        write_phantom_dataset(cfg.dataset, root, cfg.phantom_patients, cfg.phantom_seed)
+    return root
+
+
+def cache_dir(cfg: DataConfig, data_dir: Path, spec: DatasetSpec) -> Path:
+    """``<results_root>/cache/<dataset>-<hash of resolved data_dir, slice_size, spec, CACHE_VERSION>``."""
+    key = f"{Path(data_dir).resolve()}|{cfg.slice_size}|{spec.label_values}|{spec.modality}|{CACHE_VERSION}"
+    return Path(cfg.results_root) / "cache" / f"{cfg.dataset}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def _stamp(case: CaseFiles) -> str:
+    """Size and modification time of every source file: a cached case is reused only while they match."""
+    parts = []
+    for path in (*case.image_paths, case.label_path):
+        stat = Path(path).stat()
+        parts.append(f"{Path(path).name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _read_cache(path: Path, case: CaseFiles, stamp: str) -> Volume | None:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if str(archive["stamp"]) != stamp:
+                return None
+            spacing = tuple(float(s) for s in archive["spacing"])
+            return Volume(case.case_id, case.patient_id, archive["image"].astype(np.float32),
+                          archive["label"].astype(np.int64), spacing)  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # missing or damaged cache entry: decode again
+
+
+def _write_cache(path: Path, volume: Volume, stamp: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            label = volume.label.astype(np.uint8 if volume.label.max(initial=0) < 256 else np.int32)
+            np.savez(handle, image=volume.image, label=label, spacing=np.asarray(volume.spacing),
+                     stamp=np.asarray(stamp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_cached(case: CaseFiles, spec: DatasetSpec, slice_size: int, folder: Path) -> Volume:
+    stamp = _stamp(case)
+    path = folder / f"{case.case_id}.npz"
+    volume = _read_cache(path, case, stamp)
+    if volume is None:
+        volume = load_volume(case, spec, slice_size)
+        _write_cache(path, volume, stamp)
+    return volume
+
+
+def select_slices(label: np.ndarray, max_slices: int) -> np.ndarray:
+    """Indices of at most ``max_slices`` slices: the most foreground-rich first, then evenly spaced others,
+    returned in anatomical (ascending) order.
+
+    Args:
+        label: (S, H, W) contiguous classes.
+        max_slices: the cap; 0 keeps every slice.
+
+    Returns:
+        (K,) sorted int64 indices.
+    """
+    num_slices = label.shape[0]
+    if max_slices <= 0 or num_slices <= max_slices:
+        return np.arange(num_slices)
+    foreground = (label > 0).reshape(num_slices, -1).sum(1)
+    order = np.argsort(-foreground, kind="stable")
+    chosen = [int(i) for i in order[:max_slices] if foreground[i] > 0]
+    rest = np.setdiff1d(np.arange(num_slices), chosen)
+    if len(chosen) < max_slices:
+        picks = np.unique(np.linspace(0, len(rest) - 1, max_slices - len(chosen)).round().astype(int))
+        chosen += rest[picks].tolist()
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def _subsample(volume: Volume, max_slices: int) -> Volume:
+    keep = select_slices(volume.label, max_slices)
+    if len(keep) == volume.label.shape[0]:
+        return volume
+    return Volume(volume.case_id, volume.patient_id, volume.image[keep], volume.label[keep], volume.spacing)
+
+
+def restrict_classes(spec: DatasetSpec, keep: tuple[str, ...]) -> tuple[DatasetSpec, np.ndarray]:
+    """A spec with only the foreground classes named in ``keep`` (in the spec's order), and the lookup table
+    that maps the full spec's class ids to the reduced ones (dropped classes become background, 0).
+
+    Args:
+        spec: the dataset's full spec (one evaluation region per foreground class).
+        keep: foreground class names to keep.
+
+    Returns:
+        (reduced spec, (K,) int64 lookup table from old to new class ids).
+
+    Raises:
+        ValueError: an unknown class name, or a spec with composite regions (BraTS WT/TC/ET).
+    """
+    unknown = [name for name in keep if name not in spec.class_names[1:]]
+    if unknown:
+        raise ValueError(f"keep_classes {unknown} not in {spec.name}'s classes {list(spec.class_names[1:])}")
+    if any(len(ids) > 1 for ids in spec.eval_regions.values()):
+        raise ValueError(f"keep_classes needs one region per class; {spec.name} scores regions "
+                         f"{list(spec.eval_regions)}")
+    kept = [0] + [i for i, name in enumerate(spec.class_names) if i > 0 and name in keep]
+    lut = np.zeros(len(spec.class_names), dtype=np.int64)
+    lut[kept] = np.arange(len(kept))
+    names = tuple(spec.class_names[i] for i in kept)
+    reduced = DatasetSpec(spec.name, spec.channel_names, names, tuple(spec.label_values[i] for i in kept),
+                          spec.modality, {name: (index,) for index, name in enumerate(names) if index > 0})
+    return reduced, lut
+
+
+def _relabel(volume: Volume, lut: np.ndarray) -> Volume:
+    return Volume(volume.case_id, volume.patient_id, volume.image, lut[volume.label], volume.spacing)
+
+
+def prepare_data(cfg: DataConfig) -> PreparedData:
+    """Load the dataset of ``cfg`` as slices, split by patient.
+
+    ``cfg.max_slices_per_volume`` caps the slices of the training and V volumes (the most foreground-rich,
+    kept in anatomical order); test volumes stay whole, so evaluation is per patient on full volumes, and
+    the whole V volumes are kept beside (``val_whole``) for patient-level model selection.
+
+    Args:
+        cfg: the data config (dataset, data_dir, results_root, slice_size, phantom and split settings).
+
+    Returns:
+        The prepared data.
+
+    Raises:
+        FileNotFoundError: missing dataset folder or file.
+        ValueError: no cases, too few patients, a bad file (named), or a splits.json that does not match.
+    """
+    data_dir = resolve_data_dir(cfg)
+    spec = full_spec = dataset_spec(cfg.dataset, data_dir)
+    lut = None
+    if cfg.keep_classes.get(cfg.dataset):
+        spec, lut = restrict_classes(full_spec, tuple(cfg.keep_classes[cfg.dataset]))
+    cases = list_cases(cfg.dataset, data_dir)
+    if not cases:
+        raise ValueError(f"{data_dir}: no labelled {cfg.dataset} cases found; check the folder layout "
+                         f"({LAYOUT_HELP})")
+    splits = load_or_create_splits(dataset_dir(cfg.results_root, cfg.dataset) / "splits.json",
+                                   [c.patient_id for c in cases], cfg.split_seed, cfg.val_fraction, cfg.test_fraction)
+    folder = cache_dir(cfg, data_dir, full_spec)
+    split_of = {patient: name for name in SPLIT_NAMES for patient in splits[name]}
+    volumes: dict[str, list[Volume]] = {name: [] for name in SPLIT_NAMES}
+    val_whole: list[Volume] = []
+    for case in cases:
+        volume = _load_cached(case, full_spec, cfg.slice_size, folder)
+        volume = volume if lut is None else _relabel(volume, lut)
+        split = split_of[case.patient_id]
+        volumes[split].append(volume if split == "test" else _subsample(volume, cfg.max_slices_per_volume))
+        if split == "val":
+            val_whole.append(volume)
+    return PreparedData(spec, data_dir, splits, volumes, val_whole)
+
+
+def _percentiles(values: np.ndarray, limit: int = 2_000_000) -> dict[str, float]:
+    sample = values[:: max(1, values.size // limit)]
+    p1, p99 = np.percentile(sample, [1, 99])
+    return {"min": float(values.min()), "p1": float(p1), "p99": float(p99), "max": float(values.max())}
+
+
+def summarize(prepared: PreparedData) -> dict[str, Any]:
+    """Counts and statistics of prepared data (for the CLI and the data notebook).
+
+    Returns:
+        ``dataset, data_dir, modality, channels, classes, slice_size``; ``splits``: split -> ``{patients, cases,
+        slices}``; ``class_frequencies``: class -> share of all pixels; ``slices_with_class``: class -> slices
+        containing it; ``intensity``: channel -> ``{min, p1, p99, max}`` of the normalised images.
+    """
+    spec = prepared.spec
+    volumes = [v for name in SPLIT_NAMES for v in prepared.volumes[name]]
+    labels = np.concatenate([v.label for v in volumes])  # (N, H, W)
+    images = np.concatenate([v.image for v in volumes])  # (N, C, H, W)
+    counts = np.bincount(labels.ravel(), minlength=len(spec.class_names))
+    present = [(labels == k).any(axis=(1, 2)).sum() for k in range(len(spec.class_names))]
+    return {
+        "dataset": spec.name, "data_dir": str(prepared.data_dir), "modality": spec.modality,
+        "channels": list(spec.channel_names), "classes": list(spec.class_names), "slice_size": int(labels.shape[-1]),
+        "splits": {name: {"patients": len(prepared.splits[name]), "cases": len(prepared.volumes[name]),
+                          "slices": int(sum(v.label.shape[0] for v in prepared.volumes[name]))}
+                   for name in SPLIT_NAMES},
+        "class_frequencies": {n: float(c) / max(int(counts.sum()), 1) for n, c in zip(spec.class_names, counts)},
+        "slices_with_class": {n: int(c) for n, c in zip(spec.class_names, present)},
+        "intensity": {n: _percentiles(images[:, c].ravel()) for c, n in enumerate(spec.channel_names)},
+    }

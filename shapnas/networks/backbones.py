@@ -1,0 +1,333 @@
+"""MONAI 2D U-Net backbones, their sizes, checkpoints, and adapters exposing explicit skip tensors.
+
+An adapter splits a MONAI U-Net into ``encode(x) -> (skips, bottom)`` and ``decode(skips, bottom)`` by
+calling MONAI's own submodules in the order of the net's ``forward`` (see ``stack.md`` §5), so that the
+retrofit can rewrite the skips while the encoder and decoder stay the pre-trained ones.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.layers.simplelayers import SkipConnection
+from monai.networks.nets import BasicUNet, UNet
+from torch import nn
+
+__all__ = [
+    "BACKBONE_SIZES", "BACKBONE_NAMES", "build_backbone", "new_backbone", "net_from_payload", "SkipAdapter",
+    "BasicUNetAdapter", "MonaiUNetAdapter", "adapt", "backbone_payload", "load_backbone",
+]
+
+BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "basic_unet": {
+        "micro": {"features": [4, 4, 8, 16, 32, 4]},  # capacity-limited CPU backbone (does a narrower backbone leave room for the cells?)
+        "tiny": {"features": [8, 8, 16, 32, 64, 8]},  # CPU workshop
+        "small": {"features": [16, 16, 32, 64, 128, 16]},
+        "paper": {"features": [32, 32, 64, 128, 256, 32]},  # MONAI default
+    },
+    "unet": {
+        "micro": {"channels": [4, 8, 16, 32], "strides": [2, 2, 2], "num_res_units": 1},
+        "tiny": {"channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1},
+        "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2},
+        "paper": {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2},
+    },
+}
+"""Constructor keyword arguments of each MONAI backbone (``spatial_dims=2``) per size."""
+BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONE_SIZES)
+
+_CLASSES: dict[str, type[nn.Module]] = {"basic_unet": BasicUNet, "unet": UNet}
+_MAX_LISTED = 5
+
+
+def _construct(name: str, init_args: dict[str, Any]) -> nn.Module:
+    """``_CLASSES[name](**init_args)`` with lists turned into the tuples MONAI expects."""
+    return _CLASSES[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in init_args.items()})
+
+
+def build_backbone(name: str, in_channels: int, out_channels: int, size: str) -> tuple[nn.Module, dict[str, Any]]:
+    """A freshly initialised MONAI 2D backbone (its init draws from the global torch RNG).
+
+    Args:
+        name: ``basic_unet`` (MONAI ``BasicUNet``) or ``unet`` (MONAI ``UNet``).
+        in_channels: image channels.
+        out_channels: classes including background.
+        size: ``tiny``, ``small`` or ``paper`` (:data:`BACKBONE_SIZES`).
+
+    Returns:
+        (net, init_args): the net and its constructor arguments as plain types (lists, ints).
+    """
+    if name not in BACKBONE_SIZES:
+        raise ValueError(f"backbone {name!r}; expected one of {', '.join(BACKBONE_SIZES)}")
+    if size not in BACKBONE_SIZES[name]:
+        raise ValueError(f"backbone size {size!r}; expected one of {', '.join(BACKBONE_SIZES[name])}")
+    init_args = {"spatial_dims": 2, "in_channels": int(in_channels), "out_channels": int(out_channels),
+                 **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in BACKBONE_SIZES[name][size].items()}}
+    return _construct(name, init_args), init_args
+
+
+def new_backbone(name: str, in_channels: int, out_channels: int, size: str,
+                 seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`build_backbone` with its init drawn from a forked RNG seeded with ``seed`` (the global torch RNG
+    is left untouched).
+
+    Returns:
+        (net, init_args) as :func:`build_backbone`.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_backbone(name, in_channels, out_channels, size)
+
+
+def net_from_payload(payload: dict[str, Any]) -> nn.Module:
+    """The MONAI backbone stored in a :func:`backbone_payload` (``name``, ``init_args``, ``state_dict``).
+
+    Raises:
+        ValueError: for a backbone name without a class.
+    """
+    if payload.get("name") not in _CLASSES:
+        raise ValueError(f"backbone name {payload.get('name')!r}; expected one of {', '.join(_CLASSES)}")
+    net = _construct(payload["name"], payload["init_args"])
+    net.load_state_dict(payload["state_dict"])
+    return net
+
+
+def _out_channels(module: nn.Module) -> int:
+    """Output channels of a block: those of its last convolution."""
+    convs = [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    return int(convs[-1].out_channels)
+
+
+class SkipAdapter(nn.Module, ABC):
+    """A U-Net seen as ``encode(x) -> (skips, bottom)`` and ``decode(skips, bottom) -> logits``.
+
+    Attributes:
+        net: the wrapped MONAI module (``adapter.net.state_dict()`` is the MONAI state dict).
+        skip_channels: channels of each skip tensor, full resolution first.
+    """
+
+    net: nn.Module
+    skip_channels: list[int]
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Encoder: (B, C_in, H, W) -> (skips, full resolution first; bottom tensor)."""
+
+    decoder_channels: list[int]
+
+    @abstractmethod
+    def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The decoder feature entering skip level ``level``, at the skip's resolution: ``deep`` (the
+        decoder output one level down, or the bottom) upsampled as the backbone does. ``skip`` gives the shape."""
+
+    @abstractmethod
+    def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """The decoder block of ``level`` on its skip and :meth:`up_feature`: the next ``deep`` tensor."""
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the last decoder output (identity unless the backbone has a final conv)."""
+        return x
+
+    def decode(self, skips: list[torch.Tensor], bottom: torch.Tensor) -> torch.Tensor:
+        """Decoder: skips and bottom -> logits (B, out_channels, H, W), level by level from the deepest."""
+        x = bottom
+        for level in reversed(range(len(skips))):
+            x = self.merge(level, skips[level], self.up_feature(level, x, skips[level]))
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(x))
+
+
+class BasicUNetAdapter(SkipAdapter):
+    """MONAI ``BasicUNet``: skips ``x0..x3`` (inputs 2 of ``upcat_1..upcat_4``), bottom ``x4``.
+
+    Args:
+        net: a 2D ``monai.networks.nets.BasicUNet``.
+    """
+
+    def __init__(self, net: BasicUNet) -> None:
+        super().__init__()
+        if not isinstance(net.conv_0.conv_0.conv, nn.Conv2d):
+            raise ValueError("BasicUNet adapter: expected spatial_dims=2")
+        self.net = net
+        self.skip_channels = [_out_channels(net.conv_0)] + [_out_channels(getattr(net, f"down_{k}")) for k in (1, 2, 3)]
+        self.decoder_channels = [_out_channels(self._upcat(level).upsample) for level in range(4)]
+
+    def _upcat(self, level: int) -> nn.Module:
+        return getattr(self.net, f"upcat_{level + 1}")  # skip x_l enters upcat_{l+1}
+
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x0 = self.net.conv_0(x)  # (B, f0, H, W)
+        x1 = self.net.down_1(x0)  # (B, f1, H/2, W/2)
+        x2 = self.net.down_2(x1)
+        x3 = self.net.down_3(x2)
+        x4 = self.net.down_4(x3)  # (B, f4, H/16, W/16)
+        return [x0, x1, x2, x3], x4
+
+    def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        upcat = self._upcat(level)
+        up = upcat.upsample(deep)  # (B, up_chns, H_l, W_l), as UpCat.forward
+        if upcat.is_pad:  # odd edge lengths: MONAI pads the upsampled tensor by one (replicate)
+            pad = [0] * 4
+            for i in range(2):
+                if skip.shape[-i - 1] != up.shape[-i - 1]:
+                    pad[i * 2 + 1] = 1
+            up = torch.nn.functional.pad(up, pad, "replicate")
+        return up
+
+    def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return self._upcat(level).convs(torch.cat([skip, up], dim=1))  # u_{l+1} of BasicUNet.forward
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.final_conv(x)  # (B, out_channels, H, W)
+
+
+class MonaiUNetAdapter(SkipAdapter):
+    """MONAI ``UNet``: nested ``Sequential(down, SkipConnection(subblock), up)`` blocks.
+
+    The skip of a level is its ``SkipConnection``'s input (the ``down`` output); the decoder computes
+    ``up_k(cat([skip_k, inner], dim=1))`` as ``SkipConnection`` in mode ``cat`` does.
+
+    Args:
+        net: a 2D ``monai.networks.nets.UNet`` (or subclass keeping the block structure).
+    """
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        if getattr(net, "dimensions", 2) != 2:
+            raise ValueError(f"UNet adapter: spatial_dims={net.dimensions}; expected 2")
+        self.net = net
+        downs, ups, block = [], [], net.model
+        while isinstance(block, nn.Sequential) and len(block) == 3 and isinstance(block[1], SkipConnection):
+            if block[1].mode != "cat" or block[1].dim != 1:
+                raise ValueError(f"UNet adapter: SkipConnection mode={block[1].mode!r} dim={block[1].dim}; "
+                                 "expected mode 'cat' on dim 1")
+            downs.append(block[0])
+            ups.append(block[2])
+            block = block[1].submodule
+        if not downs:
+            raise ValueError("UNet adapter: no Sequential(down, SkipConnection, up) block found")
+        # plain lists: the modules stay registered once, under ``net``
+        self._downs, self._ups, self._bottom = downs, ups, [block]
+        self.skip_channels = [_out_channels(d) for d in downs]
+        # the feature entering level l is the inner block's output, already at the skip's resolution
+        self.decoder_channels = [_out_channels(m) for m in ups[1:] + [block]]
+
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        skips = []
+        for down in self._downs:
+            x = down(x)  # (B, c_k, H_k, W_k)
+            skips.append(x)
+        return skips, self._bottom[0](x)
+
+    def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return deep  # (B, c, H_l, W_l): UNet upsamples inside the up block of the level below
+
+    def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return self._ups[level](torch.cat([skip, up], dim=1))  # SkipConnection 'cat', then up
+
+
+def adapt(net: nn.Module) -> SkipAdapter:
+    """The :class:`SkipAdapter` of a MONAI backbone (an adapter is returned unchanged).
+
+    Raises:
+        ValueError: for a network type without an adapter.
+    """
+    if isinstance(net, SkipAdapter):
+        return net
+    if isinstance(net, BasicUNet):
+        return BasicUNetAdapter(net)
+    if isinstance(net, UNet):
+        return MonaiUNetAdapter(net)
+    raise ValueError(f"no skip adapter for {type(net).__name__}; expected MONAI BasicUNet or UNet")
+
+
+def backbone_payload(net: nn.Module, name: str, init_args: dict[str, Any]) -> dict[str, Any]:
+    """The backbone as plain types and tensors (``torch.load(..., weights_only=True)`` reads it).
+
+    Returns:
+        ``{"name": name, "init_args": init_args (lists for tuples), "state_dict": CPU tensors}``.
+    """
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in init_args.items()}
+    return {"name": name, "init_args": plain, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+
+
+def _listing(items: list[str]) -> str:
+    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return ", ".join(items[:_MAX_LISTED]) + more
+
+
+def _check_state(path: Path, net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """ValueError naming missing/unexpected keys and shape mismatches between ``state`` and ``net``."""
+    own = net.state_dict()
+    problems = []
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs expected {tuple(v.shape)}"
+              for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch: {_listing(shapes)}")
+    if problems:
+        raise ValueError(f"{path}: state_dict does not match {type(net).__name__}(init_args): " + "; ".join(problems))
+
+
+def load_backbone(path: str | Path, expected_in: int | None = None,
+                  expected_out: int | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
+    """Load a 2D MONAI backbone checkpoint (``torch.load(..., weights_only=True)``), validated.
+
+    Accepted formats (a dict saved with ``torch.save``):
+
+    - a user's own: ``{"backbone": "basic_unet" | "unet", "init_args": {constructor kwargs},
+      "state_dict": net.state_dict()}``; ``init_args`` are the MONAI constructor arguments
+      (``in_channels``, ``out_channels``, ``features`` or ``channels``/``strides``/``num_res_units`` …),
+      ``spatial_dims`` must be 2 (filled in when absent); a ``module.`` key prefix is stripped;
+    - :func:`backbone_payload` (``{"name", "init_args", "state_dict"}``);
+    - a shapnas ``model.pt`` holding such a payload under ``"backbone"``.
+
+    Args:
+        path: the checkpoint file.
+        expected_in: the dataset's image channels, checked against ``in_channels`` when given.
+        expected_out: the dataset's classes, checked against ``out_channels`` when given.
+
+    Returns:
+        (net in eval mode on CPU, backbone name, init_args as plain types).
+
+    Raises:
+        ValueError: naming the file and what does not match.
+    """
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the path
+        raise ValueError(f"{path}: cannot read checkpoint ({error})") from error
+    if isinstance(data, dict) and isinstance(data.get("backbone"), dict):
+        data = data["backbone"]
+    if not isinstance(data, dict) or "state_dict" not in data or "init_args" not in data:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: found {keys}; expected a dict with 'backbone' (basic_unet|unet), "
+                         "'init_args' and 'state_dict'")
+    name = data.get("backbone", data.get("name"))
+    if name not in _CLASSES:
+        raise ValueError(f"{path}: backbone {name!r}; expected one of {', '.join(_CLASSES)}")
+    init_args = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(data["init_args"]).items()}
+    init_args.setdefault("spatial_dims", 2)
+    if init_args["spatial_dims"] != 2:
+        raise ValueError(f"{path}: spatial_dims={init_args['spatial_dims']}; expected 2 (2D slices)")
+    for key, expected in (("in_channels", expected_in), ("out_channels", expected_out)):
+        if expected is not None and init_args.get(key) != expected:
+            raise ValueError(f"{path}: {key}={init_args.get(key)}; the dataset needs {expected}")
+    try:
+        net = _construct(name, init_args)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: cannot build {name} from init_args {init_args} ({error})") from error
+    state = {k.removeprefix("module."): v for k, v in data["state_dict"].items()}
+    _check_state(path, net, state)
+    net.load_state_dict(state)
+    return net.eval(), name, init_args
