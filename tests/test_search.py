@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -76,6 +75,9 @@ def test_pruning_policies_shrink_the_supernet(pretrained_root, tmp_path):
     assert all(sum(row[1:]) >= 1 for row in history[-1]["active"]), "never the last op of an edge"
     rounds = [h["shapley"] for h in history if h["shapley"]]
     assert rounds and rounds[0]["num_evals"] > 0 and len(rounds[0]["mean"]) == 98
+    # process CPU time beside wall time, per part: a speed-up read from it survives a busy machine
+    assert all(h[f"cpu_{part}_s"] >= 0 for h in history for part in ("train", "eval", "shapley"))
+    assert sum(h["cpu_train_s"] for h in history) > 0
     assert metrics["epochs"] < cfg.search_epochs or cfg.search_epochs <= cfg.warmup_epochs + 3
     none_cfg = _cfg(root, policy="none")
     none_history = read_jsonl(run_search(none_cfg, progress=False) / "history.jsonl")

@@ -1,7 +1,7 @@
 """MONAI 2D U-Net backbones, their sizes, checkpoints, and adapters exposing explicit skip tensors.
 
 An adapter splits a MONAI U-Net into ``encode(x) -> (skips, bottom)`` and ``decode(skips, bottom)`` by
-calling MONAI's own submodules in the order of the net's ``forward`` (see ``stack.md`` §5), so that the
+calling MONAI's own submodules in the order of the net's ``forward``, so that the
 retrofit can rewrite the skips while the encoder and decoder stay the pre-trained ones.
 """
 

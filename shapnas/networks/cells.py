@@ -20,12 +20,13 @@ from shapnas.networks.ops import (
     OPS,
     PRIMITIVES,
     ReLUConvBN,
-    batch_norm_affine,
+    folded_batch_norm,
     init_uniform_,
     input_mask,
     search_op,
     with_decoder,
 )
+from shapnas.runtime import float32_region
 
 __all__ = ["channel_shuffle", "MixedOp", "SearchCell", "DiscreteCell"]
 
@@ -38,6 +39,18 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     batch, channels, height, width = x.shape
     x = x.view(batch, groups, channels // groups, height, width).transpose(1, 2)
     return x.reshape(batch, channels, height, width)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for a channels-last (and not also contiguous) image, else ``contiguous_format``."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 (an autocast region's output) as float32; other dtypes unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 class MixedOp(nn.Module):
@@ -142,14 +155,19 @@ class SearchCell(nn.Module):
             (B, in_channels, H, W).
         """
         batch, _, height, width = x.shape
-        x = with_decoder(x, decoder, self.decoder_channels)  # (B, C_in + C_dec, H, W)
-        rows = F.relu(x).permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (N, C_in + C_dec), N = B·H·W
-        conv, norm = self.preprocess.op[1], self.preprocess.op[2]
-        weight = conv.weight[:, :, 0, 0] * self.input_mask  # (2C, C_in + C_dec)
-        scale, shift = batch_norm_affine(rows, weight, norm.running_mean, norm.running_var, None, self.training)
-        out = self.edges(rows, (batch, height, width), scale[:, None] * weight, shift, self.project.weight[:, :, 0, 0],
-                         self.project.bias, op_weights, edge_weights, active)  # (N, C_in)
-        return out.view(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()  # (B, C_in, H, W)
+        layout = _memory_format(x)
+        with float32_region(x):  # under autocast the cell computes in float32 (batch-norm folding)
+            x = with_decoder(_full_precision(x), None if decoder is None else _full_precision(decoder),
+                             self.decoder_channels)
+            rows = F.relu(x).permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (N, C_in + C_dec), N = B·H·W
+            conv, norm = self.preprocess.op[1], self.preprocess.op[2]
+            weight = conv.weight[:, :, 0, 0] * self.input_mask  # (2C, C_in + C_dec)
+            folded, shift = folded_batch_norm(rows, weight, norm.running_mean, norm.running_var, None, self.training,
+                                              (batch, height, width))  # BN(conv(x)) = rows @ folded.T + shift
+            out = self.edges(rows, (batch, height, width), folded, shift,
+                             self.project.weight[:, :, 0, 0], self.project.bias, op_weights, edge_weights,
+                             active)  # (N, C_in)
+        return out.view(batch, height, width, -1).permute(0, 3, 1, 2).contiguous(memory_format=layout)
 
     def mixed_op(self, edge: int) -> MixedOp:
         """A reference :class:`MixedOp` holding a copy of edge ``edge``'s weights and BN statistics."""

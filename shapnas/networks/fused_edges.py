@@ -1,26 +1,31 @@
 """The fused evaluation of a search cell's mixed ops: all edges batched, batch norms folded into matrices.
 
 A naive PC-DARTS supernet (one :class:`shapnas.networks.cells.MixedOp` per edge) costs 16–19 backbone training steps
-per step on CPU (``stack.md`` §8); :class:`FusedEdges` computes the same function (tested against the
-readable MixedOps in ``tests/test_ops_cells.py``) in about 6–8 (``benchmarks/cell_cost.py``). Nonlinear work
-runs once per source state; everything linear composes into a few matrix products on pixel rows, built from
-the row kernels of :mod:`shapnas.networks.ops`. Inactive ops are never computed.
+per step on CPU; :class:`FusedEdges` computes the same function (tested against the
+readable MixedOps in ``tests/test_ops_cells.py``) in about 5 (``benchmarks/cell_cost.py``, tiny backbone,
+64 px, one core). Nonlinear work runs once per input (a source state, or s0 and s1 together for what they
+share); everything linear composes into a few matrix products on pixel rows, built from the row kernels of
+:mod:`shapnas.networks.ops` (on CPU, large rows go through :mod:`shapnas.networks.row_kernels`). Each batch
+norm is folded into its pointwise weight by one autograd node (:func:`shapnas.networks.ops.folded_batch_norm`).
+Inactive ops are never computed.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapnas.networks.fused_plan import GroupPlan, Plan, SourcePlan, TypePlan, build_plan
+from shapnas.networks.fused_plan import JOINT, GroupPlan, Plan, SourcePlan, TypePlan, build_plan
 from shapnas.networks.genotype import edge_list, num_edges
 from shapnas.networks.ops import (
     PARAMETRIC,
     POOLS,
     PRIMITIVES,
-    batch_norm_affine,
+    RunningStats,
     depthwise_rows,
+    folded_batch_norm,
     init_uniform_,
     linear_rows,
     pool_rows,
@@ -31,10 +36,12 @@ __all__ = ["FusedEdges"]
 _MAX_PLANS = 64  # cached index plans (one per pattern of active ops and edges)
 
 
-def _block_diagonal(weight: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:
-    """(n, c_out, c_in) per-edge 1×1 weights -> (c_out·n, c_in·n), rows (o, j), columns (i, j)."""
-    n, c_out, c_in = weight.shape
-    return torch.einsum("poi,pq->oqip", weight, eye).reshape(c_out * n, c_in * n)
+def _block_diagonal(weight: torch.Tensor, plan: TypePlan) -> torch.Tensor:
+    """The (E, c, c) per-edge 1×1 weights of the plan's units as one (width, width) block-diagonal matrix, rows
+    ((k, o), j), columns ((k, i), j): a single gather of the weights into a zero matrix."""
+    flat = weight.reshape(-1)
+    return flat.new_zeros(plan.width ** 2).index_put((plan.block_at,), flat[plan.block_from]).view(plan.width,
+                                                                                                   plan.width)
 
 
 class FusedEdges(nn.Module):
@@ -42,7 +49,8 @@ class FusedEdges(nn.Module):
 
     Works on pixel rows (N = B·H·W, channels). Nonlinear work runs once per source state: its pools and,
     per parametric op type, one depthwise convolution (channel multiplier n) for all n active edges
-    leaving the state. Everything else in the cell is linear: the pointwise convs after BN folding
+    leaving the state; in the first group, the pools and types that s0 and s1 share (a type on as many
+    edges of each) run once on both slices side by side (:func:`shapnas.networks.fused_plan.build_plan`). Everything else in the cell is linear: the pointwise convs after BN folding
     (statistics from Gram matrices, :func:`batch_moments`), the weighted sums over ops and edges,
     channel shuffles, bypass and identity channels, the node sums, the 1×1 preprocessing and projection.
     These compose into small matrices, so per group of sources one matrix product adds its features'
@@ -90,8 +98,10 @@ class FusedEdges(nn.Module):
             for weight in params.values():
                 init_uniform_(weight, self.part, generator)
 
-    def _plan(self, eff: torch.Tensor, edge_on: torch.Tensor, device: torch.device) -> Plan:
-        eff_np, on_np = eff.cpu().numpy(), edge_on.cpu().numpy()
+    def _plan(self, eff: torch.Tensor, edge_on: torch.Tensor | None, device: torch.device) -> Plan:
+        """The cached index plan of ops ``eff`` (E, P) and edges ``edge_on`` (E,) (None: all) on ``device``."""
+        eff_np = eff.cpu().numpy()
+        on_np = np.ones(len(eff_np), dtype=bool) if edge_on is None else edge_on.cpu().numpy()
         key = (eff_np.tobytes(), on_np.tobytes(), str(device))
         plan = self._plans.get(key)
         if plan is None:
@@ -117,28 +127,30 @@ class FusedEdges(nn.Module):
             (N, C_in).
         """
         channels, part, nodes = self.channels, self.part, self.num_nodes
-        eff = active.clone()
+        eff = active.clone()  # (E, P) bool, on the CPU during training (no device read per step)
         eff[:, 0] = False  # 'none' adds zero: never computed
-        edge_on = torch.ones_like(edge_weights, dtype=torch.bool)
+        edge_on = None  # every edge
         if not torch.is_grad_enabled():  # nothing to differentiate: skip zero-weight ops and edges
-            eff &= op_weights != 0
+            eff = eff.to(op_weights.device) & (op_weights != 0)
             edge_on = edge_weights != 0
         plan = self._plan(eff, edge_on, rows.device)
+        stats = RunningStats() if self.training else None  # running-statistics updates, applied at the end
         values = torch.cat([(op_weights * edge_weights[:, None]).flatten(), edge_weights])  # (E·P + E,)
         links = values.new_zeros(len(edge_weights) * channels * channels)
         links = links.index_put((plan.links_flat,), values[plan.links_index]).view(-1, channels, channels)
         links = [links[[e for e, _ in incoming]] for incoming in self._incoming]  # per node (m, C, C)
         project = project_weight.view(-1, nodes, channels).transpose(0, 1)  # (nodes, C_in, C)
         slices = torch.cat([pre_weight[:part], pre_weight[channels:channels + part]])  # x1 of s0, s1
-        x1 = linear_rows(rows, slices, torch.cat([pre_shift[:part], pre_shift[channels:channels + part]]))
-        inputs = {0: x1[:, :part], 1: x1[:, part:]}  # (N, C/K) slices entering each source's ops
+        x1 = linear_rows(rows, slices, torch.cat([pre_shift[:part], pre_shift[channels:channels + part]]), spatial)
+        inputs = dict(enumerate(x1.split(part, dim=1)))  # (N, C/K) slices entering s0's and s1's ops
+        inputs[JOINT] = x1  # (N, 2·C/K): the pools and types s0 and s1 share run once on both
         out = None  # (N, C/K·(nodes to come) + C_in): their slices and the output, accumulated
         for group, gplan in enumerate(plan.groups):
             if group:
-                inputs[group + 1], out = out[:, :part], out[:, part:]
+                inputs[group + 1], out = out.split([part, out.shape[1] - part], dim=1)  # one backward (a cat)
             pieces, maps = [], []
             for source in gplan.sources:
-                self._features(inputs[source.src], source, spatial, pieces, maps)
+                self._features(inputs[source.src], source, spatial, pieces, maps, stats)
             if not pieces and group:
                 continue
             direct = self._direct(gplan, values, pieces, maps)  # edge -> (C, features + 1)
@@ -157,8 +169,10 @@ class FusedEdges(nn.Module):
             if group == 0:
                 output = torch.cat([output[:, :-1], (output[:, -1] + project_bias)[:, None]], dim=1)
             mixing = torch.cat([composed[j][:part] for j in range(group, nodes - 1)] + [output])
-            contribution = linear_rows(torch.cat(pieces, dim=1), mixing[:, :-1], mixing[:, -1])
+            contribution = linear_rows(torch.cat(pieces, dim=1), mixing[:, :-1], mixing[:, -1], spatial)
             out = contribution if out is None else contribution.add_(out)
+        if stats is not None:
+            stats.apply()
         return out
 
     def _propagate(self, links: list[torch.Tensor], base: dict[int, torch.Tensor], direct: dict[int, torch.Tensor],
@@ -192,48 +206,45 @@ class FusedEdges(nn.Module):
             return {e: values.new_zeros(channels, 1) for e in plan.edges}
         coefficients = values.new_zeros(rows * plan.shape[1])
         coefficients = coefficients.index_put((plan.flat,), values[plan.index]).view(plan.shape)
-        blocks, bias, col = [], 0, 0
-        for piece, (weight, shift) in zip(pieces, maps):
-            block = coefficients[:, col:col + piece.shape[1]]
-            col += piece.shape[1]
-            blocks.append(block * weight if weight.dim() == 1 else block @ weight)
-            bias = bias + block @ shift
-        folded = torch.cat(blocks + [bias[:, None]], dim=1)  # (edges·C, features + 1)
+        # all pieces' maps as one block-diagonal (features, features) matrix, the shifts as one more column
+        mapping = torch.block_diag(*(torch.diag(weight) if weight.dim() == 1 else weight for weight, _ in maps))
+        shifts = torch.cat([shift for _, shift in maps])[:, None]  # (features, 1)
+        folded = coefficients @ torch.cat([mapping, shifts], dim=1)  # (edges·C, features + 1)
         return {e: folded[t * channels:(t + 1) * channels] for t, e in enumerate(plan.edges)}
 
     def _features(self, x1: torch.Tensor, source: SourcePlan, spatial: tuple[int, int, int],
-                  pieces: list[torch.Tensor], maps: list) -> None:
-        """Append the raw features of one source, computed from its C/K-channel slice ``x1`` (N, C/K), each
-        with the map (A, shift) that turns it into op outputs ``piece @ A.T + shift`` (A 1-D: a scale)."""
+                  pieces: list[torch.Tensor], maps: list, stats: RunningStats | None) -> None:
+        """Append the raw features of one input (a source's C/K-channel slice ``x1`` (N, C/K), or s0's and s1's
+        side by side (N, 2·C/K)), each with the map (A, shift) that turns it into op outputs
+        ``piece @ A.T + shift`` (A 1-D: a scale)."""
         for name in source.pools:
             pooled = pool_rows(x1, spatial, name)
-            slot = POOLS.index(name)
-            scale, shift = batch_norm_affine(pooled, None, self.pool_mean[source.src, slot],
-                                             self.pool_var[source.src, slot], None, self.training)
+            scale, shift = folded_batch_norm(pooled, None, self.pool_mean, self.pool_var, source.pool_stats[name],
+                                             self.training, spatial, stats)
             pieces.append(pooled)
             maps.append((scale, shift))
         if source.types:
             relu_x1 = F.relu(x1)
             for plan in source.types:
-                pre, weight, shift = self._param_op(relu_x1, spatial, plan)
+                pre, weight, shift = self._param_op(relu_x1, spatial, plan, stats)
                 pieces.append(pre)
                 maps.append((weight, shift))
 
-    def _param_op(self, relu_x1: torch.Tensor, spatial: tuple[int, int, int],
-                  plan: TypePlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One op type on its n edges: (N, c) -> (pre (N, c·n), A, shift), op outputs ``pre @ A.T + shift``."""
+    def _param_op(self, relu_x1: torch.Tensor, spatial: tuple[int, int, int], plan: TypePlan,
+                  stats: RunningStats | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One op type on its edges: (N, c) -> (pre (N, width), A, shift), op outputs ``pre @ A.T + shift``."""
         size, dilation, repeats = PARAMETRIC[plan.name]
-        part, n = self.part, len(plan.on)
-        pre, groups = relu_x1, part  # first depthwise conv: channel multiplier n, output channel (ch, j)
+        pre, groups = relu_x1, plan.in_channels  # first depthwise conv: channel multiplier n, channel ((k, o), j)
+        weight = shift = None  # the folded BN(pw) of the stage before, read by a second stage
         for i, (dw, pw, stage) in enumerate(self._stages()[:repeats]):
-            if i:  # BN(pw1) feeds a ReLU: materialise it; the second depthwise conv is plain, channel (o, j)
-                pre, groups = F.relu(linear_rows(pre, weight, shift)), part * n
-            kernel = dw[plan.name].index_select(0, plan.on).transpose(0, 1).reshape(part * n, 1, size, size)
-            pre = depthwise_rows(pre, spatial, kernel, dilation if i == 0 else 1, groups)  # (N, c·n)
-            weight = _block_diagonal(pw[plan.name].index_select(0, plan.on), plan.eye)
-            scale, shift = batch_norm_affine(pre, weight, getattr(self, f"{stage}_mean_{plan.name}"),
-                                             getattr(self, f"{stage}_var_{plan.name}"), plan.stats, self.training)
-            weight = scale[:, None] * weight
+            if i:  # BN(pw1) feeds a ReLU: materialise it; the second depthwise conv is plain
+                pre, groups = F.relu(linear_rows(pre, weight, shift, spatial)), plan.width
+            kernel = dw[plan.name].reshape(-1, size, size)[plan.kernels].unsqueeze(1)  # (width, 1, k, k)
+            pre = depthwise_rows(pre, spatial, kernel, dilation if i == 0 else 1, groups)  # (N, width)
+            weight, shift = folded_batch_norm(pre, _block_diagonal(pw[plan.name], plan),
+                                              getattr(self, f"{stage}_mean_{plan.name}"),
+                                              getattr(self, f"{stage}_var_{plan.name}"), plan.stats, self.training,
+                                              spatial, stats)  # BN(pw(pre)) = pre @ weight.T + shift
         return pre, weight, shift
 
     def copy_edge_to(self, op: nn.Module, edge: int) -> nn.Module:

@@ -154,6 +154,7 @@ class RetrofitUNet(nn.Module):
         self.cell_channels = int(cell_channels)
         self.cell_widths = [int(cell.channels) for cell in cells]
         self.backbone_frozen = False
+        self._active_cache: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}  # not state: a host copy
 
     def freeze_backbone(self) -> RetrofitUNet:
         """No gradients for the backbone, which also stays in eval mode from now on."""
@@ -177,7 +178,19 @@ class RetrofitUNet(nn.Module):
         return self.adapter.encode(x)
 
     def _mixing(self, coalition: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        return [(arch.op_probs(coalition), arch.edge_probs(), arch.active) for arch in self.arch]
+        return [(arch.op_probs(coalition), arch.edge_probs(), self._host_active(arch)) for arch in self.arch]
+
+    def _host_active(self, arch: ArchitectureParameters) -> torch.Tensor:
+        """``arch.active`` on the CPU for the cells' index plans, copied from an accelerator only when the buffer
+        was replaced or changed in place (its version counter), so that a training step never waits for it."""
+        active = arch.active
+        if active.device.type == "cpu":
+            return active
+        cached = self._active_cache.get(id(arch))
+        if cached is None or cached[0] is not active or cached[1] != active._version:
+            cached = (active, active._version, active.cpu())
+            self._active_cache[id(arch)] = cached
+        return cached[2]
 
     def decode_from(self, features: tuple[list[torch.Tensor], torch.Tensor],
                     coalition: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,9 +31,10 @@ from shapnas.config.stage_configs import SearchConfig
 from shapnas.networks.genotype import edge_index
 from shapnas.networks.ops import PRIMITIVES
 from shapnas.runs.files import append_jsonl, load_checkpoint, read_jsonl, save_checkpoint
+from shapnas.runtime import channels_last_convs, configure_backends, device_policy, grad_scaler, keep_on_device
 from shapnas.search.pruning import PolicyContext, build_policy, is_pruning_epoch, mean_op_probs, select_ops_to_prune
 from shapnas.shapley.supernet_game import estimate_supernet_shapley, foreground_rich_batch, round_options
-from shapnas.training.train import dice_ce_loss, iterate_batches, validation_dice
+from shapnas.training.train import dice_ce_loss, iterate_batches, training_step, validation_dice
 
 __all__ = ["SearchData", "SearchResult", "run_search_loop", "epoch_generators", "build_optimizers",
            "train_search_epoch", "alpha_signal", "search_signal", "flat_weights"]
@@ -106,37 +109,70 @@ def _cycle(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generato
         yield from iterate_batches(images, labels, batch_size, generator, shuffle=True)
 
 
+@contextmanager
+def _without_grad(params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """``requires_grad`` off for the block (restored afterwards, also on error)."""
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 def train_search_epoch(model, data: SearchData, cfg: SearchConfig, weight_opt, arch_opt, arch_steps: bool,
-                       generator: torch.Generator, device: torch.device, progress: bool) -> tuple[float, float | None]:
+                       generator: torch.Generator, device: torch.device, progress: bool,
+                       scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler] | None = None
+                       ) -> tuple[float, float | None]:
     """One epoch of alternating steps: ``cfg.search_epoch_steps`` weight steps (0: one pass over W), each
     preceded by an architecture step on an A batch when ``arch_steps``.
+
+    The architecture step computes the gradients of α, β only: the cell weights do not require grad
+    during it (their gradients from that step were never used, the weight step starts from zero), which
+    spares the weight-gradient kernels. Steps follow :func:`shapnas.runtime.device_policy` (autocast and
+    loss scaling on CUDA); the losses stay on the device and are read once, at the end of the epoch.
+
+    Args:
+        model: the supernet (backbone frozen).
+        data: W, A (and V) slices.
+        cfg: the search config (batch size, steps per epoch, gradient clipping).
+        weight_opt: optimiser of the cell weights. arch_opt: optimiser of α, β.
+        arch_steps: take architecture steps (after the warm-up).
+        generator: CPU generator of the batch order.
+        device: where the model lives.
+        progress: show a progress bar.
+        scalers: (weight, architecture) gradient scalers kept across epochs; None makes them for this epoch.
 
     Returns:
         Mean weight loss and mean architecture loss (or None).
     """
     loss_fn = dice_ce_loss()
     model.train()
+    policy = device_policy(device)
+    weight_scaler, arch_scaler = scalers if scalers is not None else (grad_scaler(policy), grad_scaler(policy))
+    weights = list(model.weight_parameters())
     steps = _epoch_steps(cfg, data)
     weight_batches = _cycle(*data.train_w, cfg.batch_size, generator)
     arch_batches = _cycle(*data.train_a, cfg.batch_size, generator) if arch_steps else None
-    weight_losses, arch_losses = [], []
+    weight_losses, arch_losses = [], []  # 0-dim tensors on the device
     for _ in tqdm(range(steps), desc="search steps", leave=False, disable=not progress):
         images, labels = next(weight_batches)
         if arch_batches is not None:
             arch_images, arch_labels = next(arch_batches)
-            arch_opt.zero_grad(set_to_none=True)
-            arch_loss = loss_fn(model(arch_images.to(device)), arch_labels.to(device))
-            arch_loss.backward()
-            arch_opt.step()
-            arch_losses.append(arch_loss.detach().item())
-        weight_opt.zero_grad(set_to_none=True)
+            with _without_grad(weights):
+                arch_losses.append(training_step(model, arch_opt, loss_fn, [], arch_images, arch_labels, device, None,
+                                                 policy, arch_scaler))
         arch_opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images.to(device)), labels.to(device))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(model.weight_parameters()), cfg.grad_clip)
-        weight_opt.step()
-        weight_losses.append(loss.detach().item())
-    return float(np.mean(weight_losses)), (float(np.mean(arch_losses)) if arch_losses else None)
+        weight_losses.append(training_step(model, weight_opt, loss_fn, weights, images, labels, device, cfg.grad_clip,
+                                           policy, weight_scaler))
+    return _mean(weight_losses), (_mean(arch_losses) if arch_losses else None)
+
+
+def _mean(losses: list[torch.Tensor]) -> float:
+    """NumPy's mean of the losses as float64 (one device read for the whole list)."""
+    return float(np.mean(torch.stack(losses).double().cpu().numpy()))
 
 
 def flat_weights(model) -> torch.Tensor:
@@ -234,6 +270,12 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
         The :class:`SearchResult`.
     """
     stage.mkdir(parents=True, exist_ok=True)
+    device_rules = device_policy(device)  # CUDA: mixed precision, channels-last, resident slices; CPU: all off
+    configure_backends(device_rules)
+    channels_last_convs(model, device_rules)
+    data = SearchData(*(tuple(keep_on_device(split, device, device_rules)) for split in (data.train_w, data.train_a,
+                                                                                       data.val)), data.num_classes)
+    scalers = (grad_scaler(device_rules), grad_scaler(device_rules))
     policy = build_policy(cfg.policy, momentum=cfg.shapley_momentum, js_window=cfg.js_window, js_threshold=cfg.js_threshold)
     weight_opt, arch_opt, schedule = build_optimizers(model, cfg)
     start_epoch, times, settle_left, initial = _restore(stage, model, weight_opt, arch_opt, schedule, policy)
@@ -245,23 +287,26 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
     bar = tqdm(range(start_epoch, cfg.search_epochs), desc=f"search ({cfg.policy})", disable=not progress,
                initial=start_epoch, total=cfg.search_epochs)
     epoch = start_epoch - 1
+    cpu: dict[str, float] = {}  # process CPU seconds of this epoch's parts (train, eval, shapley)
     for epoch in bar:
         if settle_left is not None and settle_left <= 0:
             break
         torch_gen, np_gen = epoch_generators(cfg.seed, epoch)
         phase = "warmup" if epoch < cfg.warmup_epochs else ("settle" if settle_left is not None else "search")
-        tick = time.perf_counter()
+        tick = _clock()
         train_loss, arch_loss = train_search_epoch(model, data, cfg, weight_opt, arch_opt, phase != "warmup",
-                                             torch_gen, device, progress)
+                                                   torch_gen, device, progress, scalers)
         schedule.step()
-        times["train"] += (t_train := time.perf_counter() - tick)
+        t_train, cpu["train"] = _since(tick)
+        times["train"] += t_train
         steps["weight_steps"] += _epoch_steps(cfg, data)
         steps["arch_steps"] += _epoch_steps(cfg, data) if phase != "warmup" else 0
 
-        tick = time.perf_counter()
+        tick = _clock()
         val_dice = validation_dice(model, *data.val, num_classes=data.num_classes, device=device,
                                    batch_size=cfg.batch_size)
-        times["eval"] += (t_eval := time.perf_counter() - tick)
+        t_eval, cpu["eval"] = _since(tick)
+        times["eval"] += t_eval
 
         op_probs = mean_op_probs([arch.op_probs() for arch in model.arch])
         players = model.arch[0].players()
@@ -271,7 +316,7 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
                 model, value_images, value_labels, ps, generator=np_gen, **round_options(cfg, round_index)),
         )
         policy.observe(context)
-        tick = time.perf_counter()
+        tick = _clock()
         pruned: list[tuple[int, int]] = []
         policy.info = None
         if settle_left is None and players and is_pruning_epoch(epoch, cfg.prune_start, cfg.prune_interval):
@@ -280,7 +325,8 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
                 pruned = select_ops_to_prune(edge_scores, cfg.prune_per_round)
                 for edge, op in pruned:
                     model.prune(edge, op)
-        times["shapley"] += (t_policy := time.perf_counter() - tick)
+        t_policy, cpu["shapley"] = _since(tick)
+        times["shapley"] += t_policy
         if settle_left is None and cfg.policy != "none" and _all_edges_single(model):
             settle_left = cfg.settle_epochs
         elif settle_left is not None and phase == "settle":
@@ -289,7 +335,7 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
         record = _history_record(model, epoch, phase, train_loss, arch_loss, val_dice, t_train, t_policy, t_eval,
                                  times, pruned, policy.info)
         change = float((flat_weights(model) - initial).norm() / initial.norm().clamp_min(1e-12))
-        record.update(cell_weight_change=change, **steps)
+        record.update(cell_weight_change=change, **steps, **{f"cpu_{part}_s": value for part, value in cpu.items()})
         append_jsonl(stage / HISTORY_FILE, record)
         _save_state(stage / STATE_FILE, model, weight_opt, arch_opt, schedule, policy, epoch, times, settle_left,
                     cfg.to_dict(), initial)
@@ -307,6 +353,18 @@ def run_search_loop(model: torch.nn.Module, data: SearchData, cfg: SearchConfig,
         time_shapley_s=times["shapley"], time_eval_s=times["eval"], val_dice=float(last["val_dice"]), history=history,
         finished=not interrupted,
     )
+
+
+def _clock() -> tuple[float, float]:
+    """Now, as (wall-clock seconds, this process's CPU seconds over all its threads)."""
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall, CPU) seconds since ``start`` (a :func:`_clock` reading). CPU time does not grow while other jobs hold
+    the cores, so a speed-up read from it survives a busy machine."""
+    wall, cpu = _clock()
+    return wall - start[0], cpu - start[1]
 
 
 def _epoch_steps(cfg: SearchConfig, data: SearchData) -> int:

@@ -6,6 +6,9 @@ mean foreground soft Dice (or −DiceCE) of the supernet on a fixed, foreground-
 eval mode without gradients (Benedykciuk et al., Sci. Rep. 2026; method.md). The frozen encoder's features
 are computed once per round; each coalition reruns only the cells and the decoder.
 
+The game runs in float32 on every device (no autocast): a Shapley value is a small difference of values, below
+the resolution of bf16 logits. Values and mask gradients stay on the device until a call's loop is done.
+
 Three estimators share the game: ``mc`` (truncated Monte-Carlo permutations, :mod:`shapnas.shapley.monte_carlo`), ``ig``
 (Aumann–Shapley, :mod:`shapnas.shapley.aumann`): the keep-mask becomes a float in [0, 1] that multiplies each
 player's op weight, and the gradient of the value with respect to the masks only (parameters frozen for the
@@ -171,18 +174,23 @@ class SupernetGame:
         Returns:
             (values (K,), grads (K, n)).
         """
-        values, grads = np.empty(len(masks)), np.empty((len(masks), len(self.players)))
+        points = np.asarray(masks, dtype=float)
+        if not len(points):
+            return np.empty(0), np.empty((0, len(self.players)))
+        start = time.perf_counter()
+        values, grads = [], []  # 0-dim and (n,) tensors on the device, read once after the loop
         with frozen_parameters(self.model), torch.enable_grad():
-            for row, point in enumerate(np.asarray(masks, dtype=float)):
-                start = time.perf_counter()
+            for point in points:
                 mask = torch.tensor(point, dtype=self.dtype, device=self.active.device, requires_grad=True)  # (n,)
                 coalition = float_coalition(self.active, self.players, mask)  # (E, P)
                 value = self._value(self.model.decode_from(self.features, coalition=coalition))
                 (grad,) = torch.autograd.grad(value, mask)
-                values[row], grads[row] = float(value.detach()), grad.detach().cpu().numpy()
-                self.pass_seconds += time.perf_counter() - start
-                self.num_passes += 1
-        return values, grads
+                values.append(value.detach())
+                grads.append(grad.detach())
+        out = torch.stack(values).double().cpu().numpy(), torch.stack(grads).double().cpu().numpy()
+        self.pass_seconds += time.perf_counter() - start
+        self.num_passes += len(points)
+        return out
 
     def endpoints(self) -> tuple[float, float]:
         """(v(N), v(∅)): the value with every player and with none (the bypass and the backbone remain).
@@ -195,15 +203,19 @@ class SupernetGame:
 
     @torch.no_grad()
     def __call__(self, masks: np.ndarray) -> np.ndarray:
-        values = np.empty(len(masks))
-        for row, present in enumerate(masks):
-            start = time.perf_counter()
+        """Values (K,) of coalitions ``masks`` (K, n) bool; the values are read from the device once per call."""
+        if not len(masks):
+            return np.empty(0)
+        start = time.perf_counter()
+        values = []  # 0-dim tensors on the device
+        for present in masks:
             coalition = coalition_mask(self.active, self.players, present)
             logits = self.model.decode_from(self.features, coalition=coalition)  # (B, K, H, W)
-            values[row] = float(self._value(logits))
-            self.eval_seconds += time.perf_counter() - start
-            self.num_evals += 1
-        return values
+            values.append(self._value(logits))
+        out = torch.stack(values).double().cpu().numpy()
+        self.eval_seconds += time.perf_counter() - start
+        self.num_evals += len(masks)
+        return out
 
 
 def ops_contribution(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,

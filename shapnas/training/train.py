@@ -22,7 +22,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from shapnas.runs.files import append_jsonl
-from shapnas.runtime import eval_mode
+from shapnas.runtime import (
+    DevicePolicy,
+    autocast,
+    channels_last_convs,
+    configure_backends,
+    device_policy,
+    eval_mode,
+    grad_scaler,
+    keep_on_device,
+    to_batch,
+)
 
 __all__ = [
     "FitResult",
@@ -33,6 +43,7 @@ __all__ = [
     "fit",
     "count_parameters",
     "train_epoch",
+    "training_step",
 ]
 
 CheckpointFn = Callable[[int, nn.Module, dict[str, Any]], None]
@@ -93,9 +104,9 @@ def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
         order = torch.arange(num)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        image_order, label_order = order.to(images.device), order.to(labels.device)  # one copy per pass
         for start in range(0, num, batch_size):
-            index = order[start:start + batch_size]
-            yield images[index.to(images.device)], labels[index.to(labels.device)]
+            yield images[image_order[start:start + batch_size]], labels[label_order[start:start + batch_size]]
 
     return batches()
 
@@ -153,9 +164,11 @@ def validation_dice(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         The mean over foreground classes present in the reference or the prediction (1.0 if none is).
     """
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    policy = device_policy(device)
     with eval_mode(model):
         for batch_images, batch_labels in iterate_batches(images, labels, batch_size, None, shuffle=False):
-            logits = model(batch_images.to(device))  # (b, K, H, W)
+            with autocast(policy):
+                logits = model(to_batch(batch_images, device, policy))  # (b, K, H, W)
             if logits.shape[1] != num_classes:
                 raise ValueError(f"model gives {logits.shape[1]} output channels; expected num_classes={num_classes}")
             matrix += confusion_matrix(logits.argmax(1), batch_labels.to(device)[:, 0], num_classes)
@@ -167,23 +180,73 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, params: list[nn.Parameter],
+                  images: torch.Tensor, labels: torch.Tensor, device: torch.device, grad_clip: float | None,
+                  policy: DevicePolicy, scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """One optimiser step on a batch under the device's policy (autocast and loss scaling on CUDA only).
+
+    Args:
+        model: maps (B, C, H, W) to logits (B, K, H, W), in training mode.
+        optimizer: steps ``params``.
+        loss_fn: (logits, labels) -> scalar loss.
+        params: the trained parameters (gradient clipping).
+        images: (B, C, H, W). labels: (B, 1, H, W), on any device.
+        device: where the model lives.
+        grad_clip: max gradient norm, or None.
+        policy: :func:`shapnas.runtime.device_policy` of ``device``.
+        scaler: :func:`shapnas.runtime.grad_scaler` of the policy (a pass-through unless fp16).
+
+    Returns:
+        The detached loss (a 0-dim tensor on ``device``; reading it is left to the caller).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(policy):
+        logits = model(to_batch(images, device, policy))  # (B, K, H, W)
+    loss = loss_fn(logits.float(), labels.to(device, non_blocking=True))  # the loss in float32
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, params: list[nn.Parameter],
-                 batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, grad_clip: float | None,
-                 desc: str, progress: bool) -> float:
-    """One pass over ``batches``; returns the mean batch loss."""
+                batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, grad_clip: float | None,
+                desc: str, progress: bool, scaler: torch.amp.GradScaler | None = None) -> float:
+    """One pass over ``batches``; returns the mean batch loss.
+
+    The losses are summed on the device (in float64, the sum a Python float would give) and read once at the
+    end, so a CUDA epoch never waits for the GPU between steps; on CPU the running mean is shown per step.
+
+    Args:
+        model: the trained network.
+        optimizer: steps ``params``.
+        loss_fn: (logits, labels) -> loss.
+        params: the trained parameters.
+        batches: (images (B, C, H, W), labels (B, 1, H, W)) pairs.
+        device: where the model lives.
+        grad_clip: max gradient norm, or None.
+        desc: progress-bar label.
+        progress: show a progress bar.
+        scaler: the gradient scaler to keep across epochs; None makes one for this epoch.
+
+    Returns:
+        The mean batch loss.
+    """
     model.train()
-    total, count = 0.0, 0
+    policy = device_policy(device)
+    scaler = scaler if scaler is not None else grad_scaler(policy)
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress)
     for images, labels in bar:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images.to(device)), labels.to(device))
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        total, count = total + float(loss.detach()), count + 1
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    return total / max(count, 1)
+        loss = training_step(model, optimizer, loss_fn, params, images, labels, device, grad_clip, policy, scaler)
+        total += loss.double()
+        count += 1
+        if progress and device.type == "cpu":
+            bar.set_postfix(loss=f"{float(total) / count:.4f}")
+    return float(total) / max(count, 1)
 
 
 def _rewrite_history(path: Path, history: list[dict[str, Any]]) -> None:
@@ -225,7 +288,9 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
     epoch cap, once ``max_steps`` optimiser steps are spent, or once V Dice has not improved for
     ``patience_steps`` steps (early stopping; IAC re-trains and the fine-tuned control are selected on V,
     Benedykciuk et al., Sci. Rep. 2026). Deterministic on CPU for a fixed model initialisation and
-    generator state: batches are shuffled only with ``generator`` (one permutation per epoch).
+    generator state: batches are shuffled only with ``generator`` (one permutation per epoch). On CUDA it
+    follows :func:`shapnas.runtime.device_policy`: bf16 autocast (fp16 with loss scaling where bf16 is
+    missing), channels-last convolutions, cuDNN autotuning, the slices kept on the GPU when they fit.
 
     Args:
         model: on ``device``; maps (B, C, H, W) to logits (B, K, H, W).
@@ -271,6 +336,11 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
     if max_steps < 0 or patience_steps < 0 or val_every_steps < 0:
         raise ValueError(f"max_steps={max_steps}, patience_steps={patience_steps}, val_every_steps={val_every_steps}; "
                          "expected non-negative")
+    policy = device_policy(device)  # CUDA: mixed precision, channels-last, resident slices; CPU: all off
+    configure_backends(policy)
+    channels_last_convs(model, policy)
+    train, val = tuple(keep_on_device(train, device, policy)), tuple(keep_on_device(val, device, policy))
+    scaler = grad_scaler(policy)
     optimizer = torch.optim.Adam(groups, lr=lr)
     loss_fn = dice_ce_loss()
     score = scorer or (lambda net: validation_dice(net, *val, num_classes=num_classes, device=device,
@@ -301,7 +371,7 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
         if max_steps:
             batches = batches[:max_steps - step]
         train_loss = train_epoch(model, optimizer, loss_fn, params, batches, device, grad_clip,
-                                  f"{desc} {epoch + 1}/{epochs}", progress)
+                                 f"{desc} {epoch + 1}/{epochs}", progress, scaler)
         step += len(batches)
         last = epoch == epochs - 1 or bool(max_steps and step >= max_steps)
         validate = last or step - validated_step >= val_every_steps
