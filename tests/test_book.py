@@ -3,6 +3,7 @@ records (CONTRACTS.md schemas), and a strict build of a smoke-profile execution 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -26,9 +27,9 @@ from shapnas.book.build import (
     toc_files,
     write_method_figures,
 )
-from shapnas.book.pages import page_title, provenance_text, source_commit, tag_for_book
+from shapnas.book.pages import page_title, parameter_rows, parameters_text, provenance_text, source_commit, tag_for_book
 from shapnas.networks.ops import PRIMITIVES
-from shapnas.plots.claims import claims_table, claims_text, interval_verdict, speed_text
+from shapnas.plots.claims import claim_reading, claims_table, claims_text, interval_verdict, speed_text
 from shapnas.plots.data import plot_class_frequencies
 from shapnas.plots.results import (
     NO_SEEDS_TEXT,
@@ -189,6 +190,26 @@ def test_cell_graphs():
     assert "14 edges" in full.axes[0].get_title()
 
 
+_INPUTS = [list(combinations(range(n + 2), 2)) for n in range(4)]  # node n reads two of s0, s1, n0 … n(n-1)
+_CHOICES = list(itertools.product(*(range(len(i)) for i in _INPUTS)))  # all 180 wirings of a cell
+
+
+@pytest.mark.parametrize("choice", _CHOICES[::15])
+def test_cell_graph_edge_labels_cover_neither_each_other_nor_the_nodes(choice):
+    """Half of all wirings had a label box on another label or on a node circle with labels at a fixed 70 %."""
+    genotype = [[n, _INPUTS[n][choice[n]][i], "sep_conv_5x5"] for n in range(4) for i in (0, 1)]
+    graph = plot_cell_graph(genotype)
+    graph.canvas.draw()
+    renderer = graph.canvas.get_renderer()
+    texts = graph.axes[0].texts
+    boxes = {t: t.get_bbox_patch().get_window_extent(renderer) for t in texts if t.get_bbox_patch() is not None}
+    labels = [b for t, b in boxes.items() if t.get_text() == "sep5"]
+    nodes = [b for t, b in boxes.items() if t.get_text() != "sep5"]
+    assert len(labels) == 8
+    clashes = sum(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:] + nodes)
+    assert clashes == 0
+
+
 def test_shapley_rounds_and_pruning_records():
     history = _search_history(prune=True)
     rounds = shapley_rounds(history)
@@ -210,6 +231,88 @@ def test_shapley_rounds_and_pruning_records():
         plot_shapley_rounds(_search_history(False))
 
 
+def test_shapley_figures_state_their_scale_and_show_s_e_only_where_it_exists():
+    from shapnas.plots.shapley import has_stderr, pruning_table_view, value_scale
+
+    history = _search_history(prune=True)
+    fig = plot_shapley_rounds(history)  # Monte Carlo rounds: s.e. of 0.05 recorded
+    assert fig.axes[0].get_ylabel() == "Shapley value (Dice points) ± s.e."
+    assert len(fig.axes[0].collections) == 2  # error bars and dots
+    assert "s.e. (points)" in pruning_table_view(history).data
+    for record in history:  # a deterministic estimator (ig, owen): zeros are not an uncertainty
+        if record["shapley"]:
+            record["shapley"]["stderr"] = [0.0] * len(record["shapley"]["mean"])
+            record["shapley"]["mean"] = [v * 1e-5 for v in record["shapley"]["mean"]]
+    fig = plot_shapley_rounds(history)
+    assert fig.axes[0].get_ylabel() == "Shapley value (Dice points × 10⁻³), no s.e. recorded"
+    assert len(fig.axes[0].collections) == 1  # dots only
+    assert "s.e. (points)" not in pruning_table_view(history).data
+    assert value_scale([0.5, -2.0]) == (1.0, "Dice points") and value_scale([0.0042])[0] == 1000.0
+    assert not has_stderr([None, 0.0]) and has_stderr([0.0, 0.01])
+
+
+def test_pruning_timeline_has_one_discrete_colour_per_epoch():
+    timeline = plot_pruning_timeline(_search_history(prune=True))
+    bar = timeline.axes[1]
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["1", "2"]  # the two pruning epochs, nothing between
+    assert timeline.axes[0].images[0].get_cmap().N == 2
+
+
+def test_loss_panel_starts_at_zero_and_seed_spread_has_an_axis_per_dataset(tmp_path):
+    history = [{"epoch": e, "train_loss": v, "val_dice": 0.5} for e, v in enumerate((0.22, 0.19, 0.17))]
+    loss = plot_training_curves({"run": history}).axes[0]
+    assert loss.get_ylim()[0] == 0 and loss.get_ylim()[1] == pytest.approx(1.08 * 0.22)
+    assert "axis from 0" in loss.get_ylabel()
+    records = _records(tmp_path / "a", seeds=(0, 1)) + [
+        {**r, "dataset": "kits", "dice_mean": r["dice_mean"] - 0.5} for r in _records(tmp_path / "k", seeds=(0, 1))]
+    fig = plot_seed_spread(records)
+    acdc, kits = fig.axes[:2]
+    assert acdc.get_ylim() != kits.get_ylim() and kits.get_ylim()[1] < acdc.get_ylim()[0]
+
+
+def test_forest_plot_of_paired_differences_against_both_baselines(tmp_path):
+    from shapnas.plots.paired import paired_differences, paired_differences_alt, plot_paired_differences
+
+    records = _records(tmp_path / "a", seeds=(0, 1), gain=0.02, half=0.03)
+    frame = paired_differences(records)
+    assert len(frame) == 2 * 2 * 2  # seeds × found cells × baselines
+    assert set(frame["against"]) == {"the pre-trained backbone", "the fine-tuned backbone"}
+    row = frame[(frame["arm"] == "IAC, Shapley-pruned") & (frame["seed"] == 0)
+                & (frame["against"] == "the fine-tuned backbone")].iloc[0]
+    assert row["mean"] == pytest.approx(1.8) and row["low"] == pytest.approx(-1.2) and row["reading"] == "includes 0"
+    fig = plot_paired_differences(records)
+    left, right = fig.axes[:2]
+    assert left.get_title() == "against the pre-trained backbone" and right.get_title() == "against the fine-tuned backbone"
+    assert [t.get_text() for t in left.get_yticklabels()] == [
+        "acdc · IAC, Shapley-pruned · seed 0", "acdc · IAC, Shapley-pruned · seed 1",
+        "acdc · IAC, full search · seed 0", "acdc · IAC, full search · seed 1"]
+    assert left.get_xlim()[0] < -1 and left.get_xlim()[1] > 5  # 0, the intervals and the claimed +5 all visible
+    one = plot_paired_differences(records, dataset="acdc", seed=1)
+    assert [t.get_text() for t in one.axes[0].get_yticklabels()] == ["acdc · IAC, Shapley-pruned",
+                                                                     "acdc · IAC, full search"]
+    alt = paired_differences_alt(records, seed=0)
+    assert "acdc IAC, Shapley-pruned seed 0 against the fine-tuned backbone: +1.8 points, 95 % interval -1.2 to +4.8" in alt
+    assert plot_paired_differences([]).axes[0].texts  # says there is nothing yet, does not fail
+
+
+def test_every_figure_gets_an_alt_text_that_says_what_it_shows(tmp_path):
+    png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# 4. Pruning\n\n## Seconds per {term}`epoch <x>`"),
+        nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", data=png)]),
+        nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", data=png)],
+                                  metadata={"mystnb": {"figure": {"name": "fig-x", "caption": "Dice of `none`, *sorted*."}}}),
+        nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", data=png)],
+                                  metadata={"mystnb": {"image": {"alt": "given"}}}),
+        nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output("execute_result", data={"text/plain": "1"})])])
+    path = tmp_path / "04.ipynb"
+    nbformat.write(nb, str(path))
+    tag_for_book(path)
+    cells = nbformat.read(str(path), as_version=4).cells
+    assert [c.metadata.get("mystnb", {}).get("image", {}).get("alt") for c in cells[1:]] == [
+        "Figure: Seconds per epoch", "Dice of none, sorted.", "given", None]
+
+
 # ------------------------------------------------------------------ results tables and the claims
 
 def test_metrics_table_and_patient_boxplots():
@@ -220,6 +323,11 @@ def test_metrics_table_and_patient_boxplots():
                                                                                      "Dice LV (%)"] == "–"
     scores = patient_scores(evals["shapley"])
     assert scores["dice"].tolist() == [0.8, 0.9] and scores["hd95"].tolist() == [2.0, 3.0]
+    acdc = _eval([0.6, 0.7, 0.8, 0.9], [1.0] * 4)  # two patients, each with an ED and an ES volume
+    for case, patient in zip(acdc["per_case"], ("p1", "p1", "p2", "p2")):
+        case["patient_id"] = patient
+    counts = metrics_table({"backbone": acdc}).loc["backbone (pre-trained)", ["test patients", "test cases"]]
+    assert counts.tolist() == [2, 4]  # patients and cases are counted apart, and said so
     fig = plot_patient_boxplots(evals)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(table.index)
 
@@ -263,7 +371,7 @@ def test_stability_claim_reads_the_chance_level(tmp_path):
     assert stable.loc["More stable operation choices", "agreement"] == "Agrees"
     assert "acdc Shapley-pruned 1.00" in stable.loc["More stable operation choices", "measured"]
     noisy = claims_table(_with_genotypes(_records(tmp_path / "n", seeds=(0, 1, 2)), True, True))
-    assert noisy.loc["More stable operation choices", "agreement"] == "Undecided"
+    assert noisy.loc["More stable operation choices", "agreement"] == "Cannot tell"
     unstable = claims_table(_with_genotypes(_records(tmp_path / "u", seeds=(0, 1, 2)), False, True))
     assert unstable.loc["More stable operation choices", "agreement"] == "Disagrees"
 
@@ -276,37 +384,103 @@ def _write_history(run: Path, policy: str, train: float, shapley: float) -> None
 
 
 def test_claims_verdicts_are_decided_by_the_intervals(tmp_path):
+    gain_claim = "IAC improves the pre-trained U-Net (Dice)"
     agree = claims_table(_records(tmp_path / "a", seeds=(0, 1, 2), gain=0.07, speed=(400.0, 100.0)))
-    assert agree.loc["IAC improves the pre-trained U-Net (Dice)", "verdict"].startswith("Agrees")
-    assert agree["agreement"].tolist() == ["Agrees", "Agrees", "Agrees", "Disagrees", "Agrees"]
-    measured = agree.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
+    assert agree.loc[gain_claim, "verdict"].startswith("Agrees: in every run the 95 % interval lies above 0")
+    assert agree["agreement"].tolist() == ["Agrees", "Agrees", "Agrees", "Agrees", "Disagrees", "Agrees"]
+    measured = agree.loc[gain_claim, "measured"]
     assert "acdc seed 0: +7.0 points (95 % CI +5.0 to +9.0), improves" in measured
     assert agree.loc["More stable operation choices", "verdict"].startswith("Disagrees")  # equal Jaccard (1 = 1)
-    assert "6 improve, 0 match" in agree.loc["Improves or matches strong baselines", "measured"]
+    # the fair baseline is shown with its interval beside the backbone's, not only as a count
+    both = agree.loc["Improves or matches strong baselines", "measured"]
+    assert ("acdc seed 0: vs backbone +7.0 points (95 % CI +5.0 to +9.0), vs fine-tuned +6.3 points (95 % CI +4.3 "
+            "to +8.3)") in both
+    assert "6 improve, 0 include 0, 0 worse" in agree.loc["Improves or matches strong baselines", "verdict"]
+    assert "+6.3 points (95 % CI +4.3 to +8.3), improves" in agree.loc["IAC against the fine-tuned backbone (Dice)",
+                                                                        "measured"]
     assert all("Phantom data for acdc" in v for v in agree["verdict"])
-    partly = claims_table(_records(tmp_path / "b", gain=0.02, half=0.015, speed=(300.0, 200.0), data_dir="/data/A"))
-    assert partly.loc["IAC improves the pre-trained U-Net (Dice)", "verdict"].startswith("Partly")
-    assert partly.loc["Shapley pruning speeds up the search", "verdict"].startswith("Partly: the pruned search is "
-                                                                                    "faster (up to 1.50×)")
-    assert partly.loc["More stable operation choices", "verdict"].startswith("Not yet measurable")
-    assert not any("Phantom" in v for v in partly["verdict"])
-    # +0.1 points with an interval from -0.2 to +0.4: noise, not a gain (the old rule said "Partly")
+    # +2 points (CI +0.5 to +3.5) against a claimed +5: the interval rules the claim out (the old rule said "Partly")
+    short = claims_table(_records(tmp_path / "b", gain=0.02, half=0.015, speed=(300.0, 200.0), data_dir="/data/A"))
+    assert short.loc[gain_claim, "verdict"].startswith("Disagrees: in 1 of 1 run(s) the 95 % interval ends below")
+    assert short.loc["Shapley pruning speeds up the search", "verdict"].startswith(
+        "Disagrees: the pruned search is faster (up to 1.50× by the wall clock) but does not reach the claimed 4×")
+    assert short.loc["More stable operation choices", "verdict"].startswith("Not yet measurable")
+    assert not any("Phantom" in v for v in short["verdict"])
+    # -1 to +7 points: spans both 0 and the claim
+    wide = claims_table(_records(tmp_path / "w", gain=0.03, half=0.04))
+    assert wide.loc[gain_claim, "agreement"] == "Cannot tell"
+    assert wide.loc["IAC against the fine-tuned backbone (Dice)", "agreement"] == "Cannot tell"
     noise = claims_table(_records(tmp_path / "n", gain=0.001, half=0.003))
-    assert noise.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Inconclusive"
-    assert "95 % CI -0.2 to +0.4" in noise.loc["IAC improves the pre-trained U-Net (Dice)", "measured"]
-    assert noise.loc["Improves or matches strong baselines", "agreement"] == "Consistent, not shown"
+    assert noise.loc[gain_claim, "agreement"] == "Disagrees"  # −0.2 to +0.4 rules out +5
+    assert "95 % CI -0.2 to +0.4" in noise.loc[gain_claim, "measured"]
+    assert noise.loc["Improves or matches strong baselines", "agreement"] == "Cannot tell"
     worse = claims_table(_records(tmp_path / "c", gain=-0.05, speed=(100.0, 150.0)))
     assert worse.loc["IAC with the full search (Dice)", "verdict"].startswith("Disagrees")
+    assert "Worse than the backbone (interval below 0): acdc seed 0." in worse.loc[gain_claim, "verdict"]
     assert worse.loc["Improves or matches strong baselines", "agreement"] == "Disagrees"
+    assert worse.loc["IAC against the fine-tuned backbone (Dice)", "agreement"] == "Disagrees"
     assert worse.loc["Shapley pruning speeds up the search", "verdict"].startswith("Disagrees")
     no_interval = claims_table(_records(tmp_path / "e", gain=0.03, half=None))
-    assert no_interval.loc["IAC improves the pre-trained U-Net (Dice)", "agreement"] == "Undecided"
-    assert no_interval.loc["Improves or matches strong baselines", "agreement"] == "Undecided"
-    empty = claims_table([])
-    assert (empty["measured"] == "not run yet").sum() == 4
-    text = claims_text(partly)
-    assert text.count("\n- **") == 4 and "**Shapley pruning speeds up the search.** Partly" in text
+    assert no_interval.loc[gain_claim, "agreement"] == "Cannot tell"
+    assert no_interval.loc["Improves or matches strong baselines", "agreement"] == "Cannot tell"
+    assert set(claims_table([])["agreement"]) <= {"Not measured", "Not yet measurable"}
+    assert (claims_table([])["measured"] == "not run yet").sum() == 5
+    text = claims_text(short)
+    assert text.count("\n- **") == 5 and "**Shapley pruning speeds up the search.** Disagrees" in text
     assert data_sources(_records(tmp_path / "d", data_dir="x")) == {"acdc": "real"}
+    assert claim_reading({"mean": 0.07, "ci_low": 0.05, "ci_high": 0.09}, 5.0) == "agrees"
+
+
+def _write_epochs(run: Path, policy: str, train_s: list[float], spans: list[float] = (), cpu: list[float] | None = None):
+    """A search history: one search-phase epoch per time (same active ops: identical work), Shapley rounds with
+    |v(N) − v(∅)| = each span on the first epochs, and process CPU seconds when given."""
+    (run / f"search-{policy}").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for epoch, seconds in enumerate(train_s):
+        line = {"epoch": epoch, "phase": "search", "num_active_ops": 98, "time_train_s": seconds,
+                "time_shapley_s": 0.0, "time_eval_s": 0.0, "shapley": None}
+        if epoch < len(spans):
+            line["shapley"] = {"value_full": 0.5 + spans[epoch], "value_empty": 0.5}
+        if cpu is not None:
+            line |= {"cpu_train_s": cpu[epoch], "cpu_shapley_s": 0.0, "cpu_eval_s": 0.0}
+        lines.append(line)
+    (run / f"search-{policy}" / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_speed_verdict_reads_round_signal_and_machine_load(tmp_path):
+    from shapnas.plots.speed_checks import epoch_variation, search_checks
+
+    claim = "Shapley pruning speeds up the search"
+    records = _records(tmp_path / "silent", speed=(400.0, 80.0))
+    run = Path(records[0]["run_dir"])
+    _write_epochs(run, "none", [10.0, 10.5, 10.2])
+    _write_epochs(run, "shapley", [2.0, 2.1], spans=[0.0004, 0.002])
+    checks = search_checks(run)
+    assert checks["silent"] == 2 and not checks["busy"] and checks["cpu_speedup"] is None
+    verdict = claims_table(records).loc[claim, "verdict"]
+    assert verdict.startswith("Cannot tell: the pruned search is up to 5.00× faster, but no pruning round had a "
+                              "signal")
+    assert "every one of the 2 pruning round(s) had no signal (|v(N) − v(∅)| at most 0.0020" in verdict
+
+    busy = _records(tmp_path / "busy", speed=(400.0, 80.0))
+    run = Path(busy[0]["run_dir"])
+    _write_epochs(run, "none", [13.0, 57.0, 20.0])  # identical epochs, 13 to 57 s: a busy machine
+    _write_epochs(run, "shapley", [2.0, 2.1], spans=[0.05, 0.04])
+    assert epoch_variation([{"phase": "search", "num_active_ops": 1, "time_train_s": t} for t in (13, 57)]) == \
+        pytest.approx(44 / 13)
+    verdict = claims_table(busy).loc[claim, "verdict"]
+    assert verdict.startswith("Cannot tell: the pruned search is up to 5.00× faster by the wall clock, but the "
+                              "machine was busy")
+    assert "identical epochs took up to 338 % longer than the fastest" in verdict
+    assert "Process CPU time is not recorded" in verdict
+    _write_epochs(run, "none", [13.0, 57.0, 20.0], cpu=[10.0, 10.0, 10.0])
+    _write_epochs(run, "shapley", [2.0, 2.1], spans=[0.05, 0.04], cpu=[5.0, 5.0])
+    table = claims_table(busy)
+    assert table.loc[claim, "verdict"].startswith("Disagrees: the pruned search is faster (up to 3.00× by process "
+                                                  "CPU time")
+    assert "From process CPU time the ratio is 3.00×" in table.loc[claim, "verdict"]
+    assert "from process CPU time up to 3.00×" in table.loc[claim, "measured"]
+    assert "the machine was busy" in speed_text(run) and "From process CPU time the ratio is 3.00×" in speed_text(run)
 
 
 def test_a_ratio_below_one_comes_with_its_cost_split(tmp_path):
@@ -322,6 +496,8 @@ def test_a_ratio_below_one_comes_with_its_cost_split(tmp_path):
     assert verdict.startswith("Disagrees") and "saved only 39.0 s" in verdict
     _write_history(run, "shapley", train=40.0, shapley=10.0)
     assert "Pruning saved 59.0 s of training at a cost of 10.0 s" in speed_text(run)
+    _write_history(run, "shapley", train=120.0, shapley=10.0)  # a pruned search that trained longer: load
+    assert "pruning saved no training time: its training took 21.0 s longer" in speed_text(run)
     assert interval_verdict(None) is None and interval_verdict({"mean": 0, "ci_low": 0.0, "ci_high": 0.1}) == "matches"
 
 
@@ -425,6 +601,10 @@ def test_book_builds_strictly_and_passes_the_html_check(built_book, smoke_book):
     assert "tag_remove-cell" not in page and "smoke_book" not in page  # parameters removed; no machine paths
     results = (html / "book" / "datasets" / "results.html").read_text()
     assert "Shapley pruning speeds up the search" in results and "Phantom data for acdc" in results
+    for page_path in [*(html / "book" / "datasets").rglob("*.html")]:  # no file path as alt text
+        alts = re.findall(r'<img[^>]*\balt="([^"]*)"', page_path.read_text())
+        bad = [a for a in alts if not a.strip() or a.endswith((".png", ".jpg", ".svg"))]
+        assert not bad, f"{page_path.name}: alt texts that are file paths: {bad[:3]}"
 
 
 @pytest.mark.slow
@@ -511,20 +691,45 @@ def test_page_titles_and_provenance(tmp_path):
     assert line == ("*This page: profile `workshop`, seed 2, dataset `kits` (phantom data), shapnas "
                     f"{shapnas.__version__} (commit abc1234), executed 2026-12-01 14:03 UTC in 61 s "
                     "(papermill; `python -m shapnas run`).*")
+    command = "python -m shapnas run --datasets kits --profile workshop --seed 2 --notebooks 03"
+    assert provenance_text(metadata, profile="workshop", commit="abc1234", command=command).endswith(
+        f"in 61 s; reproduce it with `{command}`.*")
+    parameters = ('dataset = "acdc"  # acdc, brats, kits, amos or msd\nseed = 0  # run seed\n'
+                  'data_dir = ""  # dataset root\npolicy = "none"  # pruning policy | none, shapley')
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 3. The full search\n\n## Overview"),
+                                         nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
                                          nbformat.v4.new_code_cell("1", metadata={"mystnb": {"figure": {
                                              "name": "fig-alpha", "caption": "α"}}})],
-                                  metadata={"papermill": metadata})
+                                  metadata={"papermill": metadata, "kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                                  "language": "python"}})
     path = tmp_path / "03_search.ipynb"
     nbformat.write(nb, str(path))
-    for _ in range(2):  # re-tagging neither prefixes twice nor adds a second provenance line
-        tag_for_book(path, dataset="kits", profile="workshop")
+    for _ in range(2):  # re-tagging neither prefixes twice nor adds a second provenance line or parameter list
+        tag_for_book(path, dataset="kits", profile="workshop", command=command, note="the plan's runs.")
     cells = nbformat.read(str(path), as_version=4).cells
-    here = provenance_text(metadata, profile="workshop", commit=source_commit())  # this checkout's commit
-    assert cells[0].source == f"# KiTS · 3. The full search\n\n{here}\n\n## Overview\n"
-    assert [c.cell_type for c in cells] == ["markdown", "code"]  # the line sits under the title, once
-    assert cells[1].metadata.mystnb.figure.name == "kits-fig-alpha"  # figure labels are global in the book
+    here = provenance_text(metadata, profile="workshop", commit=source_commit(), command=command)  # this checkout
+    rows = parameter_rows(nbformat.read(str(path), as_version=4))
+    assert [(r["name"], r["value"], r["source"]) for r in rows] == [
+        ("dataset", '"kits"', "this run"), ("seed", "2", "this run"), ("data_dir", '""', "this run"),
+        ("policy", '"none"', "notebook default")]
+    assert rows[3]["help"] == "pruning policy | none, shapley"
+    folded = parameters_text(rows)
+    assert folded.startswith(":::{dropdown} Parameters of this page (4: names and values in this run)")
+    assert "| `policy` | `\"none\"` | notebook default | pruning policy \\| none, shapley |" in folded
+    assert cells[0].source == (f"# KiTS · 3. The full search\n\n{here}\n\n*Data of this chapter: the plan's runs.*"
+                               f"\n\n{folded}\n\n## Overview\n")
+    assert [c.cell_type for c in cells] == ["markdown", "code", "code"]  # the lines sit under the title, once
+    assert cells[2].metadata.mystnb.figure.name == "kits-fig-alpha"  # figure labels are global in the book
     assert source_commit(tmp_path) == "no git checkout"
+
+
+def test_experiment_chapters_name_the_plan_their_data_come_from():
+    from shapnas.book.run_notebooks import plan_note
+
+    note = plan_note("workshop")
+    assert "`workshop` ablation plan" in note and "`slice_size=32`" in note and "`search_epochs=6`" in note
+    assert "not the single run configured below" in note
+    assert "own values" not in plan_note("paper") and "profile's values" in plan_note("paper")
 
 
 def test_workshop_has_goals_a_measured_schedule_and_exercises_with_solutions():
@@ -603,6 +808,11 @@ def test_built_pages_have_distinct_titles_whole_tables_and_captioned_figures(bui
     assert 'id="term-IAC"' in glossary
     intro = (html_dir / "book" / "intro.html").read_text()
     assert "glossary.html#term-IAC" in intro and 'href="https://doi.org/10.1038/s41598-026-59012-w"' in intro
+    section = intro[intro.index("<h2>What this book"):intro.index("<h2>Reproduce it")]  # the run's findings
+    words = " ".join(_text(section).split())
+    assert "IAC improves the pre-trained U-Net (Dice)" in words and "smoke profile" in words
+    assert re.search(r"(Agrees|Disagrees|Cannot tell|Not measured)", words)
+    assert "datasets/results.html" in section and "<table" in section
 
 
 def test_search_signal_and_estimator_sentences_degrade_gracefully():
@@ -630,3 +840,129 @@ def test_search_signal_and_estimator_sentences_degrade_gracefully():
     second["shapley"] |= {"value_full": 0.93, "value_empty": 0.90}
     assert "at least 0.01 in some round" in estimator_text(history)
     assert estimator_text(_search_history(prune=False)).endswith("not available (this search ran none).")
+
+
+def test_findings_table_is_computed_from_the_run_and_included_by_the_introduction(tmp_path):
+    from shapnas.book.findings import (
+        PLACEHOLDER_MARK,
+        ensure_findings,
+        findings_markdown,
+        findings_path,
+        write_findings,
+    )
+
+    text = findings_markdown(_records(tmp_path / "r", gain=0.02, half=0.015), profile="smoke")
+    assert "the `smoke` profile's run" in text and "{doc}`results page </book/datasets/results>`" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 6  # one per claim
+    gain = next(r for r in rows if r.startswith("| IAC improves the pre-trained U-Net"))
+    assert "+2.0 points (95 % CI +0.5 to +3.5)" in gain and gain.endswith("**Disagrees** |")
+    assert "Phantom data for acdc" in text
+    root = tmp_path / "root"
+    assert PLACEHOLDER_MARK in ensure_findings(root).read_text()
+    written = write_findings(root, tmp_path / "empty-results", "smoke")  # no evaluations yet: "not run yet"
+    assert written == findings_path(root) and "not run yet" in written.read_text()
+    assert "results page" in written.read_text() and "{doc}" not in written.read_text()  # no page to link
+    assert ensure_findings(root).read_text() == written.read_text()  # a run's table is never overwritten
+    intro = (ROOT / "book" / "intro.md").read_text()
+    found, reproduce = intro.index("```{include} datasets/findings.md"), intro.index("## Reproduce it")
+    assert found < reproduce  # the findings come before how to reproduce them
+
+
+def test_metrics_view_grows_down_and_names_classes_no_model_finds():
+    from shapnas.plots.results import metrics_table_view, unscored_classes_text
+
+    evals = {"backbone": _eval([0.6, 0.7], [5.0, 7.0]), "shapley": _eval([0.8, 0.9], [2.0, 3.0])}
+    for metrics in evals.values():
+        metrics["dice_per_class"] = {"RV": metrics["dice_per_class"]["RV"], "LV": 0.0, "pancreas": 0.0}
+    view = metrics_table_view(evals)
+    assert list(view.columns) == ["backbone (pre-trained)", "IAC, Shapley-pruned"]  # one column per model
+    assert "test patients" in view.index and "test cases" in view.index
+    text = unscored_classes_text(evals)
+    assert text.startswith("Every model scores 0.0 Dice on 2 of 3 classes (LV, pancreas)")
+    evals["shapley"]["dice_per_class"]["LV"] = 0.1
+    assert "1 of 3 classes (pancreas)" in unscored_classes_text(evals)
+    evals["shapley"]["dice_per_class"]["pancreas"] = 0.2
+    assert unscored_classes_text(evals) == ""
+
+
+# measured figures in prose: a decimal, a time, a ratio (inline code, e.g. a parameter value, is not prose)
+MEASURED = re.compile(r"\d+\.\d+|\b\d+(?:\.\d+)?\s?(?:s|ms|min)\b|\d+(?:\.\d+)?×")  # "2 × players": a formula
+
+
+def _expected_blocks(text: str) -> list[str]:
+    """The "Expected" paragraphs of the workshop page, up to each exercise's solution."""
+    return [block.split(":::{dropdown}")[0] for block in text.split("**Expected")[1:]]
+
+
+def test_workshop_prose_quotes_no_figure_the_run_did_not_produce():
+    """What an exercise should show comes from this book's run (a generated snippet), never typed in."""
+    from shapnas.book.workshop_values import SNIPPETS
+
+    text = (ROOT / "book" / "workshop.md").read_text()
+    included = re.findall(r"```\{include\} datasets/workshop/(\w+)\.md\n```", text)
+    assert set(included) == set(SNIPPETS) and len(included) >= 6
+    for block in _expected_blocks(text):
+        prose = re.sub(r"```\{include\}.*?```", "", re.sub(r"`[^`]*`", "", block), flags=re.S)
+        assert not MEASURED.findall(prose), f"a typed measurement in {block[:80]!r}: {MEASURED.findall(prose)}"
+    assert MEASURED.findall("took 79.2 s, 5.8× faster, 13 s")  # the check itself sees such figures
+
+
+def _workshop_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A book root with ACDC's chapters 1–4 executed (durations, the implant line) and a results folder with
+    both searches."""
+    root, results = tmp_path / "root", tmp_path / "results"
+    for stem, seconds in (("01_data", 12.0), ("02_retrofit", 61.4), ("03_search", 82.0), ("04_shapley_pruning", 235.0)):
+        cells = [nbformat.v4.new_code_cell("check()", outputs=[nbformat.v4.new_output(
+            "stream", name="stdout", text="largest |backbone - retrofit| at implant: 0.0e+00\n")])] \
+            if stem == "02_retrofit" else []
+        nb = nbformat.v4.new_notebook(cells=cells, metadata={"papermill": {"duration": seconds}})
+        path = root / "book" / "datasets" / "acdc" / f"{stem}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(path))
+    run = results / "acdc" / "basic_unet" / "seed-0"
+    full, pruned = _search_history(prune=False), _search_history(prune=True)
+    for history in (full, pruned):
+        for record in history:
+            record |= {"weight_steps": 6 * (record["epoch"] + 1), "arch_steps": 5 * record["epoch"]}
+    for policy, history in (("none", full), ("shapley", pruned)):
+        (run / f"search-{policy}").mkdir(parents=True)
+        (run / f"search-{policy}" / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    (run / "search-none" / "metrics.json").write_text(json.dumps(
+        {"alpha_max_prob": 0.281, "alpha_uniform": 0.125, "alpha_spread": 0.33}))
+    return root, results
+
+
+def test_workshop_snippets_are_computed_from_the_run(tmp_path):
+    from shapnas.book.workshop_values import (
+        PLACEHOLDER,
+        ensure_workshop_snippets,
+        workshop_snippets,
+        write_workshop_snippets,
+    )
+
+    root, results = _workshop_run(tmp_path)
+    snippets = workshop_snippets(root, results)
+    assert snippets["chapters"] == ("*In this book's run, ACDC's chapters 1–4 took 12 + 61 + 82 + 235 s (6.5 min; "
+                                    "each page says its time under its title).*\n")
+    assert "printed `largest |backbone - retrofit| at implant: 0.0e+00` and took 61 s" in snippets["ex1"]
+    assert "hold 0.281 of their edge's probability on average against the uniform 0.125" in snippets["ex2"]
+    assert "after 24 weight and 15 architecture steps; chapter 3 took 82 s" in snippets["ex2"]
+    assert "1.0–1.0 s each, valuing 98 then 70 players" in snippets["ex3"]
+    assert "a ratio of" in snippets["ex4"] and "full search took 42.0 s" in snippets["ex4"]
+    assert snippets["ex5"] == PLACEHOLDER  # no evaluation in this results folder: says so, quotes nothing
+    written = write_workshop_snippets(root, results)
+    assert sorted(p.name for p in written) == ["chapters.md", "ex1.md", "ex2.md", "ex3.md", "ex4.md", "ex5.md"]
+    (written[0]).unlink()
+    ensure_workshop_snippets(root)
+    assert written[0].read_text() == PLACEHOLDER and "0.281" in written[2].read_text()  # a run's values are kept
+
+
+def test_edge_weights_of_only_zeros_and_ones_get_two_colours_not_a_colour_bar():
+    from shapnas.plots.search import plot_edge_weights
+
+    binary = [{"epoch": e, "edge_probs": [1.0 if i % 2 else 0.0 for i in range(E)]} for e in range(3)]
+    fig = plot_edge_weights(binary)
+    assert len(fig.axes) == 1 and fig.axes[0].get_legend() is not None  # no colour-bar axes
+    smooth = [{"epoch": e, "edge_probs": [0.3 + 0.01 * i for i in range(E)]} for e in range(3)]
+    assert len(plot_edge_weights(smooth).axes) == 2  # a colour bar for a continuous quantity

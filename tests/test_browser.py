@@ -74,7 +74,18 @@ class _DevTools:
             self.loads += 1
 
 
-async def _visit(websocket_url: str, url: str, screenshot: Path) -> tuple[list[str], dict[str, Any]]:
+# tables whose columns do not all show: a table wider than the article, or inside a box that scrolls sideways
+CUT_TABLES = """Array.from(document.querySelectorAll('article table')).filter(t => {
+  const article = t.closest('article');
+  if (t.getBoundingClientRect().right > article.getBoundingClientRect().right + 1) return true;
+  for (let box = t.parentElement; box && box !== article; box = box.parentElement) {
+    if (box.scrollWidth > box.clientWidth + 1 && getComputedStyle(box).overflowX !== 'visible') return true;
+  }
+  return false;
+}).map(t => Array.from(t.querySelectorAll('th')).map(h => h.innerText.trim()).filter(Boolean).slice(0, 4).join(' | '))"""
+
+
+async def _visit(websocket_url: str, url: str, screenshot: Path, width: int = 1280) -> tuple[list[str], dict[str, Any]]:
     from tornado.websocket import websocket_connect
 
     socket = await websocket_connect(websocket_url, max_message_size=256 * 2**20)
@@ -83,7 +94,7 @@ async def _visit(websocket_url: str, url: str, screenshot: Path) -> tuple[list[s
     try:
         for domain in ("Runtime", "Log", "Page"):
             await tools.call(f"{domain}.enable")
-        await tools.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1,
+        await tools.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1,
                          mobile=False)
         await tools.call("Page.navigate", url=url)
         deadline = time.monotonic() + 30
@@ -97,10 +108,10 @@ async def _visit(websocket_url: str, url: str, screenshot: Path) -> tuple[list[s
             " prev_next: Array.from(document.querySelectorAll('.prev-next-area a')).map(a => a.innerText),"
             " open_hidden: document.querySelectorAll('details.hide[open], details.above-input[open]').length,"
             " height: document.documentElement.scrollHeight, width: document.documentElement.scrollWidth,"
-            " scroll_x: window.scrollX})")))["result"]["value"]
+            " scroll_x: window.scrollX, cut_tables: " + CUT_TABLES + "})")))["result"]["value"]
         height = min(int(page["height"]), 12000)
         shot = await tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                                clip={"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1})
+                                clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
         return tools.problems, page
@@ -119,8 +130,9 @@ def _devtools_port(log: Path, process: subprocess.Popen, timeout_s: float = 30) 
     raise AssertionError(f"chromium did not start its DevTools endpoint:\n{log.read_text(errors='replace')[-2000:]}")
 
 
-def _open(url: str, screenshot: Path) -> tuple[list[str], dict[str, Any]]:
-    """Start chromium with a fresh profile, load ``url`` and return (problems, page facts)."""
+def _open(url: str, screenshot: Path, width: int = 1280) -> tuple[list[str], dict[str, Any]]:
+    """Start chromium with a fresh profile, load ``url`` in a window ``width`` pixels wide and return
+    (problems, page facts)."""
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         log = Path(profile) / "stderr.log"
         with log.open("w") as stderr:
@@ -131,7 +143,7 @@ def _open(url: str, screenshot: Path) -> tuple[list[str], dict[str, Any]]:
             port = _devtools_port(log, process)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as reply:
                 target = next(t for t in json.load(reply) if t["type"] == "page")
-            return asyncio.run(_visit(target["webSocketDebuggerUrl"], url, screenshot))
+            return asyncio.run(_visit(target["webSocketDebuggerUrl"], url, screenshot, width))
         finally:
             _stop(process)
 
@@ -192,3 +204,16 @@ def test_dataset_pages_have_distinct_titles_and_no_visible_boilerplate(built_boo
             assert any("ACDC · 4." in link for link in page["prev_next"]), page["prev_next"]
         titles.append(page["title"])
     assert len(set(titles)) == len(titles)
+
+
+def test_every_table_column_is_visible_at_1400_px(built_book):
+    """No table is cut at the right edge or hidden behind a sideways scroll bar in a 1400 px window: the
+    results page and the chapters with the widest tables (metrics per class, ablations, stability)."""
+    html = built_book.parent / "book" / "datasets"
+    pages = {"results": html / "results.html",
+             **{stem: html / "acdc" / f"{stem}.html" for stem in ("01_data", "04_shapley_pruning", "05_ablations",
+                                                                  "06_stability")}}
+    for name, page_path in pages.items():
+        problems, page = _open(page_path.as_uri(), ARTIFACTS / f"{name}-1400.png", width=1400)
+        assert problems == [], name
+        assert page["cut_tables"] == [], f"{name}: tables cut at the right edge: {page['cut_tables']}"

@@ -171,7 +171,8 @@ def test_unknown_override_is_rejected(tmp_path):
         run_notebooks(["acdc"], root=ROOT, results_root=tmp_path, overrides={"search_epoch": 3})
 
 
-def test_failed_cell_names_notebook_cell_and_error(tmp_path):
+def _broken_root(tmp_path: Path) -> Path:
+    """A book root whose 01_data notebook raises in its second code cell."""
     root = tmp_path / "root"
     (root / "notebooks").mkdir(parents=True)
     nb = nbformat.v4.new_notebook(cells=[
@@ -180,15 +181,92 @@ def test_failed_cell_names_notebook_cell_and_error(tmp_path):
         nbformat.v4.new_code_cell("value = 1\nraise ValueError(f'bad value {value} in {dataset}')"),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, str(root / "notebooks" / "01_data.ipynb"))
+    return root
+
+
+def test_failed_cell_names_notebook_cell_and_error(tmp_path):
+    root = _broken_root(tmp_path)
     with pytest.raises(NotebookError) as failure:
         run_notebooks(["brats"], notebooks="01", root=root, results_root=tmp_path / "results", results_page=False,
                       log=lambda line: None)
     message = str(failure.value)
     assert "01_data.ipynb" in message and "cell 3" in message  # index 3: after papermill's injected cell
     assert "raise ValueError" in message and "ValueError: bad value 1 in brats" in message
-    executed = root / "book" / "datasets" / "brats" / "01_data.ipynb"
-    assert executed.exists() and str(executed) in message
-    assert (tmp_path / "results" / "brats" / "basic_unet" / "seed-0" / "executed" / "01_data.ipynb").exists()
+    failed = tmp_path / "results" / "brats" / "basic_unet" / "seed-0" / "executed" / "01_data.failed.ipynb"
+    assert failed.exists() and str(failed) in message and "left as it was" in message
+    assert not (root / "book" / "datasets" / "brats" / "01_data.ipynb").exists()  # no failing page in the book
+    assert not failed.with_name("01_data.ipynb").exists()
+
+
+def test_a_failed_run_leaves_the_previous_page_byte_identical(tmp_path):
+    root = _broken_root(tmp_path)
+    page = root / "book" / "datasets" / "brats" / "01_data.ipynb"
+    page.parent.mkdir(parents=True)
+    previous = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# BraTS · 1. The data\n\ngood")])
+    nbformat.write(previous, str(page))
+    before = page.read_bytes()
+    with pytest.raises(NotebookError):
+        run_notebooks(["brats"], notebooks="01", root=root, results_root=tmp_path / "results", results_page=False,
+                      log=lambda line: None)
+    assert page.read_bytes() == before
+    assert sorted(p.name for p in page.parent.iterdir()) == ["01_data.ipynb"]  # nothing else the book would pick up
+
+
+@pytest.mark.parametrize("make, words", [(lambda d: d / "nonexistent", "folder not found"),
+                                         (lambda d: d, "no labelled case found")])
+def test_a_wrong_data_folder_fails_before_any_notebook_runs(tmp_path, make, words):
+    root = _broken_root(tmp_path)
+    page = root / "book" / "datasets" / "acdc" / "01_data.ipynb"
+    page.parent.mkdir(parents=True)
+    page.write_text("previous page\n")
+    folder = make(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    lines: list[str] = []
+    with pytest.raises(ValueError) as failure:
+        run_notebooks(["acdc"], data_dirs={"acdc": str(folder)}, notebooks="01", root=root,
+                      results_root=tmp_path / "results", log=lines.append)
+    message = str(failure.value)
+    assert f"acdc={folder}" in message and words in message and "expected [database/][training/]patientXXX" in message
+    assert lines == [] and page.read_text() == "previous page\n"  # nothing ran, nothing replaced
+    assert not (tmp_path / "results").exists()
+
+
+def test_data_folders_in_their_layout_pass_the_check_and_others_name_the_layout(phantom_dir):
+    from shapnas.book.run_notebooks import check_data_dirs
+
+    acdc = phantom_dir("acdc")
+    check_data_dirs(["acdc"], {"acdc": str(acdc)})  # a folder in the official layout passes
+    with pytest.raises(ValueError) as failure:
+        check_data_dirs(["kits"], {"kits": str(acdc)})
+    assert f"--data-dir kits={acdc}: does not fit the kits layout" in str(failure.value)
+    assert "expected [dataset/|data/]case_XXXXX/" in str(failure.value)
+
+
+def test_the_run_command_reports_a_missing_data_folder_in_one_line(tmp_path, capsys):
+    from shapnas.cli import main
+
+    missing = tmp_path / "nonexistent"
+    code = main(["run", "--dataset", "acdc", "--data-dir", str(missing), "--profile", "smoke", "--root", str(ROOT),
+                 "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--data-dir acdc={missing}: folder not found" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_msd_without_a_data_folder_is_refused_before_running(tmp_path):
+    with pytest.raises(ValueError, match="msd needs --data-dir"):
+        run_notebooks(["msd"], root=ROOT, results_root=tmp_path, log=lambda line: None)
+
+
+def test_reproduce_command_names_datasets_profile_notebooks_and_overrides():
+    from shapnas.book.run_notebooks import reproduce_command
+
+    assert reproduce_command(["acdc"], profile="workshop", seed=0, notebooks=["03_search"]) == \
+        "python -m shapnas run --datasets acdc --profile workshop --notebooks 03"
+    command = reproduce_command(["acdc", "kits"], profile="smoke", seed=2, overrides={
+        "search_epochs": 20, "decoder_input": True, "policy": "alpha"}, data_dirs=["kits"])
+    assert command == ("python -m shapnas run --datasets acdc,kits --profile smoke --seed 2 --data-dir kits=DIR "
+                       "--set search_epochs=20 --set decoder_input=true --set policy=alpha")
 
 
 # ------------------------------------------------------------------ smoke execution shared with the book tests
@@ -231,6 +309,13 @@ def test_runner_writes_tagged_copies_with_portable_paths(smoke_book):
     copies = smoke_book / "results" / "acdc" / "basic_unet" / "seed-0" / "executed"
     assert sorted(p.stem for p in copies.glob("*.ipynb")) == sorted(NOTEBOOKS)
     assert (smoke_book / "book" / "datasets" / "results.ipynb").exists()
+    title = nb.cells[0].source
+    assert "reproduce it with `python -m shapnas run --datasets acdc --profile smoke --notebooks 01`" in title
+    assert ":::{dropdown} Parameters of this page" in title and "| `slice_size` | `32` | this run |" in title
+    assert "findings" not in title and (smoke_book / "book" / "datasets" / "findings.md").exists()
+    snippets = sorted((smoke_book / "book" / "datasets" / "workshop").glob("*.md"))
+    assert [p.stem for p in snippets] == ["chapters", "ex1", "ex2", "ex3", "ex4", "ex5"]
+    assert "largest |backbone - retrofit| at implant: 0.0e+00" in snippets[1].read_text()
     for path in [*executed, smoke_book / "book" / "datasets" / "results.ipynb"]:
         outputs = [o for c in nbformat.read(str(path), as_version=4).cells for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.output_type == "error"], path.name

@@ -4,4 +4,5 @@ build (:mod:`.build`)."""
 
 from shapnas._facade import lazy_exports
 
-__getattr__ = lazy_exports(__name__, ("build", "pages", "run_notebooks", "kernel_manager"))
+__getattr__ = lazy_exports(__name__, ("build", "pages", "run_notebooks", "kernel_manager", "findings",
+                                        "workshop_values"))

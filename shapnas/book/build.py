@@ -1,6 +1,6 @@
 """Build the companion book with Jupyter Book 1 from stored outputs, then check the HTML it wrote.
 
-Strict by default (``-W -n --keep-going``: every warning is an error, as QuantEcon's CI; stack.md §2).
+Strict by default (``-W -n --keep-going``: every warning is an error, as QuantEcon's CI).
 Pages whose executed notebook is missing (a dataset not run yet) are dropped from a generated table of
 contents under ``_build/`` (the committed ``_toc.yml`` is never changed). The check afterwards: every page
 of the toc rendered, no broken internal link or missing image, no error output in an executed notebook.
@@ -213,7 +213,12 @@ def build_book(root: str | Path = ".", *, strict: bool = True, log: Callable[[st
     Raises:
         BookError: the build failed, or the HTML check found problems (all listed).
     """
+    from shapnas.book.findings import ensure_findings
+    from shapnas.book.workshop_values import ensure_workshop_snippets
+
     root = Path(root).resolve()
+    ensure_findings(root)  # the introduction includes the run's findings (a placeholder before any run)
+    ensure_workshop_snippets(root)  # and the workshop page the run's measured values
     toc, missing = executed_toc(root)
     if missing:
         log(f"{len(missing)} page(s) not executed, left out of this build: {', '.join(missing)}")

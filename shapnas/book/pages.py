@@ -1,7 +1,9 @@
 """Prepare an executed notebook for the book: reader-facing stream text, papermill's cells tagged, a
-dataset-prefixed title and a provenance line (profile, seed, package version and commit, date, wall time).
+dataset-prefixed title, a provenance line (profile, seed, package version and commit, date, wall time and
+the command that reproduces the page) and, folded under it, the parameters the page accepts with their
+values in this run.
 
-Used by :mod:`shapnas.book.run_notebooks` after every papermill execution (stack.md §3: tag the parameters
+Used by :mod:`shapnas.book.run_notebooks` after every papermill execution (tag the parameters
 cells for the book; the Pythia anatomy keeps the title as the first line of the first cell).
 """
 
@@ -25,6 +27,8 @@ __all__ = [
     "page_title",
     "source_commit",
     "provenance_text",
+    "parameter_rows",
+    "parameters_text",
     "tag_for_book",
 ]
 
@@ -98,17 +102,19 @@ def source_commit(path: str | Path | None = None) -> str:
     return commit.stdout.strip() + (" + local changes" if dirty else "")
 
 
-def provenance_text(metadata: dict[str, Any], *, profile: str | None, commit: str) -> str:
-    """One Markdown line: profile, seed, shapnas version and commit, date (UTC) and wall time of an execution.
+def provenance_text(metadata: dict[str, Any], *, profile: str | None, commit: str, command: str | None = None) -> str:
+    """One Markdown line: profile, seed, shapnas version and commit, date (UTC) and wall time of an execution,
+    and the command that reproduces it.
 
     Args:
         metadata: the executed notebook's ``metadata.papermill`` (``parameters``, ``start_time``, ``duration``).
         profile: the parameter profile the run injected (``None``: the notebook's own defaults).
         commit: :func:`source_commit`.
+        command: the command line that reproduces the page (``None``: only ``python -m shapnas run`` is named).
 
     Returns:
         The line, e.g. ``*This page: profile `workshop`, seed 0, shapnas 0.1.0 (commit abc1234), executed
-        2026-12-01 14:03 UTC in 61 s.*``
+        2026-12-01 14:03 UTC in 61 s; reproduce it with `python -m shapnas run --datasets acdc ...`.*``
     """
     parameters = metadata.get("parameters") or {}
     parts = [f"profile `{profile}`" if profile else "the notebook's default parameters"]
@@ -124,7 +130,76 @@ def provenance_text(metadata: dict[str, Any], *, profile: str | None, commit: st
         when = f", executed {started:%Y-%m-%d %H:%M} UTC"
     duration = metadata.get("duration")
     took = f" in {float(duration):.0f} s" if isinstance(duration, (int, float)) else ""
-    return f"*This page: {', '.join(parts)}{when}{took} (papermill; `python -m shapnas run`).*"
+    how = f"; reproduce it with `{command}`" if command else " (papermill; `python -m shapnas run`)"
+    return f"*This page: {', '.join(parts)}{when}{took}{how}.*"
+
+
+def _markdown_cell_text(text: str) -> str:
+    """``text`` safe inside a Markdown table cell (pipes escaped, one line)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _literal(value: Any) -> str:
+    """A value as the parameters cell writes it (strings in double quotes, as the notebooks do)."""
+    return '"' + value.replace('"', '\\"') + '"' if isinstance(value, str) else repr(value)
+
+
+def parameter_rows(nb: Any) -> list[dict[str, str]]:
+    """The parameters a page accepts: the names of its ``parameters``-tagged cell with their values in this run
+    (the injected value, else the notebook's default) and the cell's comment on each.
+
+    Args:
+        nb: the executed notebook (``metadata.papermill.parameters`` holds what the run injected).
+
+    Returns:
+        One row per name, in the cell's order: ``name``, ``value`` (a Python literal), ``source``
+        (``"this run"`` or ``"notebook default"``) and ``help``.
+    """
+    import copy
+
+    from papermill.inspection import _infer_parameters
+
+    injected = (nb.metadata.get("papermill") or {}).get("parameters") or {}
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:  # papermill's reader expects every cell to have a tags list
+        cell.metadata.setdefault("tags", [])
+    rows = []
+    for parameter in _infer_parameters(nb):
+        name = parameter.name
+        value = _literal(injected[name]) if name in injected else str(parameter.default)
+        if name == "data_dir" and injected.get(name):
+            value = "the folder given with --data-dir"  # the reader's own folder, not this machine's path
+        rows.append({"name": name, "value": value, "help": parameter.help or "",
+                     "source": "this run" if name in injected else "notebook default"})
+    return rows
+
+
+PARAMETERS_TITLE = "Parameters of this page"
+
+
+def parameters_text(rows: list[dict[str, str]], note: str | None = None) -> str:
+    """A folded block (MyST ``dropdown``) listing the parameters a page accepts with their values in this run,
+    and how to change one (``--set NAME=VALUE``).
+
+    Args:
+        rows: :func:`parameter_rows`.
+        note: a sentence shown above the table (e.g. that a chapter's data come from another plan).
+
+    Returns:
+        The block ("" without rows).
+    """
+    if not rows:
+        return ""
+    lines = [f":::{{dropdown}} {PARAMETERS_TITLE} ({len(rows)}: names and values in this run)", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["Change one with `--set NAME=VALUE` on the command above (`dataset`, `seed`, `data_dir`, "
+              "`results_root` and `device` have their own options: `--datasets`, `--seed`, `--data-dir`, "
+              "`--results`, `--device`).", "",
+              "| name | value in this run | set by | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{r['name']}` | `{_markdown_cell_text(r['value'])}` | {r['source']} | "
+              f"{_markdown_cell_text(r['help'])} |" for r in rows]
+    return "\n".join(lines + [":::"])
 
 
 def _retitle(nb: Any, dataset: str | None) -> None:
@@ -144,31 +219,75 @@ def _name_figures(nb: Any, dataset: str | None) -> None:
             figure["name"] = f"{dataset}-{figure['name']}"
 
 
-def _add_provenance(nb: Any, profile: str | None) -> None:
-    """Put the provenance line right under the title (in the title's cell, replacing an earlier one)."""
+_PROVENANCE = re.compile(r"^\s*\*This page: .*?\*\s*$\n?", flags=re.M)
+_PARAMETERS = re.compile(r"^:::\{dropdown\} " + re.escape(PARAMETERS_TITLE) + r".*?^:::\s*$\n?", flags=re.M | re.S)
+_NOTE = re.compile(r"^\s*\*Data of this chapter: .*?\*\s*$\n?", flags=re.M)
+
+
+_ROLE = re.compile(r"\{[a-z:]+\}`([^`<]*?)(?:\s*<[^>]*>)?`")
+_IMAGES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def _plain(text: str) -> str:
+    """Markdown/MyST text as plain words for an alt attribute (roles, code marks and emphasis dropped)."""
+    text = _ROLE.sub(r"\1", text)
+    return " ".join(re.sub(r"[`*_#]", "", text).split())
+
+
+def _add_alt_texts(nb: Any) -> None:
+    """Give every figure an alt text that says what it shows: its caption (``mystnb.figure.caption``), else
+    the heading of its section; never the image's file name (myst-nb's default). An alt text already set in
+    ``mystnb.image.alt`` is kept."""
+    heading = ""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            found = [line[2:].lstrip("# ") for line in cell.source.splitlines() if line.startswith("#")]
+            heading = _plain(found[-1]) if found else heading
+            continue
+        if not any(mime in output.get("data", {}) for output in cell.get("outputs", []) for mime in _IMAGES):
+            continue
+        mystnb = cell.metadata.setdefault("mystnb", {})
+        image = mystnb.setdefault("image", {})
+        if not image.get("alt"):
+            caption = (mystnb.get("figure") or {}).get("caption")
+            image["alt"] = _plain(caption) if caption else f"Figure: {heading}" if heading else "Figure"
+
+
+def _add_provenance(nb: Any, profile: str | None, command: str | None = None, note: str | None = None) -> None:
+    """Put the provenance line right under the title, then a visible ``note`` and the folded parameters (in the
+    title's cell, replacing earlier ones)."""
     metadata = nb.metadata.get("papermill")
     first = next((c for c in nb.cells if c.cell_type == "markdown"), None)
     if not metadata or first is None or not first.source.startswith("# "):
         return
     title, _, rest = first.source.partition("\n")
-    rest = re.sub(r"^\s*\*This page: .*?\*\s*$\n?", "", rest.lstrip("\n"), count=1, flags=re.M)
-    line = provenance_text(metadata, profile=profile, commit=source_commit())
-    first.source = f"{title}\n\n{line}\n\n{rest}".rstrip() + "\n"
+    for pattern in (_PROVENANCE, _NOTE, _PARAMETERS):
+        rest = pattern.sub("", rest.lstrip("\n"), count=1)
+    blocks = [provenance_text(metadata, profile=profile, commit=source_commit(), command=command)]
+    if note:
+        blocks.append(f"*Data of this chapter: {note}*")
+    folded = parameters_text(parameter_rows(nb))
+    if folded:
+        blocks.append(folded)
+    first.source = f"{title}\n\n" + "\n\n".join(blocks) + f"\n\n{rest.lstrip()}".rstrip() + "\n"
 
 
 def tag_for_book(path: str | Path, root: str | Path | None = None, *, dataset: str | None = None,
-                 profile: str | None = None) -> None:
+                 profile: str | None = None, command: str | None = None, note: str | None = None) -> None:
     """Prepare an executed copy for the book: papermill's cells tagged so the book hides them (defaults
     removed, injected values one click away), progress bars reduced to their final state, the paths of
     this machine (the book root, the package source, the Python environment) shortened in printed text
-    (warnings, tracebacks), the title and the figure names prefixed with the dataset and a provenance line
-    under the title.
+    (warnings, tracebacks), the title and the figure names prefixed with the dataset, every figure given an
+    alt text (its caption, or its section's heading), and under the title a
+    provenance line with the reproducing command and the page's parameters (folded).
 
     Args:
         path: the executed notebook, rewritten in place.
         root: the book root, shown as ``.``; ``None`` leaves it.
         dataset: prefixes the page title (``"ACDC · 1. The data"``) and the figure names; ``None`` leaves them.
         profile: the profile named in the provenance line.
+        command: the command line that reproduces the page (in the provenance line).
+        note: a sentence on where the chapter's data come from (shown under the provenance line).
     """
     source = Path(shapnas.__file__).resolve().parents[1]  # where the shapnas package lives (an editable install)
     replacements = {str(source): "<shapnas-source>", sys.prefix: "<python-env>"}
@@ -185,5 +304,6 @@ def tag_for_book(path: str | Path, root: str | Path | None = None, *, dataset: s
             cell.outputs = _collapse_streams(cell.outputs, replacements)
     _retitle(nb, dataset)
     _name_figures(nb, dataset)
-    _add_provenance(nb, profile)
+    _add_alt_texts(nb)
+    _add_provenance(nb, profile, command, note)
     nbformat.write(nb, str(path))

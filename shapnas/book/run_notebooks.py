@@ -3,15 +3,21 @@
 Each notebook's ``parameters`` cell holds smoke-sized defaults whose names equal the fields of its config
 (``01_data`` → ``DataConfig`` … ``04_shapley_pruning`` → ``RetrainConfig``); a run injects a profile's values
 (``shapnas/profiles/*.yaml``) filtered to those names, plus dataset, seed, data_dir, results_root and device
-(papermill, stack.md §3). Executed copies go to ``book/datasets/<dataset>/<notebook>.ipynb`` (what the book
+(papermill). Executed copies go to ``book/datasets/<dataset>/<notebook>.ipynb`` (what the book
 renders) and to the run directory's ``executed/`` folder (provenance).
+
+A failure never replaces good output: the data folders are checked before any notebook runs, and a
+notebook executes into a temporary file that replaces the book's copy only when every cell succeeded (a
+failing copy goes to the results folder as ``<notebook>.failed.ipynb``, named in the error).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +42,9 @@ __all__ = [
     "NOTEBOOKS",
     "RESULTS_NOTEBOOK",
     "NotebookError",
+    "DATA_LAYOUTS",
+    "check_data_dirs",
+    "reproduce_command",
     "select_notebooks",
     "notebook_parameter_names",
     "notebook_parameters",
@@ -58,8 +67,82 @@ EXPERIMENT_NOTEBOOKS = ("05_ablations", "06_stability")  # they present the abla
 BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device", "profile")
 
 
+# what a dataset folder holds (the error of a folder that does not fit names it; book/real_data.md has more)
+DATA_LAYOUTS = {
+    "acdc": "[database/][training/]patientXXX/ folders, each with Info.cfg and patientXXX_frameNN[_gt].nii.gz",
+    "brats": "<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz (2020/2021) or <case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz "
+             "(2023) case folders",
+    "kits": "[dataset/|data/]case_XXXXX/ folders with imaging.nii.gz and segmentation.nii.gz",
+    "amos": "an AMOS22 folder with dataset.json, imagesTr/ and labelsTr/",
+    "msd": "an MSD TaskXX_Name or nnU-Net DatasetXXX_Name folder with dataset.json, imagesTr/ and labelsTr/",
+}
+
+
 class NotebookError(RuntimeError):
     """A notebook failed: the message names the notebook, the cell (index, source head) and the error."""
+
+
+def check_data_dirs(datasets: Sequence[str], data_dirs: Mapping[str, str]) -> None:
+    """Check every data folder before anything runs: it exists and holds at least one labelled case in its
+    dataset's layout (``msd``, which has no phantom data, needs one).
+
+    Args:
+        datasets: the selected datasets.
+        data_dirs: dataset -> data root (a dataset not named uses phantom data).
+
+    Raises:
+        ValueError: a folder given for a dataset not selected, a missing folder, one that does not fit the
+            layout, one without labelled cases, or ``msd`` without a folder (the message names the folder
+            and what was expected).
+    """
+    from shapnas.data.layouts import LAYOUT_HELP, dataset_spec, list_cases
+
+    stray = sorted(set(data_dirs) - set(datasets))
+    if stray:
+        raise ValueError(f"data folder given for {', '.join(stray)}, which is not among the datasets "
+                         f"{', '.join(datasets)}")
+    if "msd" in datasets and not data_dirs.get("msd"):
+        raise ValueError(f"dataset msd needs --data-dir msd=DIR ({DATA_LAYOUTS['msd']}); it has no phantom data")
+    for dataset, folder in data_dirs.items():
+        expected = f"expected {DATA_LAYOUTS.get(dataset, 'the dataset in its official layout')}; {LAYOUT_HELP}"
+        if not Path(folder).is_dir():
+            raise ValueError(f"--data-dir {dataset}={folder}: folder not found; {expected}")
+        try:
+            dataset_spec(dataset, Path(folder))
+            cases = list_cases(dataset, Path(folder))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--data-dir {dataset}={folder}: does not fit the {dataset} layout ({error}); "
+                             f"{expected}") from None
+        if not cases:
+            raise ValueError(f"--data-dir {dataset}={folder}: no labelled case found; {expected}")
+
+
+def reproduce_command(datasets: Sequence[str], *, profile: str, seed: int, notebooks: Sequence[str] | None = None,
+                      overrides: Mapping[str, Any] | None = None, data_dirs: Sequence[str] = ()) -> str:
+    """The command line that reproduces a page (written into its provenance line).
+
+    Args:
+        datasets: the datasets the command runs.
+        profile: the parameter profile.
+        seed: the run seed (left out when 0, the default).
+        notebooks: notebook stems (``["03_search"]`` → ``--notebooks 03``); ``None`` runs all.
+        overrides: the run's ``--set`` values.
+        data_dirs: datasets given a data folder (``--data-dir acdc=DIR``; the folder is the reader's own).
+
+    Returns:
+        E.g. ``python -m shapnas run --datasets acdc --profile workshop --notebooks 03 --set search_epochs=20``.
+    """
+    parts = ["python -m shapnas run", f"--datasets {','.join(datasets)}", f"--profile {profile}"]
+    if seed:
+        parts.append(f"--seed {seed}")
+    if notebooks:
+        parts.append("--notebooks " + ",".join(stem.split("_")[0] for stem in notebooks))
+    parts += [f"--data-dir {name}=DIR" for name in data_dirs]
+    for key, value in (overrides or {}).items():
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value).lower() \
+            if isinstance(value, bool) else str(value)
+        parts.append(f"--set {shlex.quote(f'{key}={text}')}")
+    return " ".join(parts)
 
 
 def select_notebooks(spec: str | Sequence[str] | None) -> list[str]:
@@ -132,35 +215,43 @@ def _quiet_progress_bars() -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = previous
 
 
-def _failure(source: Path, output: Path, label: str, error: BaseException) -> NotebookError:
+def _failure(source: Path, failed_copy: Path | None, label: str, error: BaseException) -> NotebookError:
     index = getattr(error, "cell_index", None)
     head = "\n".join("    " + line for line in (getattr(error, "source", "") or "").splitlines()[:4])
     what = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', str(error))}"
     where = f"cell {index}" if index is not None else "a cell"
-    return NotebookError(f"notebook {source} ({label}) failed in {where}:\n{head}\n  {what}\n"
-                         f"  executed copy with the full traceback: {output}")
+    kept = (f"  failing copy with the full traceback: {failed_copy}" if failed_copy else
+            "  no executed copy was written")
+    return NotebookError(f"notebook {source} ({label}) failed in {where}:\n{head}\n  {what}\n{kept}\n"
+                         "  the book's page was left as it was")
 
 
 def execute_notebook(source: str | Path, output: str | Path, parameters: dict[str, Any], *, label: str = "",
                      timeout_s: int | None = None, root: str | Path | None = None, dataset: str | None = None,
-                     profile: str | None = None) -> Path:
-    """Execute one notebook with papermill (kernel ``python3``, working directory = the output's folder).
+                     profile: str | None = None, failed_copy: str | Path | None = None,
+                     command: str | None = None, note: str | None = None) -> Path:
+    """Execute one notebook with papermill (kernel ``python3``, working directory = the output's folder) into a
+    temporary file, which replaces ``output`` only when every cell succeeded.
 
     Args:
         source: the committed notebook (no outputs).
-        output: the executed copy to write (tagged for the book, written also when a cell fails).
+        output: the executed copy to write (tagged for the book); left untouched when a cell fails.
         parameters: values for the injected-parameters cell.
         label: what the error message calls this run (e.g. the dataset).
         timeout_s: per-cell time limit; ``None`` means none.
         root: the book root (its path is shortened to ``.`` in printed outputs).
         dataset: prefixes the page title for the book (``"ACDC · 1. The data"``).
         profile: the profile named in the page's provenance line.
+        failed_copy: where a failing execution is kept (tagged, with its traceback); default
+            ``<output stem>.failed.ipynb`` in a new temporary folder.
+        command: the command line that reproduces the page (in its provenance line).
+        note: where the page's data come from, when not from this run (chapters 5 and 6).
 
     Returns:
         ``output``.
 
     Raises:
-        NotebookError: a cell raised, the kernel died or a cell timed out.
+        NotebookError: a cell raised, the kernel died or a cell timed out (the message names the failing copy).
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -168,16 +259,24 @@ def execute_notebook(source: str | Path, output: str | Path, parameters: dict[st
 
     source, output = Path(source), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with _quiet_progress_bars():
-            papermill.execute_notebook(str(source), str(output), parameters=parameters, kernel_name="python3",
-                                       cwd=str(output.parent), progress_bar=False, start_timeout=120,
-                                       execution_timeout=timeout_s, **kernel_manager_options())
-    except (PapermillExecutionError, DeadKernelError, CellTimeoutError) as error:
-        if output.exists():
-            tag_for_book(output, root, dataset=dataset, profile=profile)
-        raise _failure(source, output, label, error) from None
-    tag_for_book(output, root, dataset=dataset, profile=profile)
+    with tempfile.TemporaryDirectory(prefix="shapnas-run-") as scratch:
+        partial = Path(scratch) / output.name
+        try:
+            with _quiet_progress_bars():
+                papermill.execute_notebook(str(source), str(partial), parameters=parameters, kernel_name="python3",
+                                           cwd=str(output.parent), progress_bar=False, start_timeout=120,
+                                           execution_timeout=timeout_s, **kernel_manager_options())
+        except (PapermillExecutionError, DeadKernelError, CellTimeoutError) as error:
+            kept = None
+            if partial.exists():
+                tag_for_book(partial, root, dataset=dataset, profile=profile, command=command, note=note)
+                kept = Path(failed_copy) if failed_copy else \
+                    Path(tempfile.mkdtemp(prefix="shapnas-failed-")) / f"{output.stem}.failed.ipynb"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(partial, kept)
+            raise _failure(source, kept, label, error) from None
+        tag_for_book(partial, root, dataset=dataset, profile=profile, command=command, note=note)
+        shutil.copyfile(partial, output)  # only now: a failed run leaves the previous page as it was
     return output
 
 
@@ -189,11 +288,19 @@ class _Job:
     copy_to: Path
     parameters: dict[str, Any]
     dataset: str | None = None
+    command: str | None = None
+    note: str | None = None
+
+    @property
+    def failed_copy(self) -> Path:
+        """Where a failing execution is kept: ``<results>/.../executed/<stem>.failed.ipynb``."""
+        return self.copy_to.with_name(f"{self.copy_to.stem}.failed.ipynb")
 
 
 def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Callable[[str], RetrainConfig],
-          given: set[str]) -> list[_Job]:
-    """One job per (dataset, notebook), in order, with the parameters papermill injects."""
+          given: set[str], command_for: Callable[[str, str], str] | None = None) -> list[_Job]:
+    """One job per (dataset, notebook), in order, with the parameters papermill injects and the command line
+    that reproduces the page (``command_for(dataset, stem)``)."""
     jobs = []
     for dataset in datasets:
         cfg = cfg_for(dataset)
@@ -207,7 +314,9 @@ def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Ca
             for key in ("results_root", "data_dir"):
                 if values.get(key):
                     values[key] = _portable(values[key], output.parent, root)
-            jobs.append(_Job(f"{dataset} {stem}", source, output, executed_dir / f"{stem}.ipynb", values, dataset))
+            command = command_for(dataset, stem) if command_for else None
+            jobs.append(_Job(f"{dataset} {stem}", source, output, executed_dir / f"{stem}.ipynb", values, dataset,
+                             command, plan_note(cfg.profile) if stem in EXPERIMENT_NOTEBOOKS else None))
     return jobs
 
 
@@ -239,6 +348,26 @@ def _run_experiments(datasets: Sequence[str], profile: str, base: Mapping[str, A
     failed = [r for r in results if r.status in ("failed", "skipped")]
     log(f"ablations: {len(results)} jobs in {time.perf_counter() - start:.1f} s"
         + (f"; {len(failed)} failed or skipped:\n{format_summary(failed)}" if failed else ""))
+
+
+def plan_note(profile: str) -> str:
+    """Where chapters 5 and 6 get their data: the profile's ablation plan, whose runs have their own values.
+
+    Args:
+        profile: the run's profile.
+
+    Returns:
+        One sentence for the page's head (the plan's seeds, policies and the values it sets).
+    """
+    from shapnas.experiments.ablations import ablation_plan
+
+    plan = ablation_plan(profile)
+    scale = ", ".join(f"`{key}={value}`" for key, value in plan.scale.items())
+    own = (f"those runs use the plan's own values ({scale}; the rest as in the `{profile}` profile)" if scale else
+           f"those runs use the `{profile}` profile's values")
+    return (f"the runs of the `{profile}` ablation plan (seeds {', '.join(map(str, plan.seeds))}; policies "
+            f"{', '.join(plan.policies)}), not the single run configured below; {own}. "
+            f"`python -m shapnas ablations --profile {profile}` runs the plan on its own.")
 
 
 def _time_left(seconds: Sequence[float], remaining: int) -> str:
@@ -287,7 +416,9 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         device: ``auto``, ``cpu`` or ``cuda[:i]``.
         notebooks: a selection such as ``"01,02"``; ``None`` runs all six.
         overrides: further parameter values (config field names), e.g. ``{"search_epochs": 20}``.
-        results_page: also execute ``book/results.ipynb`` into ``book/datasets/results.ipynb``.
+        results_page: also execute ``book/results.ipynb`` into ``book/datasets/results.ipynb`` and write the
+            introduction's findings table (:mod:`shapnas.book.findings`) and the workshop page's measured
+            values (:mod:`shapnas.book.workshop_values`).
         timeout_s: per-cell time limit.
         experiments: run the ablation plan before notebooks 05/06 (False: they show what exists).
         log: where progress lines go (a count, and the time left estimated from the notebooks so far).
@@ -296,23 +427,26 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         The executed copies in the book's source tree, in execution order.
 
     Raises:
-        ValueError: a bad option (unknown field or value, a data folder of a dataset not selected).
-        NotebookError: a notebook failed (its path, the cell and the error are in the message).
+        ValueError: a bad option (unknown field or value, a data folder of a dataset not selected, a data folder
+            missing or not in its dataset's layout), raised before any notebook runs.
+        NotebookError: a notebook failed (its path, the cell, the error and the failing copy, kept in the
+            results folder, are in the message); the book's copy of that page is left as it was.
     """
     root = Path(root).resolve()
     data_dirs = {name: str(path) for name, path in (data_dirs or {}).items()}
-    stray = sorted(set(data_dirs) - set(datasets))
-    if stray:
-        raise ValueError(f"data folder given for {', '.join(stray)}, which is not among the datasets "
-                         f"{', '.join(datasets)}")
     overrides = convert_values(RetrainConfig, overrides or {})  # unknown names and wrong types fail here
     given = set(load_profile(profile)) | set(BASE_PARAMETERS) | set(overrides)
+    check_data_dirs(datasets, data_dirs)  # before any notebook runs: a wrong folder fails in a second
     base = {"seed": seed, "results_root": str(Path(results_root).resolve()), "device": device, **overrides}
 
     def cfg_for(dataset: str) -> RetrainConfig:
         return resolve_config(RetrainConfig, profile, base, dataset=dataset, data_dir=data_dirs.get(dataset, ""))
 
-    jobs = _jobs(datasets, select_notebooks(notebooks), root, cfg_for, given)
+    def command_for(dataset: str, stem: str) -> str:
+        return reproduce_command([dataset], profile=profile, seed=seed, notebooks=[stem], overrides=overrides,
+                                 data_dirs=[dataset] if dataset in data_dirs else [])
+
+    jobs = _jobs(datasets, select_notebooks(notebooks), root, cfg_for, given, command_for)
     jobs.sort(key=lambda job: job.source.stem in EXPERIMENT_NOTEBOOKS)  # stable: 01–04 of every dataset first
     if experiments:
         jobs = _without_unplanned(jobs, profile, log)
@@ -320,8 +454,9 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         source = root / "book" / f"{RESULTS_NOTEBOOK}.ipynb"
         output = executed_path(root, None, RESULTS_NOTEBOOK)
         values = {"results_root": _portable(base["results_root"], output.parent, root), "profile": profile}
+        command = reproduce_command(datasets, profile=profile, seed=seed, overrides=overrides, data_dirs=list(data_dirs))
         jobs.append(_Job("all datasets results", source, output, Path(base["results_root"]) / "executed" /
-                         f"{RESULTS_NOTEBOOK}.ipynb", values))
+                         f"{RESULTS_NOTEBOOK}.ipynb", values, command=command))
     written: list[Path] = []
     seconds: list[float] = []
     ran_experiments = not experiments
@@ -332,14 +467,20 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         log(f"[{number}/{len(jobs)}] {job.label}: running {job.source.name}{_time_left(seconds, len(jobs) - number + 1)}"
             " ...")
         start = time.perf_counter()
-        try:
-            execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s,
-                             root=root, dataset=job.dataset, profile=profile)
-        finally:
-            if job.output.exists():
-                job.copy_to.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(job.output, job.copy_to)
+        execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s, root=root,
+                         dataset=job.dataset, profile=profile, failed_copy=job.failed_copy, command=job.command,
+                         note=job.note)
+        job.copy_to.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(job.output, job.copy_to)
+        job.failed_copy.unlink(missing_ok=True)  # an earlier failure of this page is superseded
         seconds.append(time.perf_counter() - start)
         log(f"[{number}/{len(jobs)}] {job.label}: done in {seconds[-1]:.1f} s -> {job.output}")
         written.append(job.output)
+    if results_page:
+        from shapnas.book.findings import write_findings
+        from shapnas.book.workshop_values import snippet_dir, write_workshop_snippets
+
+        log(f"findings for the introduction -> {write_findings(root, base['results_root'], profile)}")
+        write_workshop_snippets(root, base["results_root"], profile)
+        log(f"the workshop page's measured values -> {snippet_dir(root)}")
     return written

@@ -29,7 +29,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "parameters, then the profile's ablation plan (seeds, policies, variants; on a local Dask "
                     "cluster) for the datasets it covers, then 05_ablations and 06_stability, then the "
                     "cross-dataset results page. Executed copies go to book/datasets/<dataset>/ and to "
-                    "the run directory's executed/ folder; finished pipeline stages are skipped.",
+                    "the run directory's executed/ folder; finished pipeline stages are skipped. Data folders and "
+                    "options are checked before anything runs; a notebook that fails leaves the book's page as it "
+                    "was and its failing copy (<notebook>.failed.ipynb) in the run directory's executed/ folder. "
+                    "Each page names the command that reproduces it and lists the parameters it accepts.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", "--dataset", dest="datasets", required=True,
                         help=f"comma-separated dataset names ({', '.join(DATASET_NAMES)}); --dataset D is the same")
@@ -47,7 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Execute the notebooks; a failed cell prints the notebook, the cell and the error and returns 1."""
+    """Execute the notebooks; a failed cell prints the notebook, the cell, the error and where its failing copy
+    was kept, and returns 1 (a wrong data folder or option raises ValueError before anything runs: exit 2)."""
     from shapnas.book.run_notebooks import NotebookError, run_notebooks
 
     datasets = parse_names(args.datasets, DATASET_NAMES, "--datasets")

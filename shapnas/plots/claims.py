@@ -1,11 +1,13 @@
 """Our numbers beside the paper's claims (Benedykciuk et al., Sci. Rep. 2026: about +5 Dice points for IAC,
 a search up to 4× faster, more stable choices, improves or matches strong baselines), each verdict computed.
 
-Dice verdicts are decided by the 95 % paired bootstrap interval over test patients that
-``python -m shapnas summary`` adds to every IAC record (``dice_vs_backbone``, ``dice_vs_finetune``: mean,
-ci_low, ci_high as Dice fractions): *improves* when the interval lies above 0, *worse* when below, *matches*
-when it includes 0; the interval is printed beside every verdict. Without intervals the verdict says so
-instead of guessing. A speed ratio below 1 comes with the cost split that explains it.
+Every verdict is one of *Agrees*, *Disagrees* or *Cannot tell*, read from the 95 % paired bootstrap
+interval over test patients that ``python -m shapnas summary`` adds to every IAC record
+(``dice_vs_backbone``, ``dice_vs_finetune``: mean, ci_low, ci_high as Dice fractions): a run agrees with the
+claimed +5 points when its interval lies above 0 and reaches +5, disagrees when the interval ends below +5,
+and cannot tell when it spans both. The fine-tuned backbone (the fair baseline) has its own row, with its
+intervals. The speed verdict says when the pruning rounds had no signal or the machine was busy
+(:mod:`shapnas.plots.speed_checks`); a ratio below 1 comes with the cost split that explains it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from shapnas.runs.records import cost_split
 __all__ = [
     "PAPER_CLAIMS",
     "interval_verdict",
+    "claim_reading",
     "speed_text",
     "claims_table",
     "claims_text",
@@ -32,6 +35,7 @@ __all__ = [
 
 PAPER_CLAIMS = {"dice_gain_points": 5.0, "dice_gain_max_points": 11.0, "search_speedup": 4.0, "min_seeds": 3}
 Verdict = Literal["improves", "matches", "worse"]
+Reading = Literal["agrees", "disagrees", "cannot tell"]
 
 
 def interval_verdict(interval: Mapping[str, float] | None) -> Verdict | None:
@@ -56,9 +60,28 @@ def _comparisons(records: Sequence[Mapping[str, Any]], method: str, field: str) 
     return rows
 
 
-def _listing(rows: Sequence[Mapping[str, Any]], limit: int = 4) -> str:
+def _listing(rows: Sequence[Mapping[str, Any]], limit: int = 6) -> str:
     shown = [f"{r['where']}: {interval_text(r['interval'])}, {r['verdict']}" for r in rows[:limit]]
     return "; ".join(shown) + (f"; and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def claim_reading(interval: Mapping[str, float], claim_points: float) -> Reading:
+    """What one paired interval says about a claimed gain of ``claim_points`` Dice points.
+
+    Returns:
+        ``agrees`` (the interval lies above 0 and reaches the claimed gain), ``disagrees`` (its upper end is
+        below the claimed gain: the claim is ruled out) or ``cannot tell`` (it spans both 0 and the claim).
+    """
+    low, high = 100 * interval["ci_low"], 100 * interval["ci_high"]
+    if high < claim_points:
+        return "disagrees"
+    return "agrees" if low > 0 else "cannot tell"
+
+
+def _undecided(rows: Sequence[Mapping[str, Any]], field: str) -> dict[str, str]:
+    return {"measured": f"{len(rows)} run(s), no interval",
+            "verdict": f"Cannot tell: the summary records carry no paired bootstrap interval (`{field}`), so a "
+                       "difference cannot be told from noise."}
 
 
 def _gain_row(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, str]:
@@ -69,29 +92,55 @@ def _gain_row(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, st
                 "verdict": f"Not measured: no run has {method_label(method)} evaluated beside the backbone."}
     decided = [r for r in rows if r["verdict"]]
     if not decided:
-        return {"measured": f"{len(rows)} run(s), no interval",
-                "verdict": "Undecided: the summary records carry no paired bootstrap interval "
-                           "(`dice_vs_backbone`), so a difference cannot be told from noise."}
-    counts = {v: sum(r["verdict"] == v for r in decided) for v in ("improves", "matches", "worse")}
+        return _undecided(rows, "dice_vs_backbone")
+    readings = [claim_reading(r["interval"], claim) for r in decided]
+    count = {word: readings.count(word) for word in ("agrees", "disagrees", "cannot tell")}
+    worse = [r["where"] for r in decided if r["verdict"] == "worse"]
     mean = 100 * float(np.mean([r["interval"]["mean"] for r in decided]))
-    measured = _listing(decided)
-    if counts["worse"] > counts["improves"]:
-        verdict = (f"Disagrees: {method_label(method)} is worse than the backbone in {counts['worse']} of "
-                   f"{len(decided)} run(s).")
-    elif counts["improves"] == 0:
-        verdict = (f"Inconclusive: every 95 % interval includes 0 (mean {points(mean)} points), so "
-                   f"{method_label(method)} cannot be told apart from the backbone at this number of test patients.")
-    elif counts["improves"] == len(decided) and mean >= claim:
-        verdict = f"Agrees: an improvement in every run, {points(mean)} points on average (claimed +{claim:.0f})."
+    n = len(decided)
+    tail = (f" Worse than the backbone (interval below 0): {', '.join(worse)}." if worse else "")
+    if count["agrees"] == n:
+        verdict = (f"Agrees: in every run the 95 % interval lies above 0 and reaches the claimed +{claim:.0f} points "
+                   f"({points(mean)} on average).")
+    elif count["disagrees"] > n / 2:
+        verdict = (f"Disagrees: in {count['disagrees']} of {n} run(s) the 95 % interval ends below the claimed "
+                   f"+{claim:.0f} points ({points(mean)} on average).{tail}")
     else:
-        verdict = (f"Partly: an improvement in {counts['improves']} of {len(decided)} run(s), "
-                   f"{points(mean)} points on average, less than the claimed +{claim:.0f} or not in every run.")
-    return {"measured": measured, "verdict": verdict}
+        verdict = (f"Cannot tell: {count['agrees']} of {n} run(s) agree, {count['disagrees']} rule the claimed "
+                   f"+{claim:.0f} points out and {count['cannot tell']} have an interval spanning both 0 and "
+                   f"+{claim:.0f} ({points(mean)} on average).{tail}")
+    return {"measured": _listing(decided), "verdict": verdict}
 
 
-def speed_text(run_dir: str | Path, policy: str = "shapley") -> str:
-    """A sentence on the speed ratio of one run: the cost of each part of both searches, and why the pruned
-    search is slower when it is (its Shapley rounds cost more than the training that pruning saved)."""
+def _finetune_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """IAC (Shapley-pruned) against the backbone fine-tuned for as long: the gain not explained by training."""
+    rows = _comparisons(records, "iac-shapley", "dice_vs_finetune")
+    if not rows:
+        return {"measured": "not run yet", "verdict": "Not measured: no run has the fine-tuned backbone evaluated "
+                                                      "beside the Shapley-pruned cell."}
+    decided = [r for r in rows if r["verdict"]]
+    if not decided:
+        return _undecided(rows, "dice_vs_finetune")
+    count = {v: sum(r["verdict"] == v for r in decided) for v in ("improves", "matches", "worse")}
+    n = len(decided)
+    if count["improves"] == n:
+        verdict = "Agrees: in every run the cell beats the fine-tuned backbone (95 % interval above 0)."
+    elif count["worse"] > n / 2:
+        verdict = (f"Disagrees: in {count['worse']} of {n} run(s) the cell is worse than the backbone fine-tuned "
+                   "for as long (interval below 0): its gain over the pre-trained backbone is the extra training.")
+    else:
+        verdict = (f"Cannot tell: the cell beats the fine-tuned backbone in {count['improves']} of {n} run(s), is "
+                   f"worse in {count['worse']}, and in {count['matches']} the interval includes 0.")
+    return {"measured": _listing(decided), "verdict": verdict}
+
+
+def speed_text(run_dir: str | Path, policy: str = "shapley", *, checks: bool = True) -> str:
+    """A sentence on the speed ratio of one run: the cost of each part of both searches, why the pruned search
+    is slower when it is (its Shapley rounds cost more than the training that pruning saved) and, with
+    ``checks``, whether its rounds had a signal and whether the machine was busy
+    (:func:`shapnas.plots.speed_checks.checks_text`)."""
+    from shapnas.plots.speed_checks import checks_text, search_checks
+
     full, pruned = cost_split(run_dir, "none"), cost_split(run_dir, policy)
     if full is None or pruned is None:
         return "Speed: not available (this run has not both the full and the pruned search)."
@@ -103,34 +152,65 @@ def speed_text(run_dir: str | Path, policy: str = "shapley") -> str:
     text = (f"The full search took {full_s:.1f} s ({full['train']:.1f} s training, {full['eval']:.1f} s evaluation), "
             f"the {name}-pruned one {pruned_s:.1f} s ({pruned['train']:.1f} s training, {pruned['shapley']:.1f} s in "
             f"Shapley rounds, {pruned['eval']:.1f} s evaluation): a ratio of {ratio:.2f}×. ")
-    if ratio < 1:
+    if ratio < 1 and saved <= 0:
+        text += (f"The pruned search is slower and pruning saved no training time: its training took "
+                 f"{-saved:.1f} s longer than the full search's although it trained fewer operations, so the "
+                 "machine's load, not the method, decided this ratio.")
+    elif ratio < 1:
         text += (f"The pruned search is slower because its Shapley rounds cost {pruned['shapley']:.1f} s while pruning "
                  f"saved only {saved:.1f} s of training: on this machine a round's coalition evaluations cost more "
                  "than the epochs they shorten.")
     else:
         text += f"Pruning saved {saved:.1f} s of training at a cost of {pruned['shapley']:.1f} s in Shapley rounds."
-    return text
+    notes = checks_text(search_checks(run_dir, policy)) if checks else ""
+    return text + (f" {notes}" if notes else "")
+
+
+def _run_of(records: Sequence[Mapping[str, Any]], row: Mapping[str, Any]) -> str | None:
+    return next((r["run_dir"] for r in records if (r["dataset"], r["backbone"], r["seed"]) ==
+                 (row["dataset"], row["backbone"], row["seed"])), None)
 
 
 def _speed_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The speed claim, read with the searches' checks: rounds without signal, a busy machine (speed_checks)."""
+    from shapnas.plots.speed_checks import SIGNAL_MIN_DICE, checks_text, search_checks
+
     speed = speedups(records)
     claim = PAPER_CLAIMS["search_speedup"]
     if speed.empty:
         return {"measured": "not run yet", "verdict": "Not measured: no run has both the full and the Shapley-pruned "
                                                       "search."}
+    runs = [(row, _run_of(records, row)) for _, row in speed.iterrows()]
+    checks = [(row, search_checks(run)) for row, run in runs if run]
     best, mean = speed["speedup"].max(), speed["speedup"].mean()
     measured = f"up to {best:.2f}× (mean {mean:.2f}×, {len(speed)} run(s))"
-    if best >= claim:
-        verdict = f"Agrees: the pruned search is up to {best:.2f}× faster, reaching the claimed {claim:.0f}×."
-    elif best > 1:
-        verdict = f"Partly: the pruned search is faster (up to {best:.2f}×) but does not reach {claim:.0f}×."
+    cpu = [c["cpu_speedup"] for _, c in checks if c["cpu_speedup"]]
+    if cpu:
+        measured += f"; from process CPU time up to {max(cpu):.2f}×"
+    notes = " ".join(filter(None, (checks_text(c, f"{row['dataset']} seed {row['seed']}: ") for row, c in checks)))
+    silent = [c for _, c in checks if c["spans"] and c["silent"] == len(c["spans"])]
+    busy = [c for _, c in checks if c["busy"]]
+    if checks and len(silent) == len(checks):
+        verdict = (f"Cannot tell: the pruned search is up to {best:.2f}× faster, but no pruning round had a signal "
+                   f"(|v(N) − v(∅)| under {SIGNAL_MIN_DICE} Dice in every round), so what was pruned, and the time "
+                   "it saved, does not come from Shapley values.")
+    elif busy and not cpu:
+        verdict = (f"Cannot tell: the pruned search is up to {best:.2f}× faster by the wall clock, but the machine "
+                   "was busy (identical epochs varied by more than 30 %) and no process CPU time was recorded.")
     else:
-        row = speed.loc[speed["speedup"].idxmax()]
-        run = next((r["run_dir"] for r in records if (r["dataset"], r["backbone"], r["seed"]) ==
-                    (row["dataset"], row["backbone"], row["seed"])), None)
-        why = f" {speed_text(run)}" if run else ""
-        verdict = f"Disagrees: the pruned search is not faster here (best {best:.2f}×).{why}"
-    return {"measured": measured, "verdict": verdict}
+        ratio = max(cpu) if busy and cpu else best
+        basis = "process CPU time (the wall clock was disturbed by load)" if busy and cpu else "the wall clock"
+        if ratio >= claim:
+            verdict = f"Agrees: the pruned search is up to {ratio:.2f}× faster by {basis}, reaching the claimed {claim:.0f}×."
+        elif ratio > 1:
+            verdict = (f"Disagrees: the pruned search is faster (up to {ratio:.2f}× by {basis}) but does not reach "
+                       f"the claimed {claim:.0f}×.")
+        else:
+            row = speed.loc[speed["speedup"].idxmax()]
+            run = _run_of(records, row)
+            why = f" {speed_text(run, checks=False)}" if run else ""
+            verdict = f"Disagrees: the pruned search is not faster here (best {ratio:.2f}× by {basis}).{why}"
+    return {"measured": measured, "verdict": verdict + (f" {notes}" if notes else "")}
 
 
 def _stability_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -156,10 +236,10 @@ def _stability_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         verdict = (f"Agrees: on {gains} of {len(pairs)} dataset(s) the Shapley-pruned search picks more similar cells "
                    "across seeds than the full search, and more similar than random genotypes do.")
     elif noise > len(pairs) / 2:
-        verdict = (f"Undecided: on {noise} of {len(pairs)} dataset(s) neither search agrees across seeds more than "
+        verdict = (f"Cannot tell: on {noise} of {len(pairs)} dataset(s) neither search agrees across seeds more than "
                    "random genotypes of the same shape (chance p95), so a difference between them reads noise.")
     elif gains:
-        verdict = (f"Partly: the Shapley-pruned search is more stable than the full search, above chance, on "
+        verdict = (f"Cannot tell: the Shapley-pruned search is more stable than the full search, above chance, on "
                    f"{gains} of {len(pairs)} dataset(s) only.")
     else:
         verdict = ("Disagrees: on no dataset is the Shapley-pruned search both more stable than the full search "
@@ -183,6 +263,17 @@ def _chance_text(group: Mapping[str, Any]) -> str:
     return f"{chance:.2f}" if np.isfinite(chance) else "–"
 
 
+def _both_intervals(records: Sequence[Mapping[str, Any]]) -> str:
+    """Per run: the Shapley-pruned cell against the backbone and against the fine-tuned backbone, side by side."""
+    lines = []
+    for record in records:
+        if record.get("method") == "iac-shapley" and (record.get("dice_vs_backbone") or record.get("dice_vs_finetune")):
+            pair = [f"vs {name} {interval_text(record[field]) if record.get(field) else 'no interval'}"
+                    for name, field in (("backbone", "dice_vs_backbone"), ("fine-tuned", "dice_vs_finetune"))]
+            lines.append(f"{record['dataset']} seed {record['seed']}: " + ", ".join(pair))
+    return "; ".join(lines)
+
+
 def _baselines_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     rows = (_comparisons(records, "iac-shapley", "dice_vs_backbone")
             + _comparisons(records, "iac-shapley", "dice_vs_finetune"))
@@ -191,22 +282,19 @@ def _baselines_row(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
                                                       "cell."}
     decided = [r for r in rows if r["verdict"]]
     if not decided:
-        return {"measured": f"{len(rows)} comparison(s), no interval",
-                "verdict": "Undecided: the summary records carry no paired bootstrap intervals "
-                           "(`dice_vs_backbone`, `dice_vs_finetune`)."}
+        return _undecided(rows, "dice_vs_backbone`, `dice_vs_finetune")
     counts = {v: sum(r["verdict"] == v for r in decided) for v in ("improves", "matches", "worse")}
-    measured = (f"{counts['improves']} improve, {counts['matches']} match (interval includes 0), {counts['worse']} "
-                f"worse, of {len(decided)} comparisons with the backbone and the fine-tuned backbone")
-    if counts["worse"] > len(decided) / 2:
-        verdict = f"Disagrees: worse than its baseline in {counts['worse']} of {len(decided)} comparisons."
-    elif counts["worse"]:
-        verdict = f"Partly: worse than its baseline in {counts['worse']} of {len(decided)} comparisons."
-    elif counts["improves"]:
-        verdict = f"Agrees: never worse, better in {counts['improves']} of {len(decided)} comparisons."
+    n = len(decided)
+    tally = (f" ({counts['improves']} improve, {counts['matches']} include 0, {counts['worse']} worse, of {n} "
+             "comparisons with the backbone and the fine-tuned backbone)")
+    if counts["worse"] >= n / 2:
+        verdict = f"Disagrees: worse than its baseline in {counts['worse']} of {n} comparisons{tally}."
+    elif counts["improves"] > n / 2:
+        verdict = f"Agrees: better than its baseline in {counts['improves']} of {n} comparisons{tally}."
     else:
-        verdict = ("Consistent, not shown: never worse, but every 95 % interval includes 0, so the cell cannot be "
-                   "told apart from its baselines at this number of test patients.")
-    return {"measured": measured, "verdict": verdict}
+        verdict = (f"Cannot tell: in {counts['matches']} of {n} comparisons the 95 % interval includes 0, which does "
+                   f"not show a match either{tally}.")
+    return {"measured": _both_intervals(records), "verdict": verdict}
 
 
 def claims_table(records: Sequence[Mapping[str, Any]],
@@ -220,9 +308,8 @@ def claims_table(records: Sequence[Mapping[str, Any]],
             ``<results>/ablations/main``); when given, the stability claim is judged on them.
 
     Returns:
-        Rows: the claims; columns ``paper`` (the stated claim), ``measured``, ``agreement`` (Agrees, Partly,
-        Inconclusive, Consistent, Undecided, Disagrees, Not measured, Not yet measurable) and ``verdict`` (a
-        sentence). On phantom data the verdicts carry a note that they say nothing about the paper.
+        Rows: the claims; columns ``paper`` (the stated claim), ``measured``, ``agreement`` (Agrees, Disagrees,
+        Cannot tell, Not measured, Not yet measurable) and ``verdict`` (a sentence). On phantom data the verdicts carry a note that they say nothing about the paper.
     """
     rows = {
         "IAC improves the pre-trained U-Net (Dice)": {
@@ -231,6 +318,8 @@ def claims_table(records: Sequence[Mapping[str, Any]],
         "IAC with the full search (Dice)": {
             "paper": f"about +{PAPER_CLAIMS['dice_gain_points']:.0f} Dice points (IAC paper)",
             **_gain_row(records, method_name("none"))},
+        "IAC against the fine-tuned backbone (Dice)": {
+            "paper": "implied: the gain comes from the cells, not from the extra training", **_finetune_row(records)},
         "Shapley pruning speeds up the search": {
             "paper": f"up to {PAPER_CLAIMS['search_speedup']:.0f}× faster", **_speed_row(records)},
         "More stable operation choices": {"paper": "more stable across runs",

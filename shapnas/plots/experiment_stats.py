@@ -23,6 +23,7 @@ __all__ = [
     "POLICY_ORDER",
     "ablation_stats",
     "ablation_table",
+    "STABILITY_PARTS",
     "stability_table",
     "stability_overview",
     "one_group",
@@ -124,13 +125,24 @@ def policy_key(policy: str) -> tuple[int, str]:
     return (POLICY_ORDER.index(policy) if policy in POLICY_ORDER else len(POLICY_ORDER), policy)
 
 
-def stability_table(report: Sequence[Mapping[str, Any]], dataset: str | None = None) -> pd.DataFrame:
+# the two halves of the stability table, each narrow enough to show whole in the book's column
+STABILITY_PARTS = {
+    "choices": ["seeds", "op agreement", "agreement, chance p95", "Jaccard", "Jaccard, chance p95", "Dice (%)"],
+    "ranks": ["seeds", "JS divergence", "Kendall τ", "Spearman ρ"],
+}
+
+
+def stability_table(report: Sequence[Mapping[str, Any]], dataset: str | None = None,
+                    part: str | None = None) -> pd.DataFrame:
     """Stability per policy of one dataset: seeds, genotype agreement, Jaccard, JS divergence, Shapley rank
     correlation and test Dice over seeds.
 
     Args:
         report: :func:`shapnas.experiments.stability.report.stability_report` rows.
         dataset: keep this dataset (None: the report must hold one dataset and backbone).
+        part: ``"choices"`` (agreement and Jaccard beside their chance levels, and the Dice) or ``"ranks"``
+            (JS divergence and the rank correlations): the columns of :data:`STABILITY_PARTS`, so each table
+            shows whole; ``None``: every column.
 
     Returns:
         Index: policies (none, shapley, alpha, js, random first); ``–`` where a metric does not apply (e.g.
@@ -149,14 +161,15 @@ def stability_table(report: Sequence[Mapping[str, Any]], dataset: str | None = N
         "Jaccard, chance p95": [fmt(r.get("chance_jaccard_p95", math.nan), 2) for r in rows],
         "Dice (%)": [mean_std(100 * float(r["dice_mean"]), 100 * float(r["dice_std"])) for r in rows],
     }, index=pd.Index([r["policy"] for r in rows], name="policy"))
-    return table
+    return table[STABILITY_PARTS[part]] if part else table
 
 
-def stability_overview(report: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def stability_overview(report: Sequence[Mapping[str, Any]], part: str | None = None) -> pd.DataFrame:
     """:func:`stability_table` for every dataset of ``report``, stacked (the cross-dataset results page).
 
     Args:
         report: :func:`shapnas.experiments.stability.report.stability_report` rows of any datasets (one backbone each).
+        part: ``"choices"``, ``"ranks"`` or ``None`` (every column), as :func:`stability_table`.
 
     Returns:
         Index (dataset, policy); an empty frame with a ``note`` column when ``report`` is empty.
@@ -164,4 +177,4 @@ def stability_overview(report: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     datasets = sorted({str(r["dataset"]) for r in report})
     if not datasets:
         return pd.DataFrame({"note": ["no ablation plan has been run: python -m shapnas ablations --profile workshop"]})
-    return pd.concat({d: stability_table(report, d) for d in datasets}, names=["dataset", "policy"])
+    return pd.concat({d: stability_table(report, d, part) for d in datasets}, names=["dataset", "policy"])

@@ -178,11 +178,12 @@ def plot_shapley_rank_agreement(stability_records: Sequence[Mapping[str, Any]], 
         ranks = [rankdata([-v for v in pair.values()]) for pair in values]
         tau = rank_correlation(values)["kendall"]
         ax.plot([1, max(len(common), 1)], [1, max(len(common), 1)], color="0.75", lw=0.8, zorder=1)
-        ax.scatter(ranks[0], ranks[1], s=14, c=[OP_COLOURS.get(op, (0.5, 0.5, 0.5, 1.0)) for op in ops], zorder=2)
-        ax.set_title(f"seed {first['seed']} vs seed {second['seed']}: τ = {fmt(tau, 2)}", fontsize=8)
-        ax.set_xlabel(f"rank, seed {first['seed']}", fontsize=8)
-        ax.set_ylabel(f"rank, seed {second['seed']}", fontsize=8)
-        ax.tick_params(labelsize=7)
+        colours = [OP_COLOURS.get(op, (0.5, 0.5, 0.5, 1.0)) for op in ops]
+        ax.scatter(ranks[0], ranks[1], s=32, edgecolors="white", linewidths=0.4, c=colours, zorder=2)  # ~9 px dots
+        ax.set_title(f"seed {first['seed']} vs seed {second['seed']}: τ = {fmt(tau, 2)}", fontsize=9)
+        ax.set_xlabel(f"rank, seed {first['seed']}", fontsize=9)
+        ax.set_ylabel(f"rank, seed {second['seed']}", fontsize=9)
+        ax.tick_params(labelsize=8.5)
         ax.set_aspect("equal", adjustable="datalim")
     for ax in axes.flat[len(pairs):]:
         ax.set_visible(False)

@@ -20,6 +20,8 @@ __all__ = [
     "NO_SEEDS_TEXT",
     "METHOD_LABELS",
     "metrics_table",
+    "metrics_table_view",
+    "unscored_classes_text",
     "patient_scores",
     "plot_patient_boxplots",
     "comparison_table",
@@ -62,7 +64,8 @@ def metrics_table(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         evals: label -> ``eval-<target>/metrics.json`` body (``dice_per_class``, ``hd95_per_class``, ...).
 
     Returns:
-        Rows: models; columns: ``Dice <class>``, ``Dice mean``, ``HD95 <class>``, ``HD95 mean``, ``patients``.
+        Rows: models; columns: ``Dice <class>``, ``Dice mean``, ``HD95 <class>``, ``HD95 mean``, ``test
+        patients`` and ``test cases`` (volumes: ACDC has two per patient, end-diastole and end-systole).
     """
     rows = {}
     for label, metrics in evals.items():
@@ -70,9 +73,46 @@ def metrics_table(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         row["Dice mean (%)"] = _fmt(None if metrics["dice_mean"] is None else 100 * metrics["dice_mean"])
         row |= {f"HD95 {k}": _fmt(v, 2) for k, v in (metrics.get("hd95_per_class") or {}).items()}
         row["HD95 mean"] = _fmt(metrics.get("hd95_mean"), 2)
-        row["patients"] = metrics.get("num_cases")
+        row |= _counts(metrics)
         rows[_label(label)] = row
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def metrics_table_view(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`metrics_table` turned for reading: one row per measure (``Dice RV (%)``, …, ``test patients``,
+    ``test cases``), one column per model, so a dataset with many classes (AMOS: 15 organs) grows down the
+    page instead of off its right edge."""
+    table = metrics_table(evals).T
+    table.index.name = "measure"
+    return table
+
+
+def unscored_classes_text(evals: Mapping[str, Mapping[str, Any]]) -> str:
+    """A sentence on the classes that every model scores 0 Dice on (never found), or "" when there are none.
+
+    Args:
+        evals: label -> eval metrics body (``dice_per_class``).
+
+    Returns:
+        E.g. ``"Every model scores 0.0 Dice on 4 of 15 classes (pancreas, …): none of them finds these …"``.
+    """
+    per_model = [metrics.get("dice_per_class") or {} for metrics in evals.values()]
+    if not per_model:
+        return ""
+    classes = list(per_model[0])
+    zero = [c for c in classes if all(m.get(c) is not None and float(m[c]) == 0.0 for m in per_model)]
+    if not zero:
+        return ""
+    return (f"Every model scores 0.0 Dice on {len(zero)} of {len(classes)} classes ({', '.join(zero)}): no model "
+            "finds them in any test case (small organs at this slice size and training length, or absent from the "
+            "training slices); the mean Dice includes these zeros.")
+
+
+def _counts(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What an evaluation counted: distinct test patients and test cases (volumes), each named."""
+    cases = metrics.get("per_case") or []
+    patients = {case.get("patient_id") or case.get("case_id") for case in cases}
+    return {"test patients": len(patients) if cases else None, "test cases": metrics.get("num_cases")}
 
 
 def patient_scores(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -235,7 +275,7 @@ def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
         records: ``collect_summary`` records with several seeds (e.g. the ablation plan's main runs).
 
     Returns:
-        One panel per dataset.
+        One panel per dataset, each with its own Dice axis.
     """
     import seaborn as sns
 
@@ -250,7 +290,8 @@ def plot_seed_spread(records: Sequence[Mapping[str, Any]]) -> Figure:
     frame["method"] = [_label(m) for m in frame["method"]]
     datasets = sorted(frame["dataset"].unique())
     fig = Figure(figsize=(4.2 * len(datasets) + 0.6, 3.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(datasets), sharey=True, squeeze=False)[0])
+    # each dataset on its own y axis: ACDC near 84 and KiTS near 33 on one axis would flatten both
+    axes = np.atleast_1d(fig.subplots(1, len(datasets), sharey=False, squeeze=False)[0])
     order = [_label(m) for m in METHOD_LABELS if _label(m) in set(frame["method"])]
     for ax, dataset in zip(axes, datasets):
         part = frame[frame["dataset"] == dataset]

@@ -26,6 +26,7 @@ __all__ = [
     "plot_arch_heatmaps",
     "plot_edge_weights",
     "plot_cell_graph",
+    "separate_labels",
     "plot_epoch_times",
     "plot_retrofit_diagram",
     "SIGNAL_FIELDS",
@@ -130,7 +131,8 @@ def plot_edge_weights(history: Sequence[dict[str, Any]]) -> Figure:
         history: search history records with ``edge_probs`` (E,) and ``epoch``.
 
     Returns:
-        A heat map: rows edges, columns epochs.
+        A heat map: rows edges, columns epochs; a continuous colour bar, or two colours with a legend when
+        every weight is exactly 0 or 1.
     """
     if not history:
         raise ValueError("history is empty; expected at least one search epoch record")
@@ -138,11 +140,21 @@ def plot_edge_weights(history: Sequence[dict[str, Any]]) -> Figure:
     size = (max(4.0, 0.35 * weights.shape[1] + 2.5), 0.28 * weights.shape[0] + 1.4)
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(weights, cmap="magma", aspect="auto", vmin=0, vmax=1)
+    binary = bool(np.isin(weights, (0.0, 1.0)).all())  # only 0 and 1: two colours, not a continuous scale
+    if binary:
+        from matplotlib.colors import ListedColormap
+        from matplotlib.patches import Patch
+
+        ax.imshow(weights, cmap=ListedColormap(["#f0f0f0", "#3b0f70"]), aspect="auto", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.legend(handles=[Patch(color="#3b0f70", label="1 (edge kept whole)"), Patch(color="#f0f0f0", label="0")],
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="edge weight", title_fontsize=8)
+    else:
+        image = ax.imshow(weights, cmap="magma", aspect="auto", vmin=0, vmax=1)
+        fig.colorbar(image, ax=ax, label="edge weight (softmax β)")
     ax.set_xticks(range(len(history)), [str(r["epoch"]) for r in history])
     ax.set_yticks(range(weights.shape[0]), edge_labels(weights.shape[0]))
     ax.set_xlabel("epoch")
-    fig.colorbar(image, ax=ax, label="edge weight (softmax β)")
     return fig
 
 
@@ -173,17 +185,17 @@ def plot_cell_graph(edges: Sequence[Sequence[Any]] | None, num_nodes: int = 4, t
     ax = fig.subplots()
     colours = matplotlib.colormaps["tab10"]
     ops = sorted({op for _, _, op in triples})
+    labels: list[tuple[tuple[float, float], tuple[float, float], Any]] = []
     for node, src, op in triples:
         start, end = positions[int(src)], positions[int(node) + 2]
         colour = "0.6" if full else colours(ops.index(op) % 10)
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, color=colour,
                                      lw=1.0 if full else 1.8, connectionstyle="arc3,rad=0.12", shrinkA=14, shrinkB=14))
         if not full:
-            # label at 70 % of the way to the target: the inputs of one node arrive from different directions,
-            # so their labels separate, while midpoints of long and short edges coincide
-            at = (start[0] + 0.7 * (end[0] - start[0]), start[1] + 0.7 * (end[1] - start[1]))
-            ax.text(*at, OP_SHORT.get(op, op), fontsize=8.5, color=colour, ha="center", va="center",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+            text = ax.text(*_along(start, end, LABEL_FRACTIONS[0]), OP_SHORT.get(op, op), fontsize=8.5, color=colour,
+                           ha="center", va="center",
+                           bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+            labels.append((start, end, text))
     for j in range(num_nodes):
         ax.add_patch(FancyArrowPatch(positions[j + 2], positions[-1], arrowstyle="-|>", mutation_scale=8,
                                      color="0.8", lw=0.8, ls="--", shrinkA=14, shrinkB=18))
@@ -192,17 +204,73 @@ def plot_cell_graph(edges: Sequence[Sequence[Any]] | None, num_nodes: int = 4, t
                                      lw=0.8, shrinkA=14, shrinkB=14))
     ax.text(-0.8, 0.0, "ReLU-Conv1×1-BN\n(pre0, pre1)", fontsize=6.5, ha="center", va="center", color="0.35")
     names = {-2: "e", 0: "s0", 1: "s1", -1: "concat\n→ 1×1\n= cell(e)"} | {j + 2: f"n{j}" for j in range(num_nodes)}
+    nodes = []
     for key, (x, y) in positions.items():
         face = "#dbe9f6" if key in (-2, 0, 1) else ("#f6e3c8" if key == -1 else "#e8f3e0")
-        ax.text(x, y, names[key], ha="center", va="center", fontsize=9,
-                bbox={"boxstyle": "circle,pad=0.35" if key != -1 else "round,pad=0.4", "fc": face, "ec": "0.3"})
+        nodes.append(ax.text(x, y, names[key], ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "circle,pad=0.35" if key != -1 else "round,pad=0.4", "fc": face, "ec": "0.3"}))
     ax.set_xlim(-2.1, positions[-1][0] + 0.8)
     ax.set_ylim(-1.1, 1.1)
     ax.axis("off")
     default = (f"search space: {len(triples)} edges, each a mixed op over {len(PRIMITIVES)} candidates"
                if full else "derived cell (2 inputs per node)")
     ax.set_title(title or default, fontsize=10)
+    separate_labels(fig, labels, nodes)
     return fig
+
+
+# where along an edge its label may sit (share of the way from source to target), in order of preference:
+# 70 % first (the inputs of one node arrive from different directions), then further back or forward
+LABEL_FRACTIONS = (0.7, 0.5, 0.82, 0.38, 0.6, 0.28)
+
+
+def _along(start: tuple[float, float], end: tuple[float, float], fraction: float) -> tuple[float, float]:
+    return start[0] + fraction * (end[0] - start[0]), start[1] + fraction * (end[1] - start[1])
+
+
+def _label_extent(text: Any, renderer: Any) -> Any:
+    """The drawn extent of a text with its box (the white label or the node circle)."""
+    patch = text.get_bbox_patch()
+    if patch is None:
+        return text.get_window_extent(renderer)
+    text.update_bbox_position_size(renderer)
+    return patch.get_window_extent(renderer)
+
+
+def separate_labels(fig: Figure, labels: Sequence[tuple[tuple[float, float], tuple[float, float], Any]],
+                    obstacles: Sequence[Any] = ()) -> None:
+    """Move each edge label along its edge to the first place (:data:`LABEL_FRACTIONS`) where its drawn box
+    overlaps neither the ``obstacles`` (the nodes) nor a label placed before it (the place with the least
+    overlap when none is free).
+
+    Args:
+        fig: the figure (laid out here to measure the text boxes).
+        labels: (edge start, edge end, text artist) per edge, in drawing order.
+        obstacles: text artists the labels must not cover (the node circles).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not labels:
+        return
+    renderer = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)).get_renderer()
+    fig.draw_without_rendering()
+    placed = [_label_extent(text, renderer) for text in obstacles]
+
+    def overlap(box: Any) -> float:
+        return sum(max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0)) * max(0.0, min(box.y1, o.y1) - max(box.y0, o.y0))
+                   for o in placed)
+
+    for start, end, text in labels:
+        best = None
+        for fraction in LABEL_FRACTIONS:
+            text.set_position(_along(start, end, fraction))
+            cost = overlap(_label_extent(text, renderer))
+            if best is None or cost < best[0]:
+                best = (cost, fraction)
+            if cost == 0:
+                break
+        text.set_position(_along(start, end, best[1]))
+        placed.append(_label_extent(text, renderer))
 
 
 def plot_epoch_times(history: Sequence[dict[str, Any]]) -> Figure:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from shapnas.networks.ops import PRIMITIVES
 from shapnas.plots.search import OP_SHORT, edge_labels
@@ -20,6 +21,8 @@ from shapnas.plots.search import OP_SHORT, edge_labels
 __all__ = [
     "shapley_rounds",
     "player_label",
+    "has_stderr",
+    "value_scale",
     "plot_shapley_rounds",
     "pruning_table",
     "pruning_table_view",
@@ -40,8 +43,30 @@ def player_label(edge: int, op: str, num_edges: int = 14) -> str:
     return f"{edge_labels(num_edges)[edge]} {OP_SHORT.get(op, op)}"
 
 
+def has_stderr(values: Sequence[Any] | None) -> bool:
+    """Whether a round recorded standard errors (a Monte Carlo estimator): some value present and above 0.
+    Deterministic estimators (``ig``, ``owen``) record none, or zeros, which are not an uncertainty."""
+    return any(v is not None and float(v) > 0 for v in (values or []))
+
+
+def value_scale(values: Sequence[float]) -> tuple[float, str]:
+    """A factor that brings small Dice-point values (largest under 0.1) to between 1 and 10 at their largest,
+    and the unit the scaled values are in (stated on the axis rather than as matplotlib's offset text).
+
+    Returns:
+        ``(1.0, "Dice points")`` when the values are large enough, else e.g. ``(1000.0, "Dice points × 10⁻³")``.
+    """
+    largest = max((abs(float(v)) for v in values if np.isfinite(v)), default=0.0)
+    if largest == 0 or largest >= 0.1:
+        return 1.0, "Dice points"
+    power = int(np.ceil(-np.log10(largest)))  # the largest value, scaled, lands in [1, 10)
+    superscript = str(power).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+    return 10.0 ** power, f"Dice points × 10⁻{superscript}"
+
+
 def plot_shapley_rounds(history: Sequence[Mapping[str, Any]], max_rounds: int = 4) -> Figure:
-    """Shapley value ± standard error of every player, sorted, in up to ``max_rounds`` rounds.
+    """Shapley value of every player, sorted, in up to ``max_rounds`` rounds, in Dice points on a stated scale,
+    with error bars of ± one standard error only where the estimator recorded one.
 
     Args:
         history: search history records.
@@ -58,17 +83,20 @@ def plot_shapley_rounds(history: Sequence[Mapping[str, Any]], max_rounds: int = 
         raise ValueError("no Shapley rounds in this history; expected a search with policy 'shapley'")
     picks = sorted({int(round(i)) for i in np.linspace(0, len(rounds) - 1, min(max_rounds, len(rounds)))})
     num_edges = len(history[0]["op_probs"])
+    factor, unit = value_scale([100 * v for i in picks for v in rounds[i]["mean"]])
+    with_stderr = any(has_stderr(rounds[i].get("stderr")) for i in picks)
     fig = Figure(figsize=(3.4 * len(picks) + 0.6, 3.4), layout="constrained")
     axes = fig.subplots(1, len(picks), squeeze=False)
     for ax, index in zip(axes[0], picks):
         record = rounds[index]
-        mean = np.asarray(record["mean"], dtype=float)
-        stderr = np.asarray(record.get("stderr") or np.zeros_like(mean), dtype=float)
+        mean = 100 * factor * np.asarray(record["mean"], dtype=float)
         order = np.argsort(mean)
         pruned = {(int(e), str(o)) for e, o in record["pruned"]}
         players = [(int(e), str(o)) for e, o in record["players"]]
         colours = ["#c44e52" if players[i] in pruned else "#4c72b0" for i in order]
-        ax.errorbar(np.arange(len(order)), mean[order], yerr=stderr[order], fmt="none", ecolor="0.6", lw=0.8)
+        if has_stderr(record.get("stderr")):
+            stderr = 100 * factor * np.asarray([v or 0.0 for v in record["stderr"]], dtype=float)
+            ax.errorbar(np.arange(len(order)), mean[order], yerr=stderr[order], fmt="none", ecolor="0.6", lw=0.8)
         ax.scatter(np.arange(len(order)), mean[order], c=colours, s=12, zorder=3)
         if len(order) <= 24:
             ax.set_xticks(range(len(order)), [player_label(*players[i], num_edges) for i in order], rotation=90,
@@ -76,9 +104,10 @@ def plot_shapley_rounds(history: Sequence[Mapping[str, Any]], max_rounds: int = 
         else:
             ax.set_xlabel("players, sorted by value")
         ax.axhline(0, color="0.7", lw=0.6)
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         ax.set_title(f"round {record['round']} (epoch {record['epoch']}): {len(players)} players, "
-                     f"{len(pruned)} pruned", fontsize=8, pad=14)  # room for the axis' ×1e-n label
-    axes[0][0].set_ylabel("Shapley value (Δ soft Dice) ± s.e.")
+                     f"{len(pruned)} pruned", fontsize=8)
+    axes[0][0].set_ylabel(f"Shapley value ({unit})" + (" ± s.e." if with_stderr else ", no s.e. recorded"))
     return fig
 
 
@@ -98,13 +127,27 @@ def pruning_table(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["epoch", "edge", "op", "Shapley value", "s.e."])
 
 
+def _decimals(values: pd.Series, least: int = 3, most: int = 8) -> int:
+    """Decimals that show the smallest non-zero |value| with two significant digits (no e-notation)."""
+    nonzero = values.abs()[values.abs() > 0].dropna()
+    if nonzero.empty:
+        return least
+    return int(min(most, max(least, np.ceil(-np.log10(nonzero.min())) + 1)))
+
+
 def pruning_table_view(history: Sequence[Mapping[str, Any]]) -> Any:
-    """:func:`pruning_table` for reading: values and standard errors in Dice points (× 100, three decimals, no
-    e-notation), every row shown in a scroll box (CSS class ``long-table`` of the book's stylesheet)."""
+    """:func:`pruning_table` for reading: values and standard errors in Dice points (× 100, at least three
+    decimals and enough for two significant digits of the smallest value, no e-notation; the s.e. column only
+    where the estimator recorded one), every row shown in a scroll box (CSS class ``long-table``)."""
     table = pruning_table(history)
-    table[["Shapley value", "s.e."]] = table[["Shapley value", "s.e."]] * 100
+    if not has_stderr(table["s.e."].tolist()):  # a deterministic estimator: no uncertainty to show
+        table = table.drop(columns="s.e.")
+    values = [c for c in ("Shapley value", "s.e.") if c in table]
+    table[values] = table[values].astype(float) * 100
     table = table.rename(columns={"Shapley value": "Shapley value (Dice points)", "s.e.": "s.e. (points)"})
-    return (table.style.format({"Shapley value (Dice points)": "{:+.3f}", "s.e. (points)": "{:.3f}"}, na_rep="–")
+    digits = _decimals(table["Shapley value (Dice points)"])
+    formats = {"Shapley value (Dice points)": f"{{:+.{digits}f}}", "s.e. (points)": f"{{:.{digits}f}}"}
+    return (table.style.format({k: v for k, v in formats.items() if k in table}, na_rep="–")
             .hide(axis="index").set_table_attributes('class="long-table"'))
 
 
@@ -134,15 +177,21 @@ def plot_pruning_timeline(history: Sequence[Mapping[str, Any]], primitives: Sequ
     final_active = np.asarray(history[-1].get("active", np.ones_like(epochs, dtype=bool)), dtype=bool)
     fig = Figure(figsize=(5.6, 0.3 * epochs.shape[0] + 1.6), layout="constrained")
     ax = fig.subplots()
-    last = max(1, int(np.nanmax(epochs)) if np.isfinite(epochs).any() else 1)
-    image = ax.imshow(epochs, cmap="plasma_r", vmin=0, vmax=last, aspect="auto")
+    levels = sorted({int(v) for v in epochs[np.isfinite(epochs)]}) or [0]
+    colours = matplotlib.colormaps["plasma_r"].resampled(max(len(levels), 2))(np.linspace(0, 1, max(len(levels), 2)))
+    index = np.full(epochs.shape, np.nan)  # one discrete colour per pruning epoch
+    for k, level in enumerate(levels):
+        index[epochs == level] = k
+    image = ax.imshow(index, cmap=ListedColormap(colours[:len(levels)]), vmin=-0.5, vmax=len(levels) - 0.5,
+                      aspect="auto", interpolation="nearest")
     candidates = np.array([p != "none" for p in primitives])  # none is never a player
     survivors = np.argwhere(final_active & ~np.isfinite(epochs) & candidates)
     ax.scatter(survivors[:, 1], survivors[:, 0], marker="o", s=16, color="black", label="still active")
     ax.set_xticks(range(len(primitives)), [OP_SHORT.get(p, p) for p in primitives], rotation=90, fontsize=7)
     ax.set_yticks(range(epochs.shape[0]), edge_labels(epochs.shape[0]), fontsize=7)
     ax.set_title("colour: epoch after which an op was pruned; ● still active", fontsize=8)
-    fig.colorbar(image, ax=ax, label="pruned after epoch", ticks=MaxNLocator(integer=True))
+    bar = fig.colorbar(image, ax=ax, label="pruned after epoch", ticks=range(len(levels)))
+    bar.set_ticklabels([str(level) for level in levels])
     return fig
 
 

@@ -32,7 +32,7 @@ BOOK_RC = {
 def setup_notebook() -> None:
     """Set up a companion notebook for reading.
 
-    - MONAI's ``FutureWarning``s (defaults that change in a later release; stack.md §4) and ipywidgets'
+    - MONAI's ``FutureWarning``s (defaults that change in a later release) and ipywidgets'
       "IProgress not found" and seaborn 0.13's call of a deprecated matplotlib argument are silenced: they
       are noise on every page and nbval would compare them.
     - pandas shows tables whole: no row or column truncation (``…``), no wrapped frames, full cell text.

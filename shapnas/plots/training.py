@@ -24,7 +24,8 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -
             (a search history works too: its warm-up and search epochs are drawn alike).
 
     Returns:
-        Two panels side by side (loss, validation Dice); the best epoch of each run is marked.
+        Two panels side by side (loss from 0 to just above its largest value, validation Dice from 0 to 1);
+        the best epoch of each run is marked.
 
     Raises:
         ValueError: when every history is empty.
@@ -44,7 +45,10 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -
         if np.isfinite(dice).any():
             best = int(np.nanargmax(dice))
             dice_ax.plot(epochs[best], dice[best], "*", ms=11, color=line.get_color())
-    loss_ax.set(xlabel="epoch", ylabel="training loss (DiceCE)", title="training loss")
+    losses = [r["train_loss"] for history in histories.values() for r in history if r.get("train_loss") is not None]
+    top = 1.08 * max(losses) if losses and max(losses) > 0 else 1.0
+    # from 0: a loss going from 0.22 to 0.17 is drawn as the small change it is, not as a fall across the panel
+    loss_ax.set(xlabel="epoch", ylabel="training loss (DiceCE), axis from 0", title="training loss", ylim=(0, top))
     dice_ax.set(xlabel="epoch", ylabel="mean foreground Dice", title="validation Dice (★ best)", ylim=(0, 1))
     epochs = sorted({r["epoch"] for history in histories.values() for r in history})
     for ax in (loss_ax, dice_ax):
