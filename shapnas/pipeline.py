@@ -60,7 +60,13 @@ def _open(cfg: PretrainConfig, kind: str, variant: str | None = None) -> tuple[P
 
     Raises:
         StaleStageError: it finished (or can resume) with another config (:func:`shapnas.runs.identity.reusable`).
+        ValueError: ``cfg.setting`` is not ``same_site`` (the transfer arms are not built yet).
     """
+    if cfg.setting != "same_site":
+        raise ValueError(f"setting={cfg.setting!r}: the stages run the same-site setting only so far; the transfer "
+                         "setting's data are ready (shapnas.data.prepared.prepare_site_data, "
+                         "benchmarks/site_shift.py) but its arms (fine-tuned, parameter-efficient, IAC, from scratch) "
+                         "are not built yet")
     key = stage_key(cfg, kind, variant)
     return key.path(cfg.results_root), key, check_reuse(cfg, key)
 

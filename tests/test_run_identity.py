@@ -88,6 +88,19 @@ def test_reuse_compares_the_stored_config(tmp_path) -> None:
         reusable(stage, cfg, key)
 
 
+def test_a_field_added_later_reuses_stages_that_ran_its_default(tmp_path) -> None:
+    cfg = _cfg(tmp_path, policy="shapley")
+    key = stage_key(cfg, "search")
+    stage = key.path(cfg.results_root)
+    older = {name: value for name, value in cfg.to_dict().items() if name != "shapley_samples"}  # before the field
+    save_json(stage / "metrics.json", {"stage": stage.name})
+    save_json(stage / "config.json", older)
+    assert reusable(stage, cfg, key) is True  # the stage ran what the default does
+    assert cfg.shapley_samples != 7
+    with pytest.raises(StaleStageError, match=r"shapley_samples: stored '\(not recorded\)', requested 7"):
+        reusable(stage, cfg.replace(shapley_samples=7), key)
+
+
 def test_an_interrupted_search_resumes_only_with_its_config(tmp_path) -> None:
     from shapnas.search.loop import STATE_FILE
 

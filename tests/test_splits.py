@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shapnas.data.splits import SPLIT_NAMES, load_or_create_splits, make_splits, min_patients
+from shapnas.data.splits import (
+    SPLIT_NAMES,
+    load_or_create_splits,
+    load_or_create_transfer_splits,
+    make_splits,
+    make_transfer_splits,
+    min_patients,
+)
 
 PATIENTS = [f"patient{i:03d}" for i in range(1, 21)]
 
@@ -85,3 +92,43 @@ def test_mismatching_file_is_an_error_and_untouched(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_or_create_splits(path, PATIENTS, 0, 0.2, 0.2)
+
+
+TARGET = [f"case_{i:05d}" for i in range(40)]
+
+
+def test_transfer_splits_carve_w_a_v_from_the_labelled_patients():
+    splits = make_transfer_splits(TARGET + TARGET[:3], seed=0, train_patients=8, val_fraction=0.2, min_test=30)
+    assert list(splits) == list(SPLIT_NAMES)
+    assert [len(splits[n]) for n in SPLIT_NAMES] == [3, 3, 2, 32]
+    everyone = [p for n in SPLIT_NAMES for p in splits[n]]
+    assert sorted(everyone) == sorted(TARGET), "a partition of the target patients"
+    assert make_transfer_splits(list(reversed(TARGET)), 0, 8, 0.2, 30) == splits, "independent of input order"
+    assert make_transfer_splits(TARGET, 1, 8, 0.2, 30) != splits, "seeded"
+    smallest = make_transfer_splits(TARGET, 0, 3, 0.2, 30)
+    assert [len(smallest[n]) for n in SPLIT_NAMES] == [1, 1, 1, 37]
+
+
+def test_transfer_labelled_sets_are_nested_across_sizes():
+    labelled = [{p for n in ("train_w", "train_a", "val") for p in make_transfer_splits(TARGET, 0, k, 0.2, 20)[n]}
+                for k in (4, 8, 16)]
+    assert labelled[0] < labelled[1] < labelled[2]
+
+
+@pytest.mark.parametrize("train_patients, min_test, message", [(2, 30, "train_patients=2; expected at least 3"),
+                                                               (12, 30, "40 target-site patient(s) found; expected at least 42")])
+def test_transfer_splits_errors_name_the_values(train_patients, min_test, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_transfer_splits(TARGET, 0, train_patients, 0.2, min_test)
+
+
+def test_transfer_splits_file_reused_and_other_parameters_refused(tmp_path):
+    path = tmp_path / "splits-target-8.json"
+    first = load_or_create_transfer_splits(path, TARGET, 0, 8, 0.2, 30)
+    stored = json.loads(path.read_text())
+    assert stored["train_patients"] == 8 and stored["seed"] == 0
+    assert load_or_create_transfer_splits(path, TARGET, 0, 8, 0.2, 30) == first
+    before = path.read_text()
+    with pytest.raises(ValueError, match="made with"):
+        load_or_create_transfer_splits(path, TARGET, 1, 8, 0.2, 30)
+    assert path.read_text() == before, "the file is left as it was"

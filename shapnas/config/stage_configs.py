@@ -18,11 +18,17 @@ from shapnas.config.names import BACKBONE_NAMES, BACKBONE_SIZE_NAMES, DATASET_NA
 from shapnas.config.overrides import check_names, convert_values
 from shapnas.profiles import PROFILE_NAMES, config_from_profile, load_profile, resolve_config
 
-__all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "SHAPLEY_ESTIMATORS", "BaseConfig", "DataConfig",
+__all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "SHAPLEY_ESTIMATORS", "SETTINGS",
+           "MIN_TARGET_TEST_PATIENTS", "BaseConfig", "DataConfig",
            "PretrainConfig", "SearchConfig", "RetrainConfig", "PROFILE_NAMES", "load_profile", "resolve_config",
            "config_from_profile"]
 
 C = TypeVar("C", bound="BaseConfig")
+
+SETTINGS = ("same_site", "transfer")  # first = default
+# the transfer setting's target-site test split: at least this many patients, scored whole (evaluation power, as
+# the workshop profile's >= 30 same-site test patients)
+MIN_TARGET_TEST_PATIENTS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +116,17 @@ class DataConfig(BaseConfig):
         keep_classes: dataset -> the foreground class names to segment; the others become background
             (e.g. the AMOS organs a 64-pixel slice can resolve); a dataset not named keeps every class.
             Defaults to {}.
+        setting: ``same_site`` (every stage uses one site's splits W, A, V, test) or ``transfer`` (the backbone
+            is pre-trained on all source-site training patients, today's splits of ``data_dir`` or the phantoms'
+            site ``a``; the target site's patients are split into W, A, V carved from ``target_train_patients``
+            labelled patients and a test split of the rest, at least ``MIN_TARGET_TEST_PATIENTS``).
+            Defaults to ``same_site``.
+        target_data_dir: with ``transfer``, the target site's dataset root in the same official layout; empty means
+            the phantoms' second site, written under ``<results_root>/phantoms/<dataset>-site-b``. Defaults to
+            ``""``.
+        target_patients: with ``transfer`` and phantom data, patients written for the target site. Defaults to 40.
+        target_train_patients: with ``transfer``, the labelled target-site patients (W, A and V; at least 3).
+            Defaults to 8.
     """
 
     slice_size: int = 64
@@ -120,6 +137,11 @@ class DataConfig(BaseConfig):
     test_fraction: float = 0.2
     max_slices_per_volume: int = 0
     keep_classes: dict[str, list[str]] = field(default_factory=dict)  # classes scored per dataset (evaluation power)
+    # transfer setting: a source-site backbone adapted to a target site with few labelled patients
+    setting: Literal["same_site", "transfer"] = "same_site"
+    target_data_dir: str = ""
+    target_patients: int = 40
+    target_train_patients: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -137,6 +159,28 @@ class DataConfig(BaseConfig):
             raise ValueError("val_fraction + test_fraction must leave at least 20% of patients for training")
         if self.phantom_patients < 4:
             raise ValueError(f"phantom_patients={self.phantom_patients}; expected at least 4 (W, A, V, test)")
+        self._check_setting()
+
+    def _check_setting(self) -> None:
+        """Validate ``setting`` and the target-site fields."""
+        if self.setting not in SETTINGS:
+            raise ValueError(f"setting={self.setting!r}; expected one of {', '.join(SETTINGS)}")
+        if self.setting == "same_site" and self.target_data_dir:
+            raise ValueError(f"target_data_dir={self.target_data_dir!r} with setting='same_site'; a target site is "
+                             "read only with setting='transfer'")
+        if self.target_train_patients < 3:
+            raise ValueError(f"target_train_patients={self.target_train_patients}; expected at least 3 (W, A and V "
+                             "each need a labelled target-site patient)")
+        if self.target_patients < self.target_train_patients + MIN_TARGET_TEST_PATIENTS:
+            raise ValueError(f"target_patients={self.target_patients} with target_train_patients="
+                             f"{self.target_train_patients}; expected at least target_train_patients + "
+                             f"{MIN_TARGET_TEST_PATIENTS} (the target-site test split)")
+        if self.setting == "transfer" and self.data_dir and not self.target_data_dir:
+            raise ValueError(f"setting='transfer' with data_dir={self.data_dir!r} needs target_data_dir (the target "
+                             "site's folder); the phantoms' second site pairs only with the phantoms' first")
+        if self.setting == "transfer" and self.dataset == "msd" and not self.target_data_dir:
+            raise ValueError("setting='transfer' on dataset 'msd' needs target_data_dir (the phantoms' second site "
+                             "exists for acdc, brats, kits and amos)")
 
 
 @dataclass(frozen=True, kw_only=True)

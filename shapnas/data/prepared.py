@@ -3,6 +3,11 @@
 ``prepare_data(cfg)`` resolves the dataset (the phantom data under ``<results_root>/phantoms/<dataset>``
 when ``cfg.data_dir`` is empty), loads each case through :func:`shapnas.data.volumes.load_volume` with a slice
 cache, and reads or writes ``<results_root>/<dataset>/splits.json`` (W, A, V, test by patient; method.md).
+
+``prepare_site_data(cfg, site)`` gives either site of the transfer setting through the same loaders and caches:
+``source`` is ``prepare_data(cfg)``; ``target`` reads ``cfg.target_data_dir`` (or the phantoms' second site under
+``<results_root>/phantoms/<dataset>-site-b``) split by ``<results_root>/<dataset>/splits-target-<n>.json``
+(W, A, V from ``n = cfg.target_train_patients`` labelled patients, every other patient a test patient).
 """
 
 from __future__ import annotations
@@ -11,25 +16,28 @@ import hashlib
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from shapnas.config.stage_configs import DataConfig
+from shapnas.config.stage_configs import MIN_TARGET_TEST_PATIENTS, DataConfig
 from shapnas.data.layouts import LAYOUT_HELP, CaseFiles, DatasetSpec, dataset_spec, list_cases
-from shapnas.data.phantoms import PHANTOM_VARIANTS, PHANTOM_VERSION, phantom_info, write_phantom_dataset
-from shapnas.data.splits import SPLIT_NAMES, load_or_create_splits
+from shapnas.data.phantoms import PHANTOM_VARIANTS, phantom_info, phantom_marker, write_phantom_dataset
+from shapnas.data.splits import SPLIT_NAMES, load_or_create_splits, load_or_create_transfer_splits
 from shapnas.data.volumes import Volume, load_volume
 from shapnas.runs.files import dataset_dir
 
-__all__ = ["PreparedData", "prepare_data", "resolve_data_dir", "cache_dir", "select_slices", "summarize",
-           "restrict_classes",
-           "CACHE_VERSION"]
+__all__ = ["PreparedData", "prepare_data", "prepare_site_data", "resolve_data_dir", "resolve_site_data_dir",
+           "target_splits_path", "cache_dir", "select_slices", "summarize", "restrict_classes", "CACHE_VERSION",
+           "SITES", "TARGET_PHANTOM_SITE"]
 
 CACHE_VERSION = 1  # bump when load_volume's output changes
+SITES = ("source", "target")  # the transfer setting's two sites
+TARGET_PHANTOM_SITE = "b"  # the phantoms' acquisition site that stands for the target site
 
 
 @dataclass
@@ -82,12 +90,46 @@ def resolve_data_dir(cfg: DataConfig) -> Path:
     if cfg.dataset == "msd":
         raise ValueError("dataset 'msd' needs --data-dir (an MSD TaskXX_Name or nnU-Net DatasetXXX_Name folder); "
                          "only acdc, brats, kits and amos have embedded phantom data")
-    root = Path(cfg.results_root) / "phantoms" / cfg.dataset
-    wanted = {"dataset": cfg.dataset, "variant": PHANTOM_VARIANTS[cfg.dataset][0], "num_patients": cfg.phantom_patients,
-              "seed": cfg.phantom_seed, "version": PHANTOM_VERSION}
-    if phantom_info(root) != wanted:
-        write_phantom_dataset(cfg.dataset, root, cfg.phantom_patients, cfg.phantom_seed)
+    return _phantom_root(cfg.dataset, Path(cfg.results_root) / "phantoms" / cfg.dataset, cfg.phantom_patients,
+                         cfg.phantom_seed, "a")
+
+
+def _phantom_root(dataset: str, root: Path, num_patients: int, seed: int, site: str) -> Path:
+    """``root``, (re)written with the phantoms of these parameters unless its marker already says so."""
+    variant = PHANTOM_VARIANTS[dataset][0]
+    if phantom_info(root) != phantom_marker(dataset, variant, num_patients, seed, site):
+        write_phantom_dataset(dataset, root, num_patients, seed, site=site)
     return root
+
+
+def _check_site(cfg: DataConfig, site: str) -> None:
+    if site not in SITES:
+        raise ValueError(f"site={site!r}; expected one of {', '.join(SITES)}")
+    if site == "target" and cfg.setting != "transfer":
+        raise ValueError(f"site='target' with setting={cfg.setting!r}; a target site exists only with "
+                         "setting='transfer'")
+
+
+def resolve_site_data_dir(cfg: DataConfig, site: Literal["source", "target"]) -> Path:
+    """The dataset root of a site: ``source`` :func:`resolve_data_dir`; ``target`` ``cfg.target_data_dir``, or
+    the phantoms' second site under ``<results_root>/phantoms/<dataset>-site-b`` (``cfg.target_patients``
+    patients, seed ``cfg.phantom_seed`` in that site's own stream; written when missing or different).
+
+    Raises:
+        ValueError: an unknown site, or ``target`` without ``setting='transfer'``.
+    """
+    _check_site(cfg, site)
+    if site == "source":
+        return resolve_data_dir(cfg)
+    if cfg.target_data_dir:
+        return Path(cfg.target_data_dir)
+    root = Path(cfg.results_root) / "phantoms" / f"{cfg.dataset}-site-{TARGET_PHANTOM_SITE}"
+    return _phantom_root(cfg.dataset, root, cfg.target_patients, cfg.phantom_seed, TARGET_PHANTOM_SITE)
+
+
+def target_splits_path(cfg: DataConfig) -> Path:
+    """``<results_root>/<dataset>/splits-target-<target_train_patients>.json``."""
+    return dataset_dir(cfg.results_root, cfg.dataset) / f"splits-target-{cfg.target_train_patients}.json"
 
 
 def cache_dir(cfg: DataConfig, data_dir: Path, spec: DatasetSpec) -> Path:
@@ -222,7 +264,41 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         FileNotFoundError: missing dataset folder or file.
         ValueError: no cases, too few patients, a bad file (named), or a splits.json that does not match.
     """
-    data_dir = resolve_data_dir(cfg)
+    return _prepare(cfg, resolve_data_dir(cfg), lambda patients: load_or_create_splits(
+        dataset_dir(cfg.results_root, cfg.dataset) / "splits.json", patients, cfg.split_seed, cfg.val_fraction,
+        cfg.test_fraction))
+
+
+def prepare_site_data(cfg: DataConfig, site: Literal["source", "target"]) -> PreparedData:
+    """The prepared data of one site of the transfer setting, through the same loaders and caches.
+
+    ``source``: :func:`prepare_data` (today's splits of ``data_dir`` or of the phantoms' site ``a``; the
+    backbone is pre-trained on its W and A). ``target``: the target site's cases (:func:`resolve_site_data_dir`)
+    split into W, A, V carved from ``cfg.target_train_patients`` labelled patients and a test split of every
+    other patient (at least ``MIN_TARGET_TEST_PATIENTS``), saved as :func:`target_splits_path`.
+
+    Args:
+        cfg: the data config (``setting='transfer'`` for the target site).
+        site: ``source`` or ``target``.
+
+    Returns:
+        The prepared data (test volumes whole, training and V volumes capped as in :func:`prepare_data`).
+
+    Raises:
+        ValueError: an unknown site, ``target`` without ``setting='transfer'``, too few target-site patients, or
+            the errors of :func:`prepare_data`.
+    """
+    _check_site(cfg, site)
+    if site == "source":
+        return prepare_data(cfg)
+    return _prepare(cfg, resolve_site_data_dir(cfg, "target"), lambda patients: load_or_create_transfer_splits(
+        target_splits_path(cfg), patients, cfg.split_seed, cfg.target_train_patients, cfg.val_fraction,
+        MIN_TARGET_TEST_PATIENTS))
+
+
+def _prepare(cfg: DataConfig, data_dir: Path,
+             make_splits: Callable[[Sequence[str]], dict[str, list[str]]]) -> PreparedData:
+    """Load every case of ``data_dir`` (cached) and group it by the splits ``make_splits`` gives its patients."""
     spec = full_spec = dataset_spec(cfg.dataset, data_dir)
     lut = None
     if cfg.keep_classes.get(cfg.dataset):
@@ -231,8 +307,7 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     if not cases:
         raise ValueError(f"{data_dir}: no labelled {cfg.dataset} cases found; check the folder layout "
                          f"({LAYOUT_HELP})")
-    splits = load_or_create_splits(dataset_dir(cfg.results_root, cfg.dataset) / "splits.json",
-                                   [c.patient_id for c in cases], cfg.split_seed, cfg.val_fraction, cfg.test_fraction)
+    splits = make_splits([c.patient_id for c in cases])
     folder = cache_dir(cfg, data_dir, full_spec)
     split_of = {patient: name for name in SPLIT_NAMES for patient in splits[name]}
     volumes: dict[str, list[Volume]] = {name: [] for name in SPLIT_NAMES}

@@ -2,6 +2,8 @@
 
 W/A/V/test follow the method (``shared/docs/method.md``, "Data splits"); the file is reused once written,
 as nnU-Net reuses ``splits_final.json``, so every seed and stage of a dataset sees the same patients.
+The transfer setting's target site is split differently (:func:`make_transfer_splits`): W, A and V are carved
+from a few labelled patients, every other target-site patient is a test patient.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 
 from shapnas.runs.files import load_json, save_json
 
-__all__ = ["SPLIT_NAMES", "make_splits", "load_or_create_splits", "min_patients"]
+__all__ = ["SPLIT_NAMES", "make_splits", "load_or_create_splits", "min_patients", "make_transfer_splits",
+           "load_or_create_transfer_splits"]
 
 SPLIT_NAMES = ("train_w", "train_a", "val", "test")
 
@@ -124,4 +127,83 @@ def load_or_create_splits(path: Path, patient_ids: Sequence[str], seed: int, val
         return splits
     splits = make_splits(sorted(patients), seed, val_fraction, test_fraction)
     save_json(path, {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction, **splits})
+    return splits
+
+
+def _transfer_counts(num_labelled: int, val_fraction: float) -> tuple[int, int, int]:
+    """W, A, V counts of ``num_labelled`` labelled patients: V ``round(n * val_fraction)`` (at least 1), the rest
+    halved into W and A (W gets the odd one), each at least 1."""
+    num_val = min(max(1, int(round(num_labelled * val_fraction))), num_labelled - 2)
+    num_train = num_labelled - num_val
+    num_w = (num_train + 1) // 2
+    return num_w, num_train - num_w, num_val
+
+
+def make_transfer_splits(patient_ids: Sequence[str], seed: int, train_patients: int, val_fraction: float,
+                         min_test: int) -> dict[str, list[str]]:
+    """Split a target site's patients for the transfer setting (seeded, independent of input order).
+
+    The labelled patients are the first ``train_patients`` of a seeded permutation, so the labelled sets of
+    several ``train_patients`` are nested (4 ⊂ 8 ⊂ 16 for one seed); every other patient is a test patient.
+
+    Args:
+        patient_ids: patient of each case (duplicates allowed: ACDC has two frames per patient).
+        seed: split seed.
+        train_patients: labelled target-site patients, carved into W, A and V (at least 3).
+        val_fraction: share of the labelled patients in V (at least one; W and A keep one each).
+        min_test: the fewest test patients accepted.
+
+    Returns:
+        ``{"train_w", "train_a", "val", "test"}`` -> sorted patient ids.
+
+    Raises:
+        ValueError: ``train_patients < 3``, or fewer than ``train_patients + min_test`` patients.
+    """
+    patients = sorted(set(patient_ids))
+    if train_patients < 3:
+        raise ValueError(f"train_patients={train_patients}; expected at least 3 (W, A and V each need one)")
+    if len(patients) < train_patients + min_test:
+        raise ValueError(f"{len(patients)} target-site patient(s) found; expected at least {train_patients + min_test} "
+                         f"({train_patients} labelled + {min_test} test patients)")
+    order = np.random.default_rng(seed).permutation(len(patients))
+    shuffled = [patients[i] for i in order]
+    splits, start = {}, 0
+    for name, count in zip(SPLIT_NAMES, _transfer_counts(train_patients, val_fraction)):
+        splits[name] = sorted(shuffled[start:start + count])
+        start += count
+    splits["test"] = sorted(shuffled[start:])
+    return splits
+
+
+def load_or_create_transfer_splits(path: Path, patient_ids: Sequence[str], seed: int, train_patients: int,
+                                   val_fraction: float, min_test: int) -> dict[str, list[str]]:
+    """Reuse ``path`` when it splits exactly these patients with these parameters, else create it (atomically).
+
+    Args:
+        path: e.g. ``<results_root>/<dataset>/splits-target-<train_patients>.json``.
+        patient_ids: the target site's patients.
+        seed: split seed.
+        train_patients: labelled target-site patients (W, A, V).
+        val_fraction: share of them in V.
+        min_test: the fewest test patients accepted.
+
+    Returns:
+        ``{"train_w", "train_a", "val", "test"}`` -> patient ids.
+
+    Raises:
+        ValueError: the file is malformed, does not cover these patients, or was made with other parameters
+            (seed, train_patients, val_fraction), named in the message; too few patients.
+    """
+    path = Path(path)
+    wanted = {"seed": seed, "train_patients": train_patients, "val_fraction": val_fraction}
+    if path.exists():
+        data = load_json(path)
+        splits = _check_file(path, data, set(patient_ids))
+        stored = {key: data.get(key) for key in wanted} if isinstance(data, dict) else {}
+        if stored != wanted:
+            raise ValueError(f"{path}: made with {stored}, not {wanted}; delete the file or use another results "
+                             "folder")
+        return splits
+    splits = make_transfer_splits(patient_ids, seed, train_patients, val_fraction, min_test)
+    save_json(path, {**wanted, **splits})
     return splits

@@ -15,7 +15,7 @@ not change results (:data:`RUNTIME_FIELDS`: where results live, which device com
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "model_stage_name",
     "stage_fields",
     "config_differences",
+    "field_defaults",
     "reusable",
     "stage_config",
     "check_reuse",
@@ -249,15 +250,43 @@ def stage_fields(key: StageKey, cfg: Any) -> list[str]:
 _ABSENT = "(not recorded)"
 
 
-def config_differences(stored: dict[str, Any], requested: dict[str, Any],
-                       names: list[str]) -> list[tuple[str, Any, Any]]:
-    """``(field, stored, requested)`` for each of ``names`` whose values differ (tuples and lists compare
-    equal; a field missing from ``stored`` differs, shown as ``(not recorded)``)."""
+def config_differences(stored: dict[str, Any], requested: dict[str, Any], names: list[str],
+                       defaults: dict[str, Any] | None = None) -> list[tuple[str, Any, Any]]:
+    """``(field, stored, requested)`` for each of ``names`` whose values differ.
+
+    Args:
+        stored: the config a stage ran with (its ``config.json``).
+        requested: the config asked for now (``to_dict()``).
+        names: the fields the stage depends on.
+        defaults: field -> default value. A field missing from ``stored`` (written before the field existed)
+            counts as equal when the requested value is its default, since the stage then ran what the default
+            does; without ``defaults`` every missing field differs.
+
+    Returns:
+        The differing fields (tuples and lists compare equal); a missing field is shown as ``(not recorded)``.
+    """
     def plain(value: Any) -> Any:
         return list(value) if isinstance(value, tuple) else value
 
-    return [(name, stored.get(name, _ABSENT), requested.get(name)) for name in names
-            if name not in stored or plain(stored[name]) != plain(requested.get(name))]
+    defaults = defaults or {}
+
+    def differs(name: str) -> bool:
+        if name not in stored:
+            return name not in defaults or plain(defaults[name]) != plain(requested.get(name))
+        return plain(stored[name]) != plain(requested.get(name))
+
+    return [(name, stored.get(name, _ABSENT), requested.get(name)) for name in names if differs(name)]
+
+
+def field_defaults(cfg: Any) -> dict[str, Any]:
+    """The default value of each field of ``cfg``'s config class that has one (plain types, as ``to_dict``)."""
+    values = {}
+    for item in fields(cfg):
+        if item.default is not MISSING:
+            values[item.name] = item.default
+        elif item.default_factory is not MISSING:
+            values[item.name] = item.default_factory()
+    return values
 
 
 def _stale(stage: Path, differences: list[tuple[str, Any, Any]], finished: bool) -> StaleStageError:
@@ -293,7 +322,7 @@ def reusable(stage: str | Path, cfg: Any, key: StageKey) -> bool:
         raise StaleStageError(f"{stage}: this stage finished without a config.json (results of an older version), "
                               "so its config cannot be checked; use another results folder (--results) or delete "
                               "that stage folder to run it again")
-    differences = config_differences(load_json(config), cfg.to_dict(), stage_fields(key, cfg))
+    differences = config_differences(load_json(config), cfg.to_dict(), stage_fields(key, cfg), field_defaults(cfg))
     if differences:
         raise _stale(stage, differences, finished)
     return finished

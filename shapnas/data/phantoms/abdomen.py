@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from shapnas.data.phantoms.common import Grid, blob, finish_ct, random_rotation, smooth_field, tube
+from shapnas.data.phantoms.sites import CTSite, finish_ct_site
 from shapnas.data.phantoms.writers import write_json, write_nifti
 
 __all__ = ["AMOS_LABELS", "Scene", "abdomen_scene", "finish_scene", "write_amos"]
@@ -164,20 +165,33 @@ def abdomen_scene(grid: Grid, rng: np.random.Generator) -> Scene:
     return scene
 
 
-def finish_scene(scene: Scene, grid: Grid, rng: np.random.Generator) -> np.ndarray:
-    """Organ texture, partial-volume blur and quantum noise: the CT image (X, Y, Z) in HU."""
+def finish_scene(scene: Scene, grid: Grid, rng: np.random.Generator, site: CTSite | None = None) -> np.ndarray:
+    """Organ texture, partial-volume blur and quantum noise: the CT image (X, Y, Z) in HU.
+
+    Args:
+        scene: the noiseless scene.
+        grid: its voxel grid.
+        rng: the patient's generator.
+        site: another site's acquisition (:func:`shapnas.data.phantoms.sites.finish_ct_site`); None is site ``a``.
+
+    Returns:
+        The CT image in HU.
+    """
     soft = (scene.hu > -200) & (scene.hu < 300)
     texture = 8.0 * smooth_field(grid, rng, wavelength=20.0, num_waves=5)
     hu = scene.hu + texture * soft
+    if site is not None:
+        return finish_ct_site(hu, grid, rng, site, noise=float(rng.uniform(12, 25)))
     return finish_ct(hu, rng, noise=float(rng.uniform(12, 25)), blur_vox=(0.7, 0.7, 0.4))
 
 
-def write_amos(out_dir: Path, rngs: list[np.random.Generator]) -> Path:
+def write_amos(out_dir: Path, rngs: list[np.random.Generator], site: CTSite | None = None) -> Path:
     """Write ``{dataset.json, imagesTr/amos_XXXX.nii.gz, labelsTr/amos_XXXX.nii.gz}`` (CT ids < 500).
 
     Args:
         out_dir: the ``amos22`` folder to fill.
         rngs: one generator per patient.
+        site: another site's acquisition; None (default) is site ``a``.
 
     Returns:
         ``out_dir``.
@@ -186,9 +200,11 @@ def write_amos(out_dir: Path, rngs: list[np.random.Generator]) -> Path:
     for index, rng in enumerate(rngs):
         name = f"amos_{index + 1:04d}"
         pixel = float(rng.uniform(2.5, 2.8))
+        if site is not None:  # another site's reconstruction field of view
+            pixel *= site.fov_scale
         grid = Grid((128, 128, 24), (pixel, pixel, 8.0), (0.0, 0.0, float(rng.uniform(20, 50))))
         scene = abdomen_scene(grid, rng)
-        image = finish_scene(scene, grid, rng)
+        image = finish_scene(scene, grid, rng, site)
         write_nifti(out_dir / "imagesTr" / f"{name}.nii.gz", image, grid.spacing, axcodes=("L", "P", "S"))
         write_nifti(out_dir / "labelsTr" / f"{name}.nii.gz", scene.owner, grid.spacing, axcodes=("L", "P", "S"),
                     dtype=np.uint8)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from shapnas.data.phantoms.common import Grid, blob, finish_mri, random_rotation, smooth_field, smoothstep
+from shapnas.data.phantoms.sites import MRSite, gamma_curve
 from shapnas.data.phantoms.writers import write_nifti
 
 __all__ = ["brain_case", "write_brats", "BRAIN_CHANNELS", "BRAIN_GRID"]
@@ -77,8 +78,28 @@ def _tumour(grid: Grid, rng: np.random.Generator, center: np.ndarray, radius: fl
     return label, strength.astype(np.float32), grade
 
 
-def brain_case(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One patient: image (X, Y, Z, 4) float (channels ``BRAIN_CHANNELS``), label (X, Y, Z) uint8 0..3."""
+def _form_channel(channel: np.ndarray, grid: Grid, rng: np.random.Generator, site: MRSite | None) -> np.ndarray:
+    """Image formation of one noiseless channel: site ``a``'s (``site`` None) or another site's (blur, bias,
+    noise level, transfer curve)."""
+    if site is None:
+        return finish_mri(channel, grid, rng, noise=rng.uniform(0.025, 0.045), bias=0.15, blur_vox=(0.7, 0.7, 0.5))
+    formed = finish_mri(channel, grid, rng, noise=rng.uniform(0.025, 0.045) * site.noise_scale, bias=site.bias,
+                        blur_vox=site.blur_vox)
+    return gamma_curve(formed, site.gamma)
+
+
+def brain_case(grid: Grid, rng: np.random.Generator, site: MRSite | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One patient: image (X, Y, Z, 4) float (channels ``BRAIN_CHANNELS``), label (X, Y, Z) uint8 0..3.
+
+    Args:
+        grid: the voxel grid.
+        rng: the patient's generator.
+        site: another site's acquisition (its tissue contrasts replace ``_CONTRAST``'s); None is site ``a``.
+
+    Returns:
+        (image, label).
+    """
+    contrast = _CONTRAST if site is None else {**_CONTRAST, **site.tissue_values()}
     z_half = grid.shape[2] * grid.spacing[2] / 2
     side = rng.choice([-1, 1])
     center = np.array([side * rng.uniform(18, 40), rng.uniform(-40, 40), rng.uniform(-0.3, 0.3) * z_half])
@@ -90,15 +111,15 @@ def brain_case(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     for c in range(4):
         channel = np.zeros(grid.shape, dtype=np.float32)
         for name in ("wm", "deep", "gm", "csf"):
-            channel[tissues[name]] = _CONTRAST[name][c]
-        channel += edema * (_CONTRAST["edema"][c] - channel) * (label == 2)
+            channel[tissues[name]] = contrast[name][c]
+        channel += edema * (contrast["edema"][c] - channel) * (label == 2)
         solid = "net" if grade == "lgg" else "ncr"
-        channel[label == 1] = _CONTRAST[solid][c]
-        channel[label == 3] = _CONTRAST["et"][c]
+        channel[label == 1] = contrast[solid][c]
+        channel[label == 3] = contrast["et"][c]
         channel = (channel + texture * brain) * rng.uniform(0.95, 1.05)
         if c == 2:  # T1ce: enhancing choroid plexus and vessels (not tumour)
             channel[tissues["csf"] & (smooth_field(grid, rng, wavelength=18.0) > 1.3)] = 1.3
-        noisy = finish_mri(channel, grid, rng, noise=rng.uniform(0.025, 0.045), bias=0.15, blur_vox=(0.7, 0.7, 0.5))
+        noisy = _form_channel(channel, grid, rng, site)
         image[..., c] = np.where(brain, noisy, 0.0) * rng.uniform(400, 1200)
     return image, label
 
@@ -112,7 +133,8 @@ _BRATS_FILES = {
 BRAIN_GRID = ((96, 96, 32), (2.0, 2.0, 2.0))  # a 64 mm axial slab of a 1 mm BraTS volume, resampled to 2 mm
 
 
-def write_brats(out_dir: Path, rngs: list[np.random.Generator], variant: str = "2021") -> Path:
+def write_brats(out_dir: Path, rngs: list[np.random.Generator], variant: str = "2021",
+                site: MRSite | None = None) -> Path:
     """Write BraTS cases: ``2021`` ``BraTS2021_XXXXX/BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}.nii.gz``,
     ``2020`` ``MICCAI_BraTS2020_TrainingData/BraTS20_Training_XXX/..._{...}.nii`` (uncompressed, one level
     down) or ``2023`` ``BraTS-GLI-XXXXX-000/BraTS-GLI-XXXXX-000-{t2f,t1n,t1c,t2w,seg}.nii.gz``.
@@ -121,6 +143,7 @@ def write_brats(out_dir: Path, rngs: list[np.random.Generator], variant: str = "
         out_dir: the folder to fill.
         rngs: one generator per patient.
         variant: ``2021`` (labels 0, 1, 2, 4), ``2020`` (same labels) or ``2023`` (labels 0..3).
+        site: another site's acquisition; None (default) is site ``a``.
 
     Returns:
         ``out_dir`` (the data_dir to use).
@@ -132,7 +155,7 @@ def write_brats(out_dir: Path, rngs: list[np.random.Generator], variant: str = "
     for index, rng in enumerate(rngs):
         name = pattern.format(index + 1 if variant == "2020" else index)
         grid = Grid(*BRAIN_GRID)
-        image, label = brain_case(grid, rng)
+        image, label = brain_case(grid, rng, site)
         for c, suffix in enumerate(suffixes):
             write_nifti(root / name / f"{name}{sep}{suffix}{ext}", image[..., c], grid.spacing, axcodes=("L", "P", "S"))
         disk = np.asarray(values, dtype=np.uint8)[label]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from shapnas.data.phantoms.common import Grid, finish_mri
+from shapnas.data.phantoms.sites import MRSite, gamma_curve, remap_tissue
 from shapnas.data.phantoms.writers import write_nifti, write_text
 
 __all__ = ["write_acdc", "cardiac_case", "GROUPS"]
@@ -26,6 +27,7 @@ GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
 _GROUP_SHAPE = {"NOR": (24, 8.5, 0.62, 17, 10), "MINF": (28, 8.0, 0.36, 17, 5), "DCM": (32, 6.5, 0.20, 17, 4),
                 "HCM": (19, 13.0, 0.72, 14, 10), "RV": (23, 8.0, 0.56, 30, 9)}
 _BLOOD, _MYO, _FAT, _LUNG, _TISSUE, _LIVER = 1.0, 0.27, 0.85, 0.05, 0.36, 0.40
+_TISSUES = {"blood": _BLOOD, "myo": _MYO, "fat": _FAT, "lung": _LUNG, "tissue": _TISSUE, "liver": _LIVER}  # site a
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,30 @@ def _render_slice(heart: _Heart, tables: dict[str, np.ndarray], x: np.ndarray, y
     return image, label
 
 
-def cardiac_case(grid: Grid, rng: np.random.Generator, group: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """ED and ES frames of one patient: phase -> (image (X, Y, Z) float, label (X, Y, Z) uint8 classes 0..3)."""
+def _form_image(image: np.ndarray, grid: Grid, rng: np.random.Generator, noise: float,
+                site: MRSite | None) -> np.ndarray:
+    """Image formation of a noiseless frame: site ``a``'s (``site`` None) or another site's (tissue contrast,
+    blur, bias, noise level, transfer curve)."""
+    if site is None:
+        return finish_mri(image, grid, rng, noise=noise, bias=0.3, blur_vox=(0.6, 0.6, 0.0))
+    shifted = remap_tissue(image, _TISSUES, {name: values[0] for name, values in site.tissue})
+    formed = finish_mri(shifted, grid, rng, noise=noise * site.noise_scale, bias=site.bias, blur_vox=site.blur_vox)
+    return gamma_curve(formed, site.gamma)
+
+
+def cardiac_case(grid: Grid, rng: np.random.Generator, group: str,
+                 site: MRSite | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """ED and ES frames of one patient: phase -> (image (X, Y, Z) float, label (X, Y, Z) uint8 classes 0..3).
+
+    Args:
+        grid: the voxel grid.
+        rng: the patient's generator.
+        group: one of :data:`GROUPS`.
+        site: another site's acquisition (:data:`shapnas.data.phantoms.sites.SITE_B`); None is site ``a``.
+
+    Returns:
+        phase (``ED``, ``ES``) -> (image, label).
+    """
     x, y, z_axis = grid.axes()
     x, y = x[:, None], y[None, :]
     heart = _draw_heart(rng, group, float(z_axis[-1]), grid.spacing[2])
@@ -178,17 +202,18 @@ def cardiac_case(grid: Grid, rng: np.random.Generator, group: str) -> dict[str, 
             parts = [_render_slice(state, tables, x, y, float(z) + dz * grid.spacing[2]) for dz in (-0.3, 0.0, 0.3)]
             image[:, :, k] = np.mean([p[0] for p in parts], axis=0)
             label[:, :, k] = parts[1][1]
-        image = finish_mri(image, grid, rng, noise=noise, bias=0.3, blur_vox=(0.6, 0.6, 0.0))
+        image = _form_image(image, grid, rng, noise, site)
         frames[phase] = (image * gain, label)
     return frames
 
 
-def write_acdc(out_dir: Path, rngs: list[np.random.Generator]) -> Path:
+def write_acdc(out_dir: Path, rngs: list[np.random.Generator], site: MRSite | None = None) -> Path:
     """Write ``training/patientXXX/{Info.cfg, patientXXX_frameNN[_gt].nii.gz}`` (ED = frame 01).
 
     Args:
         out_dir: the ``database`` folder to fill.
         rngs: one generator per patient.
+        site: another site's acquisition; None (default) is site ``a``.
 
     Returns:
         ``out_dir`` (the data_dir to use).
@@ -203,7 +228,7 @@ def write_acdc(out_dir: Path, rngs: list[np.random.Generator]) -> Path:
         folder = out_dir / "training" / name
         write_text(folder / "Info.cfg", f"ED: 1\nES: {es}\nGroup: {group}\nHeight: {rng.uniform(150, 195):.1f}\n"
                                         f"NbFrame: {num_frames}\nWeight: {rng.uniform(50, 110):.1f}\n")
-        for phase, frame in cardiac_case(grid, rng, group).items():
+        for phase, frame in cardiac_case(grid, rng, group, site).items():
             stem = f"{name}_frame{1 if phase == 'ED' else es:02d}"
             write_nifti(folder / f"{stem}.nii.gz", frame[0], spacing, axcodes=("L", "P", "S"), rotation_deg=20.0)
             write_nifti(folder / f"{stem}_gt.nii.gz", frame[1], spacing, axcodes=("L", "P", "S"), dtype=np.uint8,

@@ -18,6 +18,7 @@ import numpy as np
 
 from shapnas.data.phantoms.abdomen import abdomen_scene, finish_scene
 from shapnas.data.phantoms.common import Grid, blob
+from shapnas.data.phantoms.sites import CTSite
 from shapnas.data.phantoms.writers import write_json, write_nifti
 
 __all__ = ["kidney_case", "write_kits", "KITS_AXCODES"]
@@ -33,8 +34,17 @@ def _surface_point(rng: np.random.Generator, kidney: tuple, depth: tuple[float, 
     return center + rotation @ (u * radii * rng.uniform(*depth))
 
 
-def kidney_case(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One patient: CT image (X, Y, Z) in HU and label (X, Y, Z) uint8 (0 bg, 1 kidney, 2 tumour, 3 cyst)."""
+def kidney_case(grid: Grid, rng: np.random.Generator, site: CTSite | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One patient: CT image (X, Y, Z) in HU and label (X, Y, Z) uint8 (0 bg, 1 kidney, 2 tumour, 3 cyst).
+
+    Args:
+        grid: the voxel grid.
+        rng: the patient's generator.
+        site: another site's acquisition; None is site ``a``.
+
+    Returns:
+        (image, label).
+    """
     scene = abdomen_scene(grid, rng)
     label = np.isin(scene.owner, (2, 3)).astype(np.uint8)
     kidney_mask = label == 1
@@ -57,11 +67,11 @@ def kidney_case(grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         if radius > 18:
             scene.paint(rho < rng.uniform(0.3, 0.55), float(rng.uniform(15, 35)))  # necrosis
         label[tumour] = 2
-    return np.rint(finish_scene(scene, grid, rng)), label  # integer HU (stored as float32, as KiTS does)
+    return np.rint(finish_scene(scene, grid, rng, site)), label  # integer HU (stored as float32, as KiTS does)
 
 
 def write_kits(out_dir: Path, rngs: list[np.random.Generator],
-               variant: Literal["kits23", "kits21", "kits19"] = "kits23") -> Path:
+               variant: Literal["kits23", "kits21", "kits19"] = "kits23", site: CTSite | None = None) -> Path:
     """Write KiTS cases in the layout of ``variant``.
 
     ``kits23``: ``dataset/case_XXXXX/{imaging,segmentation}.nii.gz``; ``kits21``: ``data/case_XXXXX/{imaging,
@@ -72,6 +82,7 @@ def write_kits(out_dir: Path, rngs: list[np.random.Generator],
         out_dir: the repository / dataset folder to fill.
         rngs: one generator per patient.
         variant: the KiTS edition.
+        site: another site's acquisition; None (default) is site ``a``.
 
     Returns:
         ``out_dir`` (the data_dir to use).
@@ -84,8 +95,10 @@ def write_kits(out_dir: Path, rngs: list[np.random.Generator],
     for index, rng in enumerate(rngs):
         name = f"case_{index:05d}"
         pixel = float(rng.uniform(2.5, 2.8))
+        if site is not None:  # another site's reconstruction field of view
+            pixel *= site.fov_scale
         grid = Grid((128, 128, 24), (pixel, pixel, 5.0), (0.0, 0.0, float(rng.uniform(-15, 15))))
-        image, label = kidney_case(grid, rng)
+        image, label = kidney_case(grid, rng, site)
         if variant == "kits19":
             label[label == 3] = 1
         write_nifti(root / name / "imaging.nii.gz", image, grid.spacing, axcodes=KITS_AXCODES, dtype=np.float32)
