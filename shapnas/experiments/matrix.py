@@ -5,7 +5,7 @@ resolved by :func:`shapnas.config.stage_configs.resolve_config`). Before it runs
 ``<results>/jobs/<job-id>.json`` and launched as ``python -m shapnas.experiments.job_entry <that file>``
 (:mod:`shapnas.experiments.job_entry`), with a deterministic log (``<results>/logs/<job-id>.log``) and an expected
 output (the stage's ``metrics.json``), so the same rows run on a laptop, on a Dask cluster of GPU machines
-(:mod:`shapnas.experiments.dask_runner`) or as a SLURM array (stack.md §7). Per (dataset, seed)::
+(:mod:`shapnas.experiments.dask_runner`) or as a SLURM array. Per (dataset, seed)::
 
     pretrain ─┬─ finetune ── evaluate --target finetune
               ├─ evaluate --target backbone
