@@ -81,11 +81,12 @@ def main() -> None:
     """Parse arguments, pre-train on the source site, evaluate on both sites, print and save the record."""
     args = benchmark_parser(__doc__, results="results/site-shift").parse_args()
     cfg = benchmark_config(args, RetrainConfig, fixed={"setting": "transfer"})
+    source_cfg = cfg.replace(setting="same_site", target_data_dir="")  # the source site's own stages
     tick = time.perf_counter()
-    pretrain_dir = run_pretrain(cfg)
+    pretrain_dir = run_pretrain(source_cfg)
     pretrain_s = time.perf_counter() - tick
     tick = time.perf_counter()
-    source = load_json(run_evaluate(cfg, "backbone") / "metrics.json")
+    source = load_json(run_evaluate(source_cfg, "backbone") / "metrics.json")
     target, target_data = evaluate_target(cfg, pretrain_dir / "model.pt")
     eval_s = time.perf_counter() - tick
     source_dice, source_patients = patient_mean(source["per_case"])
