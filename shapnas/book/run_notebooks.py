@@ -42,7 +42,6 @@ __all__ = [
     "NOTEBOOKS",
     "RESULTS_NOTEBOOK",
     "NotebookError",
-    "DATA_LAYOUTS",
     "check_data_dirs",
     "reproduce_command",
     "select_notebooks",
@@ -67,17 +66,6 @@ EXPERIMENT_NOTEBOOKS = ("05_ablations", "06_stability")  # they present the abla
 BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device", "profile")
 
 
-# what a dataset folder holds (the error of a folder that does not fit names it; book/real_data.md has more)
-DATA_LAYOUTS = {
-    "acdc": "[database/][training/]patientXXX/ folders, each with Info.cfg and patientXXX_frameNN[_gt].nii.gz",
-    "brats": "<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz (2020/2021) or <case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz "
-             "(2023) case folders",
-    "kits": "[dataset/|data/]case_XXXXX/ folders with imaging.nii.gz and segmentation.nii.gz",
-    "amos": "an AMOS22 folder with dataset.json, imagesTr/ and labelsTr/",
-    "msd": "an MSD TaskXX_Name or nnU-Net DatasetXXX_Name folder with dataset.json, imagesTr/ and labelsTr/",
-}
-
-
 class NotebookError(RuntimeError):
     """A notebook failed: the message names the notebook, the cell (index, source head) and the error."""
 
@@ -95,16 +83,16 @@ def check_data_dirs(datasets: Sequence[str], data_dirs: Mapping[str, str]) -> No
             layout, one without labelled cases, or ``msd`` without a folder (the message names the folder
             and what was expected).
     """
-    from shapnas.data.layouts import LAYOUT_HELP, dataset_spec, list_cases
+    from shapnas.data.layouts import FOLDER_LAYOUTS, LAYOUT_HELP, dataset_spec, list_cases
 
     stray = sorted(set(data_dirs) - set(datasets))
     if stray:
         raise ValueError(f"data folder given for {', '.join(stray)}, which is not among the datasets "
                          f"{', '.join(datasets)}")
     if "msd" in datasets and not data_dirs.get("msd"):
-        raise ValueError(f"dataset msd needs --data-dir msd=DIR ({DATA_LAYOUTS['msd']}); it has no phantom data")
+        raise ValueError(f"dataset msd needs --data-dir msd=DIR ({FOLDER_LAYOUTS['msd']}); it has no phantom data")
     for dataset, folder in data_dirs.items():
-        expected = f"expected {DATA_LAYOUTS.get(dataset, 'the dataset in its official layout')}; {LAYOUT_HELP}"
+        expected = f"expected {FOLDER_LAYOUTS.get(dataset, 'the dataset in its official layout')}; {LAYOUT_HELP}"
         if not Path(folder).is_dir():
             raise ValueError(f"--data-dir {dataset}={folder}: folder not found; {expected}")
         try:

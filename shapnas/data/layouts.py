@@ -13,10 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["DatasetSpec", "CaseFiles", "dataset_spec", "list_cases", "BRATS_CHANNELS", "NIFTI_SUFFIXES", "LAYOUT_HELP"]
+__all__ = ["DatasetSpec", "CaseFiles", "dataset_spec", "list_cases", "BRATS_CHANNELS", "NIFTI_SUFFIXES", "LAYOUT_HELP",
+           "FOLDER_LAYOUTS"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 LAYOUT_HELP = "see the book's page \"Real data\" (book/real_data.md) for each dataset's folder layout"
+
+# what a dataset folder holds, in one line (the error of a folder that does not fit names it; book/real_data.md
+# has more)
+FOLDER_LAYOUTS = {
+    "acdc": "[database/][training/]patientXXX/ folders, each with Info.cfg and patientXXX_frameNN[_gt].nii.gz",
+    "brats": "<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz (2020/2021) or <case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz "
+             "(2023) case folders",
+    "kits": "[dataset/|data/]case_XXXXX/ folders with imaging.nii.gz and segmentation.nii.gz",
+    "amos": "an AMOS22 folder with dataset.json, imagesTr/ and labelsTr/",
+    "msd": "an MSD TaskXX_Name or nnU-Net DatasetXXX_Name folder with dataset.json, imagesTr/ and labelsTr/",
+}
 BRATS_CHANNELS = ("flair", "t1", "t1ce", "t2")  # fixed channel order, whatever the file naming
 _BRATS_SUFFIX = {  # naming -> channel -> file suffix (without extension)
     "2021": {"flair": "_flair", "t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "seg": "_seg"},
