@@ -17,7 +17,8 @@ dataset's pre-trained backbone and reports:
 - ``signal_by_epoch``: v(N) − v(∅) on the first value batch after every search epoch (two evaluations an
   epoch), to see whether the cells' contribution is still growing when the search ends.
 
-Config fields can be changed with ``--set key=value`` (e.g. ``--set residual=gate``) to compare settings.
+Config fields can be changed with ``--set key=value`` (e.g. ``--set residual=gate``) to compare settings;
+``--set setting=transfer`` searches on the target site's few patients (W, A, V) with the source backbone.
 The last line is one JSON object. Targets (workshop): ``alpha_max_prob`` ≥ 0.2,
 ``shapley_signal`` ≥ 0.01, ``shapley_batch_spearman`` ≥ 0.6.
 
@@ -42,8 +43,7 @@ from scipy.stats import spearmanr
 from shapnas.config.arguments import benchmark_config, benchmark_parser
 from shapnas.config.overrides import parse_overrides
 from shapnas.config.stage_configs import SearchConfig
-from shapnas.data.prepared import prepare_data
-from shapnas.pipeline import frozen_adapter, run_pretrain, search_data, search_supernet
+from shapnas.pipeline import frozen_adapter, run_pretrain, search_data, search_supernet, stage_data
 from shapnas.runtime import pick_device, seed_everything
 from shapnas.search.loop import run_search_loop, search_signal
 from shapnas.search.pruning import is_pruning_epoch
@@ -53,7 +53,7 @@ from shapnas.shapley.supernet_game import (
     ops_contribution,
     round_options,
 )
-from shapnas.training.train import dice_ce_loss
+from shapnas.training.train import dice_ce_loss, validation_dice
 
 
 def grad_norms(model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:
@@ -99,6 +99,22 @@ def first_round(model, cfg: SearchConfig, batches, epoch: int) -> dict[str, Any]
             "shapley_wall_s": sum(r["wall_s"] for r in rounds)}
 
 
+def value_batch_source(prepared: Any, val: tuple[torch.Tensor, torch.Tensor],
+                       size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The slices the two disjoint value batches are drawn from: the capped V slices the search reads, or, when
+    they hold fewer than ``2·size`` slices (the transfer setting's V of one or two target patients), every slice
+    of the whole V volumes, whose most foreground-rich ``size`` are the search's own value batch again.
+
+    Returns:
+        (images (N, C, H, W), labels (N, 1, H, W)).
+    """
+    if val[0].shape[0] >= 2 * size or not prepared.val_whole:
+        return val
+    images = np.concatenate([v.image for v in prepared.val_whole])  # (N, C, H, W)
+    labels = np.concatenate([v.label for v in prepared.val_whole])[:, None]  # (N, 1, H, W)
+    return torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--skip-shapley", action="store_true",
@@ -110,12 +126,13 @@ def main() -> None:
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     pretrain = run_pretrain(cfg)
-    prepared = prepare_data(cfg)
+    prepared = stage_data(cfg)  # the target site's W, A, V in the transfer setting
     adapter, _ = frozen_adapter(pretrain, device)
     model = search_supernet(cfg, adapter, device)
     data = search_data(prepared)
+    value_slices = value_batch_source(prepared, data.val, cfg.shapley_slices)
     batches = [tuple(t.to(device) for t in batch)
-               for batch in disjoint_value_batches(*data.val, cfg.shapley_slices)]
+               for batch in disjoint_value_batches(*value_slices, cfg.shapley_slices)]
     probe = tuple(t[: cfg.batch_size].to(device) for t in data.train_w)
     result: dict[str, Any] = {"grad_norms_implant": grad_norms(model.train(), *probe)}
 
@@ -130,13 +147,16 @@ def main() -> None:
             result["grad_norms_first_round"] = grad_norms(model.train(), *probe)
             result.update(first_round(model, cfg, batches, epoch))
 
+    backbone_val_dice = (json.loads((pretrain / "metrics.json").read_text())["val_dice"] if cfg.setting == "same_site"
+                         else validation_dice(adapter.net, *data.val, num_classes=data.num_classes, device=device,
+                                              batch_size=cfg.batch_size))  # the source backbone on the target's V
     stage = Path(tempfile.mkdtemp(prefix="signal-search-", dir=cfg.results_root))
     start = time.perf_counter()
     search = run_search_loop(model, data, cfg, stage, device, progress=False, on_epoch=on_epoch)
     wall = time.perf_counter() - start
     summary = {
         "dataset": cfg.dataset, "profile": args.profile, "seed": cfg.seed, "overrides": overrides,
-        **search_signal(search.history), "val_dice_backbone": json.loads((pretrain / "metrics.json").read_text())["val_dice"],
+        "setting": cfg.setting, **search_signal(search.history), "val_dice_backbone": backbone_val_dice,
         "val_dice_last": search.val_dice, "epochs": search.epochs, "search_wall_s": search.wall_s,
         "search_train_s": search.time_train_s, "wall_s": wall, "genotype": str(search.genotype),
         "alpha_spread_by_epoch": [round(h["alpha_spread"], 5) for h in search.history],

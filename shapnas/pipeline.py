@@ -1,10 +1,16 @@
 """The stages of a retrofit experiment, each writing one stage directory (reused when it finished with the
 same config, an error when with another: :func:`shapnas.runs.identity.reusable`).
 
-pretrain → search-<policy> → retrain-<policy> → eval-<policy>, beside the fair baseline
+pretrain → search-<policy> → retrain-<policy>[-joint] → eval-<policy>[-joint], beside the fair baseline
 finetune → eval-finetune and the untouched backbone eval-backbone (Benedykciuk et al., Sci. Rep. 2026;
-IAC, arXiv 2405.03420). Every stage runs alone from the CLI (``python -m shapnas <stage>``) and runs the
-stages it needs first, so a notebook or a cluster job can start anywhere.
+IAC, arXiv 2405.03420); the parameter-efficient control normtune and a backbone trained from scratch complete
+the arms of the transfer setting. Every stage runs alone from the CLI (``python -m shapnas <stage>``) and runs
+the stages it needs first, so a notebook or a cluster job can start anywhere.
+
+Settings (``cfg.setting``): ``same_site`` reads one site's W, A, V and test splits throughout. ``transfer``
+pre-trains the backbone on the source site (the same-site ``pretrain`` of ``cfg.source_site()``) and runs every
+other stage on the target site (W, A, V carved from ``target_train_patients`` labelled patients, tested on the
+rest), in the folder ``transfer-n<N>`` (:func:`shapnas.runs.identity.setting_folder`).
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ from typing import Any
 import torch
 
 from shapnas.config.stage_configs import PretrainConfig, RetrainConfig, SearchConfig
-from shapnas.data.prepared import PreparedData, prepare_data
-from shapnas.networks.backbones import adapt, load_backbone, new_backbone
+from shapnas.data.prepared import PreparedData, prepare_data, prepare_site_data
+from shapnas.networks.backbones import adapt, load_backbone, new_backbone, norm_and_bias_parameters
 from shapnas.networks.checkpoints import load_model, save_model
 from shapnas.networks.genotype import Genotype
 from shapnas.networks.ops import PRIMITIVES
 from shapnas.networks.retrofit import build_discrete, build_supernet, retrofit_options
 from shapnas.runs.files import load_json, save_json
+from shapnas.config.names import BASELINE_METHODS, split_policy_variant
 from shapnas.runs.identity import StageKey, check_reuse, eval_targets, parse_stage_name, stage_key
 from shapnas.runtime import pick_device, seed_everything, torch_generator, versions
 from shapnas.search.loop import SearchData, run_search_loop, search_signal
@@ -33,6 +40,9 @@ __all__ = [
     "stage_path",
     "run_pretrain",
     "run_finetune",
+    "run_normtune",
+    "run_scratch",
+    "stage_data",
     "run_search",
     "run_retrain",
     "run_evaluate",
@@ -60,22 +70,35 @@ def _open(cfg: PretrainConfig, kind: str, variant: str | None = None) -> tuple[P
 
     Raises:
         StaleStageError: it finished (or can resume) with another config (:func:`shapnas.runs.identity.reusable`).
-        ValueError: ``cfg.setting`` is not ``same_site`` (the transfer arms are not built yet).
     """
-    if cfg.setting != "same_site":
-        raise ValueError(f"setting={cfg.setting!r}: the stages run the same-site setting only so far; the transfer "
-                         "setting's data are ready (shapnas.data.prepared.prepare_site_data, "
-                         "benchmarks/site_shift.py) but its arms (fine-tuned, parameter-efficient, IAC, from scratch) "
-                         "are not built yet")
     key = stage_key(cfg, kind, variant)
     return key.path(cfg.results_root), key, check_reuse(cfg, key)
+
+
+def stage_data(cfg: PretrainConfig) -> PreparedData:
+    """The data every stage of ``cfg`` but the source pre-training reads: the site of the same-site setting, the
+    target site of the transfer setting (:func:`shapnas.data.prepared.prepare_site_data`).
+
+    Raises:
+        ValueError: in the transfer setting, target-site classes other than the source site's (named with both).
+    """
+    if cfg.setting == "same_site":
+        return prepare_data(cfg)
+    data = prepare_site_data(cfg, "target")
+    source = prepare_data(cfg.source_site()).spec
+    if list(source.class_names) != list(data.spec.class_names) or len(source.channel_names) != len(
+            data.spec.channel_names):
+        raise ValueError(f"{data.data_dir}: target-site classes {list(data.spec.class_names)} and channels "
+                         f"{list(data.spec.channel_names)}; expected the source site's {list(source.class_names)} and "
+                         f"{list(source.channel_names)}")
+    return data
 
 
 def _start(cfg: PretrainConfig, stage: Path) -> tuple[torch.device, PreparedData]:
     seed_everything(cfg.seed)
     stage.mkdir(parents=True, exist_ok=True)
     save_json(stage / "config.json", cfg.to_dict())
-    return pick_device(cfg.device), prepare_data(cfg)
+    return pick_device(cfg.device), stage_data(cfg)
 
 
 def _selection(cfg: PretrainConfig, data: PreparedData, device: torch.device):
@@ -102,7 +125,9 @@ def _budget(result: Any, epochs: int, max_steps: int, patience: int) -> dict[str
 
 def _finish(stage: Path, cfg: PretrainConfig, name: str, body: dict[str, Any]) -> Path:
     record = {"schema": 1, "stage": name, "dataset": cfg.dataset, "backbone": cfg.backbone, "seed": cfg.seed,
-              "profile": cfg.profile, "versions": versions(), **body}
+              "profile": cfg.profile, "setting": cfg.setting, "versions": versions(), **body}
+    if cfg.setting != "same_site":
+        record["target_train_patients"] = cfg.target_train_patients
     save_json(stage / "metrics.json", record)  # last and atomic: the stage is complete
     return stage
 
@@ -111,11 +136,13 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     """Pre-train the backbone (DiceCE, Adam, model selection on V), or take a user's trained checkpoint.
 
     Args:
-        cfg: the pretrain config (``backbone_checkpoint`` non-empty: use that state dict, no training).
+        cfg: the pretrain config (``backbone_checkpoint`` non-empty: use that state dict, no training); in the
+            transfer setting, its source site (``cfg.source_site()``) is what is pre-trained.
 
     Returns:
         The ``pretrain`` stage directory (``model.pt``, ``history.jsonl``, ``metrics.json``).
     """
+    cfg = cfg.source_site()
     stage, _, done = _open(cfg, "pretrain")
     if done:
         return stage
@@ -134,20 +161,52 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
                 "val_dice": scorer(net) if scorer else validation_dice(
                     net, *val, num_classes=num_classes, device=device, batch_size=cfg.batch_size)}
     else:
-        net, init_args = new_backbone(cfg.backbone, in_channels, num_classes, cfg.backbone_size, cfg.seed)
-        net.to(device)
-        result = fit(net, list(net.parameters()), data.training_slices(), val, epochs=cfg.pretrain_epochs,
-                     lr=cfg.pretrain_lr, batch_size=cfg.batch_size, device=device,
-                     generator=torch_generator(cfg.seed), num_classes=num_classes,
-                     history_path=stage / "history.jsonl", desc="pretrain", max_steps=cfg.pretrain_steps,
-                     **_selection_rule(cfg, data, device))
-        body = {"best_epoch": result.best_epoch, "val_dice": result.best_val_dice,
-                **_budget(result, cfg.pretrain_epochs, cfg.pretrain_steps, cfg.patience_steps)}
+        net, init_args, body = _train_new_backbone(cfg, stage, data, device, "pretrain")
     save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone, init_args=init_args,
                spec=data.spec, slice_size=cfg.slice_size, config=cfg.to_dict())
     body.update(train_wall_s=time.perf_counter() - start, num_parameters=count_parameters(net),
                 num_trainable_parameters=count_parameters(net, trainable_only=True))
     return _finish(stage, cfg, "pretrain", body)
+
+
+def _train_new_backbone(cfg: PretrainConfig, stage: Path, data: PreparedData, device: torch.device,
+                        desc: str) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """A backbone drawn from ``cfg.seed`` and trained on ``data``'s W and A with the pre-training budget.
+
+    Returns:
+        (the trained net at its best V point, its constructor arguments, what the fit recorded).
+    """
+    num_classes = len(data.spec.class_names)
+    net, init_args = new_backbone(cfg.backbone, len(data.spec.channel_names), num_classes, cfg.backbone_size, cfg.seed)
+    net.to(device)
+    result = fit(net, list(net.parameters()), data.training_slices(), data.slices("val"), epochs=cfg.pretrain_epochs,
+                 lr=cfg.pretrain_lr, batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed),
+                 num_classes=num_classes, history_path=stage / "history.jsonl", desc=desc,
+                 max_steps=cfg.pretrain_steps, **_selection_rule(cfg, data, device))
+    body = {"best_epoch": result.best_epoch, "val_dice": result.best_val_dice,
+            **_budget(result, cfg.pretrain_epochs, cfg.pretrain_steps, cfg.patience_steps)}
+    return net, init_args, body
+
+
+def run_scratch(cfg: PretrainConfig) -> Path:
+    """A backbone trained from scratch on the run's own training patients (the target site's few, in the
+    transfer setting), with the pre-training's budget and the V selection of every arm: what the labelled
+    patients give without the source site.
+
+    Returns:
+        The ``scratch`` stage directory (``model.pt``, ``history.jsonl``, ``metrics.json``).
+    """
+    stage, _, done = _open(cfg, "scratch")
+    if done:
+        return stage
+    device, data = _start(cfg, stage)
+    start = time.perf_counter()
+    net, init_args, body = _train_new_backbone(cfg, stage, data, device, "scratch")
+    save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone, init_args=init_args,
+               spec=data.spec, slice_size=cfg.slice_size, config=cfg.to_dict())
+    body.update(train_wall_s=time.perf_counter() - start, num_parameters=count_parameters(net),
+                num_trainable_parameters=count_parameters(net))
+    return _finish(stage, cfg, "scratch", body)
 
 
 def run_finetune(cfg: PretrainConfig) -> Path:
@@ -161,7 +220,24 @@ def run_finetune(cfg: PretrainConfig) -> Path:
     Returns:
         The ``finetune`` stage directory (``lr``: the chosen rate; ``lr_trials``: V Dice of every rate).
     """
-    stage, _, done = _open(cfg, "finetune")
+    return _tune(cfg, "finetune", cfg.finetune_lrs or (cfg.finetune_lr,))
+
+
+def run_normtune(cfg: PretrainConfig) -> Path:
+    """The parameter-efficient control: only the pre-trained backbone's normalisation affine parameters and
+    biases are tuned (as BitFit, Ben Zaken et al. ACL 2022; about 1 % of the tiny BasicUNet's weights),
+    with the fine-tune's step budget, V selection and a learning rate tuned over ``normtune_lrs``.
+
+    Returns:
+        The ``normtune`` stage directory (as :func:`run_finetune`'s).
+    """
+    return _tune(cfg, "normtune", cfg.normtune_lrs)
+
+
+def _tune(cfg: PretrainConfig, kind: str, rates: tuple[float, ...]) -> Path:
+    """Tune the pre-trained backbone (every weight for ``finetune``, norms and biases for ``normtune``) at each
+    of ``rates``; keep the rate with the best V Dice."""
+    stage, _, done = _open(cfg, kind)
     if done:
         return stage
     pretrain = run_pretrain(cfg)
@@ -169,12 +245,17 @@ def run_finetune(cfg: PretrainConfig) -> Path:
     num_classes = len(data.spec.class_names)
     start = time.perf_counter()
     trials, best = [], None
-    for lr in cfg.finetune_lrs or (cfg.finetune_lr,):
+    for lr in rates:
         net, checkpoint = load_model(pretrain / "model.pt", device)
-        history = stage / (f"history-lr{lr:g}.jsonl" if len(cfg.finetune_lrs) > 1 else "history.jsonl")
-        result = fit(net, list(net.parameters()), data.training_slices(), data.slices("val"), epochs=cfg.finetune_epochs,
+        params = list(net.parameters()) if kind == "finetune" else norm_and_bias_parameters(net)
+        if kind != "finetune":
+            keep = {id(p) for p in params}
+            for parameter in net.parameters():
+                parameter.requires_grad_(id(parameter) in keep)
+        history = stage / (f"history-lr{lr:g}.jsonl" if len(rates) > 1 else "history.jsonl")
+        result = fit(net, params, data.training_slices(), data.slices("val"), epochs=cfg.finetune_epochs,
                      lr=lr, batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 1),
-                     num_classes=num_classes, history_path=history, desc=f"finetune lr {lr:g}",
+                     num_classes=num_classes, history_path=history, desc=f"{kind} lr {lr:g}",
                      max_steps=cfg.finetune_steps, **_selection_rule(cfg, data, device))
         trials.append({"lr": lr, "val_dice": result.best_val_dice, "best_step": result.best_step,
                        "steps": result.steps})
@@ -183,14 +264,16 @@ def run_finetune(cfg: PretrainConfig) -> Path:
     lr, result, net, checkpoint, history = best
     if history.name != "history.jsonl":
         (stage / "history.jsonl").write_text(history.read_text())
+    trainable = count_parameters(net, trainable_only=True)
+    net.requires_grad_(True)
     save_model(stage / "model.pt", kind="backbone", net=net, backbone_name=cfg.backbone,
                init_args=checkpoint["backbone"]["init_args"], spec=data.spec, slice_size=cfg.slice_size,
                config=cfg.to_dict())
-    return _finish(stage, cfg, "finetune", {
+    return _finish(stage, cfg, kind, {
         "best_epoch": result.best_epoch, "val_dice": result.best_val_dice, "lr": lr, "lr_trials": trials,
         **_budget(result, cfg.finetune_epochs, cfg.finetune_steps, cfg.patience_steps),
         "train_wall_s": time.perf_counter() - start, "num_parameters": count_parameters(net),
-        "num_trainable_parameters": count_parameters(net, trainable_only=True)})
+        "num_trainable_parameters": trainable})
 
 
 def frozen_adapter(pretrain: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -309,16 +392,20 @@ def run_evaluate(cfg: RetrainConfig, target: str) -> Path:
 
     Args:
         cfg: the config of the run.
-        target: ``backbone`` (pre-trained), ``finetune`` (fair baseline) or a policy name (its re-trained cell).
+        target: ``backbone`` (pre-trained; in the transfer setting the source backbone on the target site),
+            ``finetune`` (fair baseline), ``normtune`` (parameter-efficient control), ``scratch`` (trained on the
+            run's patients alone) or a policy variant (``shapley``, ``shapley-joint``: its re-trained cell).
 
     Returns:
         The ``eval-<target>`` stage directory (``metrics.json`` with per-case TP/FP/FN).
     """
     if target not in eval_targets():
-        raise ValueError(f"target={target!r}; expected backbone, finetune or a policy name")
-    sources = {"backbone": run_pretrain, "finetune": run_finetune}
-    if target not in sources:
-        cfg = cfg.replace(policy=target)  # the config stored with eval-<policy> is the one its model ran with
+        raise ValueError(f"target={target!r}; expected one of {', '.join(BASELINE_METHODS)} or a policy name "
+                         "(with -joint for the joint fine-tune)")
+    sources = {"backbone": run_pretrain, "finetune": run_finetune, "normtune": run_normtune, "scratch": run_scratch}
+    if target not in sources:  # the config stored with eval-<policy> is the one its model ran with
+        policy, joint = split_policy_variant(target)
+        cfg = cfg.replace(policy=policy, joint_finetune=joint)
     stage, key, done = _open(cfg, "eval", target)
     if done:
         return stage
@@ -338,7 +425,7 @@ def implant_check(cfg: SearchConfig) -> dict[str, float | int]:
     """
     pretrain = run_pretrain(cfg)
     device = pick_device(cfg.device)
-    data = prepare_data(cfg)
+    data = stage_data(cfg)
     adapter, _ = frozen_adapter(pretrain, device)
     model = search_supernet(cfg, adapter, device)
     model.eval()
@@ -364,7 +451,7 @@ def load_search_supernet(cfg: SearchConfig) -> tuple[torch.nn.Module, PreparedDa
 
     stage = stage_key(cfg, "search").path(cfg.results_root)
     device = pick_device(cfg.device)
-    data = prepare_data(cfg)
+    data = stage_data(cfg)
     adapter, _ = frozen_adapter(stage_key(cfg, "pretrain").path(cfg.results_root), device)
     model = search_supernet(cfg, adapter, device)
     model.load_state_dict(load_checkpoint(stage / STATE_FILE, map_location=device)["model"])

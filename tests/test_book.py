@@ -900,8 +900,11 @@ def test_workshop_prose_quotes_no_figure_the_run_did_not_produce():
     from shapnas.book.workshop_values import SNIPPETS
 
     text = (ROOT / "book" / "workshop.md").read_text()
-    included = re.findall(r"```\{include\} datasets/workshop/(\w+)\.md\n```", text)
-    assert set(included) == set(SNIPPETS) and len(included) >= 6
+    intro = (ROOT / "book" / "intro.md").read_text()
+    included = re.findall(r"```\{include\} datasets/workshop/(\w+)\.md\n```", text + intro)
+    assert set(included) == set(SNIPPETS) and len(included) >= 7
+    profiles = intro[intro.index("| profile |"):intro.index("## How the book is organised")]
+    assert not re.findall(r"\d+(?:\.\d+)?\s*(?:min|s)\b", profiles), "the profile table types a run time"
     for block in _expected_blocks(text):
         prose = re.sub(r"```\{include\}.*?```", "", re.sub(r"`[^`]*`", "", block), flags=re.S)
         assert not MEASURED.findall(prose), f"a typed measurement in {block[:80]!r}: {MEASURED.findall(prose)}"
@@ -951,11 +954,16 @@ def test_workshop_snippets_are_computed_from_the_run(tmp_path):
     assert "1.0–1.0 s each, valuing 98 then 70 players" in snippets["ex3"]
     assert "a ratio of" in snippets["ex4"] and "full search took 42.0 s" in snippets["ex4"]
     assert snippets["ex5"] == PLACEHOLDER  # no evaluation in this results folder: says so, quotes nothing
+    assert snippets["timings"] == ("*In this book's run (workshop profile), one dataset's notebooks 01–04 took "
+                                   "6.5–6.5 min (ACDC 6.5); the ablation and stability pages 0.0 min; all executed "
+                                   "pages 6.5 min. Each page states its own time under its title.*\n")
     written = write_workshop_snippets(root, results)
-    assert sorted(p.name for p in written) == ["chapters.md", "ex1.md", "ex2.md", "ex3.md", "ex4.md", "ex5.md"]
-    (written[0]).unlink()
+    assert sorted(p.name for p in written) == ["chapters.md", "ex1.md", "ex2.md", "ex3.md", "ex4.md", "ex5.md",
+                                               "timings.md"]
+    by_name = {p.stem: p for p in written}
+    by_name["chapters"].unlink()
     ensure_workshop_snippets(root)
-    assert written[0].read_text() == PLACEHOLDER and "0.281" in written[2].read_text()  # a run's values are kept
+    assert by_name["chapters"].read_text() == PLACEHOLDER and "0.281" in by_name["ex2"].read_text()  # values kept
 
 
 def test_edge_weights_of_only_zeros_and_ones_get_two_colours_not_a_colour_bar():

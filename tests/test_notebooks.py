@@ -314,7 +314,7 @@ def test_runner_writes_tagged_copies_with_portable_paths(smoke_book):
     assert ":::{dropdown} Parameters of this page" in title and "| `slice_size` | `32` | this run |" in title
     assert "findings" not in title and (smoke_book / "book" / "datasets" / "findings.md").exists()
     snippets = sorted((smoke_book / "book" / "datasets" / "workshop").glob("*.md"))
-    assert [p.stem for p in snippets] == ["chapters", "ex1", "ex2", "ex3", "ex4", "ex5"]
+    assert [p.stem for p in snippets] == ["chapters", "ex1", "ex2", "ex3", "ex4", "ex5", "timings"]
     assert "largest |backbone - retrofit| at implant: 0.0e+00" in snippets[1].read_text()
     for path in [*executed, smoke_book / "book" / "datasets" / "results.ipynb"]:
         outputs = [o for c in nbformat.read(str(path), as_version=4).cells for o in c.get("outputs", [])]

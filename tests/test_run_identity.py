@@ -59,7 +59,7 @@ def test_stage_fields_are_what_the_stage_reads(tmp_path) -> None:
     assert "finetune_lr" not in stage_fields(stage_key(cfg, "retrain"), cfg)
     joint = cfg.replace(joint_finetune=True)
     assert "finetune_lr" in stage_fields(stage_key(joint, "retrain"), joint)
-    assert set(STAGE_KINDS) == {"pretrain", "finetune", "search", "retrain", "eval"}
+    assert set(STAGE_KINDS) == {"pretrain", "finetune", "normtune", "scratch", "search", "retrain", "eval"}
 
 
 def _finished(stage, cfg, *, config: bool = True) -> None:

@@ -262,14 +262,3 @@ def test_prepare_site_data_gives_both_sites_through_the_same_loaders(tmp_path):
         prepare_site_data(cfg.replace(setting="same_site"), "target")
     with pytest.raises(ValueError, match="site='other'"):
         prepare_site_data(cfg, "other")  # type: ignore[arg-type]
-
-
-def test_the_stages_refuse_the_transfer_setting_until_its_arms_exist(tmp_path):
-    from shapnas.config.stage_configs import RetrainConfig, config_from_profile
-    from shapnas.pipeline import run_pretrain, run_search
-
-    cfg = config_from_profile(RetrainConfig, "smoke", results_root=str(tmp_path), device="cpu", setting="transfer")
-    for stage in (run_pretrain, run_search):
-        with pytest.raises(ValueError, match="setting='transfer'.*arms .* are not built yet"):
-            stage(cfg)
-    assert not any(tmp_path.iterdir())  # refused before anything was written

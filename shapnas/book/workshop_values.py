@@ -15,11 +15,11 @@ from typing import Any
 
 import nbformat
 
-__all__ = ["SNIPPETS", "snippet_dir", "chapter_seconds", "implant_line", "chapters_text", "alpha_text",
+__all__ = ["SNIPPETS", "snippet_dir", "chapter_seconds", "implant_line", "chapters_text", "timings_text", "alpha_text",
            "rounds_text", "speed_snippet", "intervals_text", "workshop_snippets", "write_workshop_snippets",
            "ensure_workshop_snippets"]
 
-SNIPPETS = ("chapters", "ex1", "ex2", "ex3", "ex4", "ex5")
+SNIPPETS = ("chapters", "timings", "ex1", "ex2", "ex3", "ex4", "ex5")
 DATASET = "acdc"  # the dataset whose chapters the exercises read
 PLACEHOLDER = "*Not measured yet: `make book` (or `python -m shapnas run`) writes this book's values here.*\n"
 _IMPLANT = "largest |backbone - retrofit| at implant:"
@@ -35,10 +35,14 @@ def _page(root: Path, dataset: str, stem: str) -> Any | None:
     return nbformat.read(str(path), as_version=4) if path.exists() else None
 
 
-def chapter_seconds(root: str | Path, dataset: str = DATASET) -> dict[str, float]:
-    """Wall time of each executed chapter 1–4 of ``dataset`` (papermill's ``duration``), by notebook stem."""
+CHAPTERS = ("01_data", "02_retrofit", "03_search", "04_shapley_pruning")
+LATER_CHAPTERS = ("05_ablations", "06_stability")
+
+
+def chapter_seconds(root: str | Path, dataset: str = DATASET, stems: Sequence[str] = CHAPTERS) -> dict[str, float]:
+    """Wall time of each executed chapter of ``dataset`` (papermill's ``duration``), by notebook stem."""
     seconds = {}
-    for stem in ("01_data", "02_retrofit", "03_search", "04_shapley_pruning"):
+    for stem in stems:
         nb = _page(Path(root), dataset, stem)
         duration = (nb.metadata.get("papermill") or {}).get("duration") if nb else None
         if isinstance(duration, (int, float)):
@@ -61,6 +65,28 @@ def chapters_text(seconds: Mapping[str, float], dataset: str = DATASET) -> str:
     parts = " + ".join(f"{s:.0f}" for s in seconds.values())
     return (f"*In this book's run, {dataset.upper()}'s chapters 1–4 took {parts} s "
             f"({sum(seconds.values()) / 60:.1f} min; each page says its time under its title).*\n")
+
+
+def timings_text(root: str | Path, datasets: Sequence[str]) -> str:
+    """How long this book's run took: chapters 1–4 per dataset and every executed page together.
+
+    Args:
+        root: the book root.
+        datasets: the datasets whose pages the run may have executed.
+
+    Returns:
+        One italic sentence, or the placeholder when no dataset has all four chapters.
+    """
+    per_dataset = {d: chapter_seconds(root, d) for d in datasets}
+    complete = {d: sum(s.values()) / 60 for d, s in per_dataset.items() if len(s) == len(CHAPTERS)}
+    if not complete:
+        return PLACEHOLDER
+    later = sum(sum(chapter_seconds(root, d, LATER_CHAPTERS).values()) for d in datasets)
+    total = sum(sum(s.values()) for s in per_dataset.values()) + later
+    listed = ", ".join(f"{d.upper()} {m:.1f}" for d, m in complete.items())
+    return (f"*In this book's run (workshop profile), one dataset's notebooks 01–04 took {min(complete.values()):.1f}–"
+            f"{max(complete.values()):.1f} min ({listed}); the ablation and stability pages {later / 60:.1f} min; "
+            f"all executed pages {total / 60:.1f} min. Each page states its own time under its title.*\n")
 
 
 def alpha_text(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]], seconds: float | None) -> str:
@@ -133,6 +159,7 @@ def workshop_snippets(root: str | Path, results_root: str | Path, profile: str |
     Returns:
         Snippet name (:data:`SNIPPETS`) -> Markdown (the placeholder where the run lacks the value).
     """
+    from shapnas.config.names import DATASET_NAMES
     from shapnas.experiments.summary import collect_summary
     from shapnas.plots.results import speedups
     from shapnas.runs.files import load_json, read_jsonl, run_dir
@@ -153,6 +180,7 @@ def workshop_snippets(root: str | Path, results_root: str | Path, profile: str |
     implant = implant_line(root)
     return {
         "chapters": chapters_text(seconds),
+        "timings": timings_text(root, DATASET_NAMES),
         "ex1": (f"*In this book's run, ACDC's chapter 2 printed `{implant}` and took "
                 f"{seconds.get('02_retrofit', float('nan')):.0f} s.*\n" if implant and "02_retrofit" in seconds
                 else PLACEHOLDER),

@@ -7,8 +7,11 @@ A policy decides which candidate operations of the searched cells are removed du
 (Benedykciuk et al., Sci. Rep. 2026: Shapley-guided pruning, compared with α-magnitude, JS-divergence and
 random pruning and with the unpruned full search). The policy classes live in :mod:`shapnas.search.pruning`.
 
-A trained model of policy ``p`` is reported as method ``iac-<p>``; the backbone and its fine-tuned
-control are the methods ``backbone`` and ``finetune``.
+A trained model of policy ``p`` is reported as method ``iac-<p>`` (``iac-<p>-joint`` when the backbone was
+fine-tuned jointly with the cell); the arms without cells are the methods ``backbone`` (the pre-trained
+backbone as is), ``finetune`` (every weight fine-tuned), ``normtune`` (a parameter-efficient control: the
+normalisation layers' affine parameters and every bias) and ``scratch`` (a backbone trained on the run's
+training patients alone, for the transfer setting).
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ __all__ = [
     "POLICIES",
     "POLICY_NAMES",
     "BASELINE_METHODS",
+    "JOINT_SUFFIX",
+    "TRANSFER_ARMS",
     "check_policy",
+    "split_policy_variant",
+    "policy_variant",
     "method_name",
     "policy_of_method",
     "method_label",
@@ -62,8 +69,16 @@ POLICIES: dict[str, PolicySpec] = {spec.name: spec for spec in (
     PolicySpec("random", "IAC, randomly pruned", "prune uniformly random ops (a control)"),
 )}
 POLICY_NAMES: tuple[str, ...] = tuple(POLICIES)
-# the two arms without cells: the untouched pre-trained backbone and its fine-tuned control
-BASELINE_METHODS: dict[str, str] = {"backbone": "backbone (pre-trained)", "finetune": "backbone fine-tuned"}
+# the arms without cells: the untouched pre-trained backbone, its fine-tuned control, the parameter-efficient
+# control (normalisation affine parameters and biases, as BitFit, Ben Zaken et al. ACL 2022) and a backbone
+# trained from scratch on the run's own training patients (the transfer setting's lower reference)
+BASELINE_METHODS: dict[str, str] = {"backbone": "backbone (pre-trained)", "finetune": "backbone fine-tuned",
+                                    "normtune": "norms + biases tuned", "scratch": "trained from scratch"}
+# a policy variant whose re-training also fine-tuned the backbone (``joint_finetune``): ``shapley-joint``
+JOINT_SUFFIX = "-joint"
+# the eval targets of the transfer setting (shapnas.experiments.transfer): the arms without cells, IAC with the full
+# and the Shapley-pruned search on the frozen source backbone, and the Shapley-pruned cell with the joint fine-tune
+TRANSFER_ARMS = ("backbone", "finetune", "normtune", "scratch", "none", "shapley", "shapley" + JOINT_SUFFIX)
 
 
 def check_policy(name: str) -> str:
@@ -73,18 +88,36 @@ def check_policy(name: str) -> str:
     return name
 
 
+def split_policy_variant(variant: str) -> tuple[str, bool]:
+    """``(policy, joint)`` of a policy variant ``<policy>`` or ``<policy>-joint``.
+
+    Raises:
+        ValueError: an unknown policy, listing the valid names.
+    """
+    joint = variant.endswith(JOINT_SUFFIX)
+    return check_policy(variant[: -len(JOINT_SUFFIX)] if joint else variant), joint
+
+
+def policy_variant(policy: str, joint: bool = False) -> str:
+    """The variant naming a policy's search or re-training: ``<policy>``, or ``<policy>-joint`` with ``joint``."""
+    return check_policy(policy) + (JOINT_SUFFIX if joint else "")
+
+
 def method_name(policy: str) -> str:
-    """The method id of a policy's trained model: ``iac-<policy>``."""
-    return f"iac-{check_policy(policy)}"
+    """The method id of a policy variant's trained model: ``iac-<policy>`` or ``iac-<policy>-joint``."""
+    split_policy_variant(policy)
+    return f"iac-{policy}"
 
 
 def policy_of_method(method: str) -> str | None:
-    """The policy of ``iac-<policy>``; None for the baselines (``backbone``, ``finetune``)."""
+    """The policy variant of ``iac-<policy>[-joint]``; None for the arms without cells (:data:`BASELINE_METHODS`)."""
     if method in BASELINE_METHODS:
         return None
     if method.startswith("iac-"):
-        return check_policy(method[len("iac-"):])
-    raise ValueError(f"method={method!r}; expected backbone, finetune or iac-<policy> "
+        variant = method[len("iac-"):]
+        split_policy_variant(variant)
+        return variant
+    raise ValueError(f"method={method!r}; expected one of {', '.join(BASELINE_METHODS)} or iac-<policy>[-joint] "
                      f"with a policy among {', '.join(POLICY_NAMES)}")
 
 
@@ -92,5 +125,9 @@ def method_label(method: str) -> str:
     """Display name of a method (``iac-shapley``) or an eval target (``shapley``, ``finetune``)."""
     if method in BASELINE_METHODS:
         return BASELINE_METHODS[method]
-    policy = method[len("iac-"):] if method.startswith("iac-") else method
-    return POLICIES[policy].label if policy in POLICIES else method
+    variant = method[len("iac-"):] if method.startswith("iac-") else method
+    joint = variant.endswith(JOINT_SUFFIX)
+    policy = variant[: -len(JOINT_SUFFIX)] if joint else variant
+    if policy not in POLICIES:
+        return method
+    return POLICIES[policy].label + (" + joint fine-tune" if joint else "")

@@ -161,6 +161,13 @@ class DataConfig(BaseConfig):
             raise ValueError(f"phantom_patients={self.phantom_patients}; expected at least 4 (W, A, V, test)")
         self._check_setting()
 
+    def source_site(self: C) -> C:
+        """This config's source site as a same-site config (the transfer setting's backbone is pre-trained on it):
+        ``setting='same_site'`` and no ``target_data_dir``; itself in the same-site setting."""
+        if self.setting == "same_site":
+            return self
+        return self.replace(setting="same_site", target_data_dir="")
+
     def _check_setting(self) -> None:
         """Validate ``setting`` and the target-site fields."""
         if self.setting not in SETTINGS:
@@ -210,6 +217,10 @@ class PretrainConfig(DataConfig):
             V Dice wins); empty means ``finetune_lr`` alone. Defaults to ().
         val_every_steps: every training (pre-train, fine-tune, re-train) scores V only once this many steps have
             passed since its last V score (and after its last epoch); 0 scores V after every epoch. Defaults to 0.
+        normtune_lrs: learning rates the parameter-efficient control (normalisation affine parameters and biases
+            only, about 1 % of the weights) is tuned over, with the fine-tune's step budget and V selection; a grid
+            above the full fine-tune's, since few weights move (BitFit, Ben Zaken et al. ACL 2022, tuned 1e-4 to
+            1e-3 on transformers). Defaults to (1e-3, 3e-3, 1e-2).
     """
 
     backbone: str = "basic_unet"
@@ -227,6 +238,7 @@ class PretrainConfig(DataConfig):
     selection: Literal["patient", "slices"] = "patient"
     finetune_lrs: tuple[float, ...] = ()
     val_every_steps: int = 0
+    normtune_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -234,9 +246,13 @@ class PretrainConfig(DataConfig):
                   "0 (off) or a positive step count")
         if self.selection not in ("patient", "slices"):
             raise ValueError(f"selection={self.selection!r}; expected 'patient' or 'slices'")
-        object.__setattr__(self, "finetune_lrs", tuple(float(lr) for lr in self.finetune_lrs))  # YAML "1e-4" is a str
-        if any(not lr > 0 for lr in self.finetune_lrs):
-            raise ValueError(f"finetune_lrs={self.finetune_lrs}; expected positive learning rates")
+        for name in ("finetune_lrs", "normtune_lrs"):
+            rates = tuple(float(lr) for lr in getattr(self, name))  # YAML "1e-4" is a str
+            object.__setattr__(self, name, rates)
+            if any(not lr > 0 for lr in rates):
+                raise ValueError(f"{name}={rates}; expected positive learning rates")
+        if not self.normtune_lrs:
+            raise ValueError("normtune_lrs=(); expected at least one learning rate")
         if self.backbone not in BACKBONE_NAMES:
             raise ValueError(f"backbone={self.backbone!r}; expected one of {', '.join(BACKBONE_NAMES)}")
         if self.backbone_size not in BACKBONE_SIZE_NAMES:

@@ -22,9 +22,10 @@ def run_stage(kind: str, cfg: RetrainConfig, target: str = "") -> Path:
     """Run one stage.
 
     Args:
-        kind: ``pretrain``, ``finetune``, ``search``, ``retrain`` or ``evaluate``.
+        kind: ``pretrain``, ``finetune``, ``normtune``, ``scratch``, ``search``, ``retrain`` or ``evaluate``.
         cfg: the stage's config.
-        target: for ``evaluate``: ``backbone``, ``finetune`` or a policy.
+        target: for ``evaluate``: an eval target (``backbone``, ``finetune``, ``normtune``, ``scratch`` or a
+            policy, ``-joint`` for the joint fine-tune).
 
     Returns:
         The stage directory (holding ``metrics.json``).
@@ -35,6 +36,7 @@ def run_stage(kind: str, cfg: RetrainConfig, target: str = "") -> Path:
     from shapnas import pipeline
 
     stages = {"pretrain": pipeline.run_pretrain, "finetune": pipeline.run_finetune,
+              "normtune": pipeline.run_normtune, "scratch": pipeline.run_scratch,
               "search": pipeline.run_search, "retrain": pipeline.run_retrain}
     if kind in stages:
         return stages[kind](cfg)

@@ -5,6 +5,12 @@ Each IAC record also compares the re-trained cell with the backbone and with the
 same run, patient by patient: a paired bootstrap over the test patients gives the mean Dice difference and
 its 95 % interval, so that "improves", "matches" and "worse" are read from intervals, not from a rule of
 thumb (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, percentile interval).
+
+One training run's interval covers the test patients only: two runs that differ in floating-point round-off
+alone gave intervals that excluded each other. :func:`pooled_summary` therefore pools the seeds of a method:
+a two-level bootstrap (seeds with replacement, then patients with replacement within each drawn seed, paired
+by patient against the same seed's reference; Davison & Hinkley, *Bootstrap Methods*, 1997, §3.8) gives an
+interval that carries the training run's variance as well as the patients'.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from shapnas.config.names import BASELINE_METHODS
+from shapnas.config.names import BASELINE_METHODS, split_policy_variant
 from shapnas.runs.files import load_json
-from shapnas.runs.identity import method_of_target, model_stage_name, stage_name
+from shapnas.runs.identity import method_of_target, model_stage_name, parse_setting_folder, stage_name
 from shapnas.runs.records import finished_stages, select_profile, stage_profile
 from shapnas.training.evaluate import patient_scores
 
-__all__ = ["collect_summary", "method_name", "paired_bootstrap", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
+__all__ = ["collect_summary", "method_name", "paired_bootstrap", "two_level_bootstrap", "pooled_summary",
+           "REFERENCES", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+# the arms an IAC record is compared with: the pre-trained backbone as is and its fine-tuned control
+REFERENCES = ("backbone", "finetune")
 
 
 def method_name(target: str) -> str:
@@ -66,8 +75,50 @@ def paired_bootstrap(scores: Mapping[str, float], reference: Mapping[str, float]
     return {"mean": float(diff.mean()), "ci_low": float(low), "ci_high": float(high)}
 
 
+def two_level_bootstrap(differences: Mapping[int, Mapping[str, float]], *,
+                        num_resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95,
+                        seed: int = BOOTSTRAP_SEED) -> dict[str, float] | None:
+    """Mean paired difference over training seeds and patients, with a two-level percentile bootstrap interval.
+
+    Each resample draws as many seeds as there are, with replacement, then within each drawn seed as many of its
+    patients, with replacement, and averages the drawn differences; the interval is the ``(1 − level)/2`` and
+    ``(1 + level)/2`` quantiles of those means (Davison & Hinkley, *Bootstrap Methods*, 1997, §3.8). With one
+    seed it is :func:`paired_bootstrap`'s interval.
+
+    Args:
+        differences: training seed -> patient id -> Dice difference (method − reference of that seed).
+        num_resamples: bootstrap resamples (at least 1).
+        level: coverage of the interval, in (0, 1).
+        seed: seed of the resampling (``np.random.default_rng``).
+
+    Returns:
+        ``{"mean", "ci_low", "ci_high", "seeds", "patients"}`` (mean over seeds of each seed's patient mean;
+        ``patients``: the fewest of one seed), or None without a seed with a patient.
+
+    Raises:
+        ValueError: ``num_resamples < 1`` or ``level`` outside (0, 1).
+    """
+    if num_resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"num_resamples={num_resamples}, level={level}; expected >= 1 and a level in (0, 1)")
+    rows = [np.array([d[p] for p in sorted(d)], dtype=float) for _, d in sorted(differences.items()) if d]
+    if not rows:
+        return None
+    rng = np.random.default_rng(seed)
+    drawn_seeds = rng.integers(0, len(rows), size=(num_resamples, len(rows)))  # (R, S)
+    means = np.zeros(num_resamples)
+    for slot in range(len(rows)):  # every drawn seed gets patients drawn afresh, also when drawn twice
+        for s, row in enumerate(rows):
+            patient_means = row[rng.integers(0, row.size, size=(num_resamples, row.size))].mean(axis=1)  # (R,)
+            means += np.where(drawn_seeds[:, slot] == s, patient_means, 0.0)
+    means /= len(rows)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": float(np.mean([row.mean() for row in rows])), "ci_low": float(low), "ci_high": float(high),
+            "seeds": len(rows), "patients": int(min(row.size for row in rows))}
+
+
 def _search_record(run: Path, target: str) -> dict[str, Any]:
-    if target in BASELINE_METHODS or not (path := run / stage_name("search", target) / "metrics.json").exists():
+    policy = None if target in BASELINE_METHODS else split_policy_variant(target)[0]
+    if policy is None or not (path := run / stage_name("search", policy) / "metrics.json").exists():
         return {"search_wall_s": None, "epochs": None, "genotype": None}
     search = load_json(path)
     return {"search_wall_s": search["search_wall_s"], "epochs": search["epochs"], "genotype": search["genotype"]}
@@ -78,11 +129,34 @@ def _comparisons(run: Path, target: str, scores: dict[str, float]) -> dict[str, 
     if target in BASELINE_METHODS:
         return {}
     out: dict[str, Any] = {}
-    for arm in BASELINE_METHODS:
+    for arm in REFERENCES:
         path = run / stage_name("eval", arm) / "metrics.json"
         out[f"dice_vs_{arm}"] = (paired_bootstrap(scores, patient_scores(load_json(path).get("per_case", [])))
                                  if path.exists() else None)
     return out
+
+
+def _setting_record(run: Path, target: str, scores: dict[str, float]) -> dict[str, Any]:
+    """``setting``, ``target_train_patients`` and, for the transfer setting, ``source_drop``: the source backbone's
+    mean patient Dice on the source site's test patients minus on the target site's (None until the same-site
+    ``eval-backbone`` of that seed ran)."""
+    number = parse_setting_folder(run.name)
+    if number is None:
+        return {"setting": "same_site", "target_train_patients": None, "source_drop": None}
+    target_backbone = scores if target == "backbone" else patient_scores(
+        load_json(path).get("per_case", [])) if (path := run / stage_name("eval", "backbone") / "metrics.json"
+                                                   ).exists() else {}
+    source = run.parent / stage_name("eval", "backbone") / "metrics.json"
+    source_scores = patient_scores(load_json(source).get("per_case", [])) if source.exists() else {}
+    drop = (float(np.mean(list(source_scores.values())) - np.mean(list(target_backbone.values())))
+            if source_scores and target_backbone else None)
+    return {"setting": "transfer", "target_train_patients": number, "source_drop": drop}
+
+
+def _model_dir(run: Path, method: str) -> Path:
+    """The stage folder of a method's model; the transfer setting's backbone is the seed folder's ``pretrain``."""
+    stage = model_stage_name(method)
+    return (run.parent if stage == "pretrain" and parse_setting_folder(run.name) is not None else run) / stage
 
 
 def _eval_record(run: Path, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -96,40 +170,98 @@ def _eval_record(run: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "seed": metrics["seed"],
         "method": method,
         "profile": stage_profile(run / stage_name("eval", target), metrics),
+        **_setting_record(run, target, scores),
         "run_dir": str(run),
-        "model_dir": str(run / model_stage_name(method)),
+        "model_dir": str(_model_dir(run, method)),
         "dice_mean": metrics["dice_mean"],
         "dice_per_class": metrics["dice_per_class"],
         "hd95_mean": metrics["hd95_mean"],
         **_search_record(run, target),
         "test_patients": len({str(c["patient_id"]) for c in metrics.get("per_case", [])}),
         "dice_patient_mean": float(np.mean(list(scores.values()))) if scores else None,
+        "patient_dice": scores,
+        "seeds": 1,
         **_comparisons(run, target, scores),
     }
 
 
-def collect_summary(results_root: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
+def collect_summary(results_root: str | Path, profile: str | None = None,
+                    setting: str | None = "") -> list[dict[str, Any]]:
     """Records of every finished ``eval-*`` stage under ``results_root`` (``run_records.finished_stages``).
 
     Args:
-        results_root: the results folder (``<dataset>/<backbone>/seed-<k>/eval-<target>/``).
+        results_root: the results folder (``<dataset>/<backbone>/seed-<k>/[transfer-n<N>/]eval-<target>/``).
         profile: keep only evaluations of this profile (``smoke``, ``workshop``, ``paper``, ``custom``);
             None keeps all, which must then share one profile.
+        setting: the setting folder read: ``""`` the same-site runs (default), ``transfer-n<N>`` one transfer
+            folder, None every setting (each record says which).
 
     Returns:
-        One dict per evaluation: dataset, backbone, seed, method, profile, run_dir (the seed folder),
-        model_dir (the stage folder holding the evaluated model: ``pretrain``, ``finetune`` or
-        ``retrain-<policy>``, what ``python -m shapnas predict --run`` takes), dice_mean, dice_per_class,
-        hd95_mean, search_wall_s, epochs, genotype, test_patients, dice_patient_mean (mean patient-level
-        Dice, the quantity the comparisons pair); IAC records add ``dice_vs_backbone`` and
-        ``dice_vs_finetune``: ``{mean, ci_low, ci_high}`` of a 95 % paired bootstrap over the test patients
-        (:func:`paired_bootstrap`), None where that arm was not evaluated in the run. Sorted by dataset,
-        backbone, method, seed.
+        One dict per evaluation: dataset, backbone, seed, method, profile, setting (``same_site`` or
+        ``transfer``), target_train_patients and source_drop (transfer only, else None), run_dir (the seed or
+        transfer folder), model_dir (the stage folder holding the evaluated model: ``pretrain``, ``finetune``,
+        ``normtune``, ``scratch`` or ``retrain-<policy>[-joint]``, what ``python -m shapnas predict --run``
+        takes), dice_mean, dice_per_class, hd95_mean, search_wall_s, epochs, genotype, test_patients,
+        dice_patient_mean (mean patient-level Dice, the quantity the comparisons pair), patient_dice (patient id
+        -> Dice) and seeds (1: one training run); IAC records add ``dice_vs_backbone`` and ``dice_vs_finetune``:
+        ``{mean, ci_low, ci_high}`` of a 95 % paired bootstrap over the test patients (:func:`paired_bootstrap`),
+        None where that arm was not evaluated in the run. Sorted by dataset, backbone, setting, method, seed.
 
     Raises:
         shapnas.runs.records.MixedProfilesError: evaluations of several profiles and no ``profile`` chosen.
     """
     records = [_eval_record(stage.parent, load_json(stage / "metrics.json"))
-               for _, stage in finished_stages(results_root, "eval")]
+               for _, stage in finished_stages(results_root, "eval", setting)]
     records = select_profile(records, profile, results_root)
-    return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["method"], r["seed"]))
+    return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["setting"],
+                                          r["target_train_patients"] or 0, r["method"], r["seed"]))
+
+
+def _group(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (record["dataset"], record["backbone"], record["setting"], record["target_train_patients"],
+            record["profile"])
+
+
+def pooled_summary(records: list[dict[str, Any]], *, num_resamples: int = BOOTSTRAP_RESAMPLES,
+                   level: float = 0.95) -> list[dict[str, Any]]:
+    """One record per method and setting, pooled over its training seeds, with two-level bootstrap intervals.
+
+    Args:
+        records: :func:`collect_summary` records (any settings; each group keeps to its own).
+        num_resamples: bootstrap resamples.
+        level: coverage of the intervals.
+
+    Returns:
+        Per (dataset, backbone, setting, target_train_patients, profile, method): those keys, ``seeds`` (the
+        training seeds pooled, sorted), ``test_patients`` (the fewest of one seed), ``dice_patient_mean`` (mean
+        over seeds), ``source_drop`` (mean over seeds; transfer only) and, for every method but the references,
+        ``dice_vs_<reference>`` for each of :data:`REFERENCES`: :func:`two_level_bootstrap` of the paired
+        differences against the same seed's reference (None where no seed has that reference).
+    """
+    by_key = {(_group(r), r["method"], r["seed"]): r for r in records}
+    pooled = []
+    for group in sorted({_group(r) for r in records}, key=str):
+        methods = sorted({m for g, m, _ in by_key if g == group})
+        for method in methods:
+            runs = {s: r for (g, m, s), r in by_key.items() if g == group and m == method}
+            drops = [r["source_drop"] for r in runs.values() if r.get("source_drop") is not None]
+            row: dict[str, Any] = {
+                "dataset": group[0], "backbone": group[1], "setting": group[2], "target_train_patients": group[3],
+                "profile": group[4], "method": method, "seeds": sorted(runs),
+                "test_patients": min(r["test_patients"] for r in runs.values()),
+                "dice_patient_mean": float(np.mean([r["dice_patient_mean"] for r in runs.values()
+                                                    if r["dice_patient_mean"] is not None] or [np.nan])),
+                "source_drop": float(np.mean(drops)) if drops else None}
+            if method not in REFERENCES:
+                for reference in REFERENCES:
+                    differences = {s: _paired(r["patient_dice"], by_key[(group, reference, s)]["patient_dice"])
+                                   for s, r in runs.items() if (group, reference, s) in by_key}
+                    row[f"dice_vs_{reference}"] = two_level_bootstrap(
+                        differences, num_resamples=num_resamples, level=level) if differences else None
+            pooled.append(row)
+    return pooled
+
+
+def _paired(scores: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
+    """Patient id -> ``scores − reference`` over the patients both scored."""
+    return {p: scores[p] - reference[p] for p in sorted(set(scores) & set(reference))}

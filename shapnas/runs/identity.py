@@ -1,10 +1,14 @@
 """Run identity: which stage of which run a folder holds, and whether a finished one may be reused.
 
 The one place that builds stage folder names. A stage is named by a :class:`StageKey` (dataset, backbone,
-seed, stage kind, and the policy or eval target it is for); its folder is
-``<results_root>/<dataset>/<backbone>/seed-<k>/<kind>[-<variant>]`` (``runs.stage_dir``)::
+seed, setting folder, stage kind, and the policy or eval target it is for); its folder is
+``<results_root>/<dataset>/<backbone>/seed-<k>/[transfer-n<N>/]<kind>[-<variant>]`` (``runs.stage_dir``)::
 
-    pretrain  finetune  search-<policy>  retrain-<policy>  eval-<backbone|finetune|policy>
+    pretrain  finetune  normtune  scratch  search-<policy>  retrain-<policy>[-joint]  eval-<target>
+
+The same-site setting's stages sit in the seed folder. The transfer setting's stages (a source-site backbone
+adapted to a target site with N labelled patients) sit in ``transfer-n<N>`` inside it, all but ``pretrain``:
+the source backbone is the same-site ``pretrain`` of the source site, shared by every N.
 
 Every stage stores the config it ran with (``config.json``, profile included). A finished stage
 (``metrics.json``) is reused only when that config equals the requested one over the fields the stage
@@ -19,7 +23,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from shapnas.config.names import BASELINE_METHODS, check_policy, method_name, policy_of_method
+from shapnas.config.names import (BASELINE_METHODS, check_policy, method_name, policy_of_method, policy_variant,
+                                  split_policy_variant)
 from shapnas.config.stage_configs import PretrainConfig, RetrainConfig, SearchConfig
 from shapnas.runs.files import is_complete, load_json, stage_dir
 
@@ -28,6 +33,9 @@ __all__ = [
     "STAGE_KINDS",
     "JOB_KINDS",
     "StageKey",
+    "TARGET_FIELDS",
+    "setting_folder",
+    "parse_setting_folder",
     "StaleStageError",
     "RUNTIME_FIELDS",
     "FINETUNE_FIELDS",
@@ -49,7 +57,10 @@ __all__ = [
 # fields that never change a stage's results: where the results folder is and which device computes
 RUNTIME_FIELDS = ("results_root", "device")
 # the fine-tuned control's own fields: pre-training and search do not read them
-FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_steps", "finetune_lrs")
+FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_steps", "finetune_lrs", "normtune_lrs")
+# the transfer setting's own fields: a same-site stage (the source backbone included) does not read them
+TARGET_FIELDS = ("setting", "target_data_dir", "target_patients", "target_train_patients")
+_TRANSFER_PREFIX = "transfer-n"
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,8 @@ class StageKind:
 STAGE_KINDS: dict[str, StageKind] = {kind.name: kind for kind in (
     StageKind("pretrain", "", PretrainConfig, "pre-train the backbone (or take a given checkpoint)"),
     StageKind("finetune", "", PretrainConfig, "fine-tune the backbone: the fair control"),
+    StageKind("normtune", "", PretrainConfig, "tune the backbone's norms and biases: the parameter-efficient control"),
+    StageKind("scratch", "", PretrainConfig, "train a backbone on the run's training patients alone"),
     StageKind("search", "policy", SearchConfig, "search the implanted cells with a pruning policy",
               resume_file="search_state.pt"),
     StageKind("retrain", "policy", RetrainConfig, "re-train the discrete cell found by the search"),
@@ -94,10 +107,24 @@ class StaleStageError(ValueError):
 
 
 def eval_targets() -> tuple[str, ...]:
-    """What an ``eval`` stage can evaluate: ``backbone``, ``finetune`` and every policy."""
+    """What an ``eval`` stage can evaluate: the arms without cells (:data:`BASELINE_METHODS`), every policy and
+    every policy with the joint fine-tune (``<policy>-joint``)."""
     from shapnas.config.names import POLICY_NAMES
 
-    return (*BASELINE_METHODS, *POLICY_NAMES)
+    return (*BASELINE_METHODS, *POLICY_NAMES, *(policy_variant(p, True) for p in POLICY_NAMES))
+
+
+def setting_folder(cfg: Any) -> str:
+    """The folder a config's stages sit in below the seed folder: ``""`` (same site) or ``transfer-n<N>``."""
+    if getattr(cfg, "setting", "same_site") == "same_site":
+        return ""
+    return f"{_TRANSFER_PREFIX}{cfg.target_train_patients}"
+
+
+def parse_setting_folder(name: str) -> int | None:
+    """N of a ``transfer-n<N>`` folder name; None for any other name."""
+    number = name[len(_TRANSFER_PREFIX):] if name.startswith(_TRANSFER_PREFIX) else ""
+    return int(number) if number.isdigit() else None
 
 
 def _check_variant(kind: str, variant: str | None) -> str:
@@ -112,19 +139,20 @@ def _check_variant(kind: str, variant: str | None) -> str:
     if not variant:
         raise ValueError(f"stage kind {kind!r} needs a {needs}")
     if needs == "policy":
-        return check_policy(variant)
+        return check_policy(variant) if kind == "search" else policy_variant(*split_policy_variant(variant))
     if variant not in eval_targets():
         raise ValueError(f"eval target {variant!r}; expected one of {', '.join(eval_targets())}")
     return variant
 
 
 def stage_name(kind: str, variant: str | None = None) -> str:
-    """The folder name of a stage: ``pretrain``, ``finetune``, ``search-<policy>``, ``retrain-<policy>``,
-    ``eval-<target>``.
+    """The folder name of a stage: ``pretrain``, ``finetune``, ``normtune``, ``scratch``, ``search-<policy>``,
+    ``retrain-<policy>[-joint]``, ``eval-<target>``.
 
     Args:
         kind: a key of :data:`STAGE_KINDS`.
-        variant: the policy (search, retrain) or eval target (``backbone``, ``finetune`` or a policy).
+        variant: the policy (search), the policy variant (retrain: ``shapley`` or ``shapley-joint``) or the eval
+            target (an arm without cells or a policy variant).
 
     Returns:
         The folder name.
@@ -137,7 +165,7 @@ def stage_name(kind: str, variant: str | None = None) -> str:
 
 
 def parse_stage_name(name: str) -> tuple[str, str]:
-    """``(kind, variant)`` of a stage folder name (variant ``""`` for pretrain and finetune).
+    """``(kind, variant)`` of a stage folder name (variant ``""`` for the kinds without one).
 
     Raises:
         ValueError: a name no stage kind builds.
@@ -148,22 +176,26 @@ def parse_stage_name(name: str) -> tuple[str, str]:
             return kind, variant
     except ValueError:
         pass
-    raise ValueError(f"{name!r} is not a stage folder name; expected pretrain, finetune, search-<policy>, "
-                     "retrain-<policy> or eval-<target>")
+    raise ValueError(f"{name!r} is not a stage folder name; expected pretrain, finetune, normtune, scratch, "
+                     "search-<policy>, retrain-<policy>[-joint] or eval-<target>")
 
 
 @dataclass(frozen=True)
 class StageKey:
-    """The identity of one stage: the run (dataset, backbone, seed), the stage kind and its policy/target."""
+    """The identity of one stage: the run (dataset, backbone, seed), its setting folder (``""`` for the same
+    site, ``transfer-n<N>``), the stage kind and its policy/target."""
 
     dataset: str
     backbone: str
     seed: int
     kind: str
     variant: str = ""
+    setting: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variant", _check_variant(self.kind, self.variant or None))
+        if self.setting and parse_setting_folder(self.setting) is None:
+            raise ValueError(f"setting folder {self.setting!r}; expected '' or {_TRANSFER_PREFIX}<N>")
 
     @property
     def name(self) -> str:
@@ -171,33 +203,45 @@ class StageKey:
         return stage_name(self.kind, self.variant or None)
 
     def path(self, results_root: str | Path) -> Path:
-        """``<results_root>/<dataset>/<backbone>/seed-<seed>/<name>``."""
-        return stage_dir(results_root, self.dataset, self.backbone, self.seed, self.name)
+        """``<results_root>/<dataset>/<backbone>/seed-<seed>/[<setting>/]<name>``."""
+        run = stage_dir(results_root, self.dataset, self.backbone, self.seed, self.setting)
+        return run / self.name
 
     @classmethod
     def from_path(cls, path: str | Path) -> StageKey:
-        """The key of a stage folder ``.../<dataset>/<backbone>/seed-<k>/<name>``.
+        """The key of a stage folder ``.../<dataset>/<backbone>/seed-<k>/[transfer-n<N>/]<name>``.
 
         Raises:
             ValueError: a path not laid out that way.
         """
         path = Path(path)
         kind, variant = parse_stage_name(path.name)
-        seed = path.parent.name
+        run = path.parent
+        setting = run.name if parse_setting_folder(run.name) is not None else ""
+        if setting:
+            run = run.parent
+        seed = run.name
         if not seed.startswith("seed-") or not seed[len("seed-"):].isdigit():
-            raise ValueError(f"{path}: expected <dataset>/<backbone>/seed-<k>/<stage>")
-        return cls(path.parent.parent.parent.name, path.parent.parent.name, int(seed[len("seed-"):]), kind, variant)
+            raise ValueError(f"{path}: expected <dataset>/<backbone>/seed-<k>/[transfer-n<N>/]<stage>")
+        return cls(run.parent.parent.name, run.parent.name, int(seed[len("seed-"):]), kind, variant, setting)
 
 
 def stage_key(cfg: PretrainConfig, kind: str, variant: str | None = None) -> StageKey:
-    """The key of the ``kind`` stage of ``cfg``'s run; search and retrain default to ``cfg.policy``."""
+    """The key of the ``kind`` stage of ``cfg``'s run.
+
+    Search defaults to ``cfg.policy``, retrain to ``cfg.policy`` with ``-joint`` when ``cfg.joint_finetune``. The
+    stages sit in ``cfg``'s setting folder (:func:`setting_folder`), but ``pretrain``: the transfer setting's
+    backbone is the source site's same-site ``pretrain``.
+    """
     if variant is None and STAGE_KINDS.get(kind, STAGE_KINDS["pretrain"]).variant == "policy":
-        variant = getattr(cfg, "policy", None)
-    return StageKey(cfg.dataset, cfg.backbone, cfg.seed, kind, variant or "")
+        policy = getattr(cfg, "policy", None)
+        variant = policy_variant(policy, kind == "retrain" and getattr(cfg, "joint_finetune", False)) if policy else None
+    setting = "" if kind == "pretrain" else setting_folder(cfg)
+    return StageKey(cfg.dataset, cfg.backbone, cfg.seed, kind, variant or "", setting)
 
 
 def method_of_target(target: str) -> str:
-    """The method id of an eval target: ``backbone``, ``finetune`` or ``iac-<policy>``."""
+    """The method id of an eval target: an arm without cells as is, ``iac-<policy>[-joint]`` for a policy."""
     return target if target in BASELINE_METHODS else method_name(target)
 
 
@@ -208,11 +252,11 @@ def target_of_method(method: str) -> str:
 
 
 def model_stage_name(method: str) -> str:
-    """The stage folder holding a method's trained model: ``pretrain`` (backbone), ``finetune``, or
-    ``retrain-<policy>`` (``iac-<policy>``)."""
+    """The stage folder holding a method's trained model: ``pretrain`` (backbone), ``finetune``, ``normtune``,
+    ``scratch``, or ``retrain-<policy>[-joint]`` (``iac-<policy>[-joint]``)."""
     policy = policy_of_method(method)
     if policy is None:
-        return "pretrain" if method == "backbone" else "finetune"
+        return "pretrain" if method == "backbone" else method
     return stage_name("retrain", policy)
 
 
@@ -223,10 +267,11 @@ def _class_fields(cls: type) -> list[str]:
 def stage_fields(key: StageKey, cfg: Any) -> list[str]:
     """The config fields a stage's results depend on, compared before a finished stage is reused.
 
-    Pre-training and eval-backbone: the ``PretrainConfig`` fields but the fine-tune's own
-    (:data:`FINETUNE_FIELDS`); finetune and eval-finetune: all ``PretrainConfig`` fields; search: the
-    ``SearchConfig`` fields but the fine-tune's; retrain and eval of a policy: all ``RetrainConfig`` fields
-    (the fine-tune's only with ``joint_finetune``). Never :data:`RUNTIME_FIELDS`.
+    Pre-training, scratch and eval-backbone/-scratch: the ``PretrainConfig`` fields but the fine-tunes' own
+    (:data:`FINETUNE_FIELDS`); finetune, normtune and their evals: all ``PretrainConfig`` fields; search: the
+    ``SearchConfig`` fields but the fine-tunes'; retrain and eval of a policy: all ``RetrainConfig`` fields (the
+    fine-tunes' only with ``joint_finetune``). A same-site stage (setting folder ``""``) never compares the
+    transfer fields (:data:`TARGET_FIELDS`); no stage compares :data:`RUNTIME_FIELDS`.
 
     Args:
         key: the stage.
@@ -236,14 +281,16 @@ def stage_fields(key: StageKey, cfg: Any) -> list[str]:
         Field names, in declaration order.
     """
     target = key.variant if key.kind == "eval" else ""
-    if key.kind in ("pretrain", "finetune") or target in BASELINE_METHODS:
+    if key.kind in ("pretrain", "finetune", "normtune", "scratch") or target in BASELINE_METHODS:
         names = _class_fields(PretrainConfig)
-        skip_finetune = key.kind == "pretrain" or target == "backbone"
+        skip_finetune = key.kind in ("pretrain", "scratch") or target in ("backbone", "scratch")
     elif key.kind == "search":
         names, skip_finetune = _class_fields(SearchConfig), True
     else:
         names, skip_finetune = _class_fields(RetrainConfig), not getattr(cfg, "joint_finetune", False)
     skipped = set(RUNTIME_FIELDS) | (set(FINETUNE_FIELDS) if skip_finetune else set())
+    if not key.setting:
+        skipped |= set(TARGET_FIELDS)
     return [name for name in names if name not in skipped]
 
 
@@ -329,10 +376,20 @@ def reusable(stage: str | Path, cfg: Any, key: StageKey) -> bool:
 
 
 def stage_config(cfg: Any, key: StageKey) -> Any:
-    """``cfg`` as the stage of ``key`` runs it: ``policy`` set to the key's policy (search, retrain, or the eval
-    of a policy); the config stored with that stage."""
-    policy = key.variant if key.kind in ("search", "retrain") or key.variant not in ("", *BASELINE_METHODS) else None
-    return cfg.replace(policy=policy) if policy and getattr(cfg, "policy", policy) != policy else cfg
+    """``cfg`` as the stage of ``key`` runs it: the source site's same-site config for a same-site key of a transfer
+    config (:meth:`~shapnas.config.stage_configs.DataConfig.source_site`), and ``policy`` and ``joint_finetune``
+    set from the key's policy variant (search, retrain, or the eval of a policy); the config stored with that
+    stage."""
+    if not key.setting and getattr(cfg, "setting", "same_site") != "same_site":
+        cfg = cfg.source_site()
+    variant = key.variant if key.kind in ("search", "retrain") or key.variant not in ("", *BASELINE_METHODS) else None
+    if not variant or not hasattr(cfg, "policy"):
+        return cfg
+    policy, joint = split_policy_variant(variant)
+    changes = {"policy": policy} if cfg.policy != policy else {}
+    if key.kind != "search" and hasattr(cfg, "joint_finetune") and cfg.joint_finetune != joint:
+        changes["joint_finetune"] = joint
+    return cfg.replace(**changes) if changes else cfg
 
 
 def check_reuse(cfg: Any, key: StageKey, results_root: str | Path | None = None) -> bool:

@@ -33,21 +33,25 @@ class MixedProfilesError(ValueError):
     """Finished runs of several profiles were found and no profile was chosen."""
 
 
-def finished_stages(results_root: str | Path, kind: str) -> list[tuple[StageKey, Path]]:
+def finished_stages(results_root: str | Path, kind: str, setting: str | None = "") -> list[tuple[StageKey, Path]]:
     """Every finished stage (``metrics.json`` present) of one kind under a results folder.
 
     Args:
-        results_root: the results folder (``<dataset>/<backbone>/seed-<k>/<stage>/``).
-        kind: a stage kind (``pretrain``, ``finetune``, ``search``, ``retrain``, ``eval``).
+        results_root: the results folder (``<dataset>/<backbone>/seed-<k>/[transfer-n<N>/]<stage>/``).
+        kind: a stage kind (``pretrain``, ``finetune``, ``search``, ``retrain``, ``eval``, ...).
+        setting: the setting folder to read: ``""`` the same-site stages (the default: the readers of one setting
+            never mix in another's), ``transfer-n<N>`` one transfer folder, None every setting.
 
     Returns:
         ``(key, stage folder)`` pairs sorted by path; folders whose names no stage kind builds are skipped.
     """
     if kind not in STAGE_KINDS:
         raise ValueError(f"stage kind {kind!r}; expected one of {', '.join(STAGE_KINDS)}")
-    pattern = f"*/*/seed-*/{kind}{'-*' if STAGE_KINDS[kind].variant else ''}/metrics.json"
+    name = f"{kind}{'-*' if STAGE_KINDS[kind].variant else ''}/metrics.json"
+    folders = {"": ["seed-*/"], None: ["seed-*/", "seed-*/transfer-n*/"]}.get(setting, [f"seed-*/{setting}/"])
+    paths = [path for folder in folders for path in Path(results_root).glob(f"*/*/{folder}{name}")]
     found = []
-    for path in sorted(Path(results_root).glob(pattern)):
+    for path in sorted(paths):
         try:
             key = StageKey.from_path(path.parent)
         except ValueError:

@@ -1,0 +1,107 @@
+"""The transfer chapter's tables, computed from the results folder: every arm of every transfer run, pooled over
+its seeds, with two-level bootstrap intervals and the verdict each interval allows.
+
+``python -m shapnas book`` writes ``book/datasets/transfer.md`` from ``results/`` (the runs of
+``python -m shapnas transfer``), which ``book/transfer.md`` includes; without transfer runs it says how to make
+them. The arms and the intervals: :mod:`shapnas.experiments.transfer`, :func:`shapnas.experiments.summary.pooled_summary`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TRANSFER_FILE", "transfer_path", "verdict", "transfer_markdown", "write_transfer_section"]
+
+TRANSFER_FILE = "transfer.md"
+MIN_SEEDS = 3  # an interval over fewer training seeds is shown but marked: it cannot carry the seeds' variance
+
+
+def transfer_path(root: str | Path) -> Path:
+    """``<root>/book/datasets/transfer.md`` (generated, not committed)."""
+    return Path(root) / "book" / "datasets" / TRANSFER_FILE
+
+
+def verdict(interval: Mapping[str, float] | None) -> str:
+    """``better`` / ``worse`` when the 95 % interval excludes 0, ``cannot tell`` when it includes it, ``–`` without."""
+    if not interval:
+        return "–"
+    if interval["ci_low"] > 0:
+        return "better"
+    if interval["ci_high"] < 0:
+        return "worse"
+    return "cannot tell"
+
+
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _interval(value: Mapping[str, float] | None) -> str:
+    if not value:
+        return "–"
+    return (f"{100 * value['mean']:+.1f} [{100 * value['ci_low']:+.1f}, {100 * value['ci_high']:+.1f}] "
+            f"({verdict(value)})")
+
+
+def transfer_markdown(pooled: Sequence[Mapping[str, Any]]) -> str:
+    """One table per (dataset, backbone, N, profile) of :func:`~shapnas.experiments.summary.pooled_summary` records.
+
+    Args:
+        pooled: pooled records of the transfer setting.
+
+    Returns:
+        Markdown: per group a heading, the site shift, the arms table (Dice in points, differences with their
+        intervals and verdicts) and the number of seeds and test patients behind them.
+    """
+    from shapnas.config.names import TRANSFER_ARMS, method_label
+    from shapnas.runs.identity import method_of_target
+
+    rows = [r for r in pooled if r["setting"] == "transfer"]
+    if not rows:
+        return ("*No transfer run in this book's results folder yet: `python -m shapnas transfer --dataset acdc "
+                "--profile workshop --seeds 0 1 2` runs every arm, then `python -m shapnas book` shows them here.*\n")
+    order = {method_of_target(arm): i for i, arm in enumerate(TRANSFER_ARMS)}
+    groups = sorted({(r["dataset"], r["backbone"], r["target_train_patients"], r["profile"]) for r in rows}, key=str)
+    lines: list[str] = []
+    for dataset, backbone, n, profile in groups:
+        group = sorted((r for r in rows if (r["dataset"], r["backbone"], r["target_train_patients"], r["profile"])
+                        == (dataset, backbone, n, profile)), key=lambda r: order.get(r["method"], len(order)))
+        drop = next((r["source_drop"] for r in group if r.get("source_drop") is not None), None)
+        seeds = sorted({s for r in group for s in r["seeds"]})
+        lines += [f"### {dataset.upper()}, N = {n} labelled target patients ({backbone}, `{profile}` profile)", "",
+                  f"The source backbone loses {_points(drop)} Dice points between its own site's test patients and "
+                  f"the target site's. Seeds {', '.join(map(str, seeds))}; {min(r['test_patients'] for r in group)} "
+                  "target test patients.", "",
+                  "| arm | Dice | vs source backbone | vs fine-tuned |", "|---|---|---|---|"]
+        for r in group:
+            few = " (fewer than 3 seeds)" if len(r["seeds"]) < MIN_SEEDS else ""
+            lines.append(f"| {method_label(r['method'])}{few} | {_points(r['dice_patient_mean'])} | "
+                         f"{_interval(r.get('dice_vs_backbone'))} | {_interval(r.get('dice_vs_finetune'))} |")
+        lines.append("")
+    lines.append("*Dice: mean patient-level Dice (points) over seeds. Differences: mean paired difference in points "
+                 "[95 % two-level bootstrap interval: seeds, then patients within a seed]; better / worse only where "
+                 "the interval excludes 0.*")
+    return "\n".join(lines) + "\n"
+
+
+def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
+    """Compute the transfer tables from ``results_root`` and write them where ``book/transfer.md`` includes them.
+
+    Returns:
+        The file written.
+    """
+    from shapnas.experiments.summary import collect_summary, pooled_summary
+
+    from shapnas.config.stage_configs import PROFILE_NAMES
+
+    results_root = Path(results_root)
+    pooled = []
+    for profile in (*PROFILE_NAMES, "custom"):  # each profile pooled on its own, never mixed
+        records = collect_summary(results_root, profile=profile, setting=None) if results_root.exists() else []
+        pooled += pooled_summary([r for r in records if r["setting"] == "transfer"])
+    path = transfer_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(transfer_markdown(pooled))
+    return path

@@ -1,0 +1,98 @@
+"""The transfer setting's arms: a source-site backbone adapted to a target site with few labelled patients.
+
+Every arm of one N (``target_train_patients``) and seed runs through the pipeline's stages (each reused when it
+finished with the same config), then the arms are pooled over the seeds with two-level bootstrap intervals
+against the source backbone and the fine-tuned one (:func:`shapnas.experiments.summary.pooled_summary`). The
+arms (Benedykciuk et al., Sci. Rep. 2026 retrofit pre-trained U-Nets under limited data; the controls are the
+usual ones of transfer learning):
+
+- ``backbone``: the source backbone as is, on the target site's test patients;
+- ``finetune``: every weight fine-tuned on the target patients (learning rate tuned on V);
+- ``normtune``: the parameter-efficient control, norms and biases only (learning rate tuned on V);
+- ``scratch``: a backbone trained on the target patients alone;
+- ``none`` and ``shapley``: IAC cells searched (full search, Shapley-pruned) and re-trained on the frozen
+  source backbone;
+- ``shapley-joint``: the Shapley-pruned cell re-trained together with the backbone.
+
+Each seed also evaluates the source backbone on the source site's own test patients, so that every record
+carries the site shift it starts from (``source_drop``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from shapnas.config.names import TRANSFER_ARMS, method_label
+from shapnas.config.stage_configs import RetrainConfig
+from shapnas.experiments.summary import collect_summary, pooled_summary
+from shapnas.runs.identity import method_of_target, setting_folder
+
+__all__ = ["TRANSFER_ARMS", "run_transfer", "transfer_records", "format_transfer_table"]
+
+def run_transfer(cfg: RetrainConfig, seeds: Sequence[int], arms: Sequence[str] = TRANSFER_ARMS, *,
+                 report: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run (or reuse) every arm of the transfer setting of ``cfg`` for each seed; return the pooled records.
+
+    Args:
+        cfg: the run's config (its ``setting`` is taken as ``transfer``; ``target_train_patients`` is N).
+        seeds: training seeds (at least 3 for an interval that carries the seed variance).
+        arms: eval targets to run (:data:`TRANSFER_ARMS` by default).
+        report: called with one line as each stage finishes.
+
+    Returns:
+        :func:`transfer_records` of ``cfg``'s results folder.
+    """
+    from shapnas.pipeline import run_evaluate
+
+    cfg = cfg.replace(setting="transfer")
+    for seed in seeds:
+        run = cfg.replace(seed=seed)
+        run_evaluate(run.source_site(), "backbone")
+        report(f"seed {seed}: source backbone on the source site done")
+        for arm in arms:
+            run_evaluate(run, arm)
+            report(f"seed {seed}: {method_label(method_of_target(arm))} done")
+    return transfer_records(cfg)
+
+
+def transfer_records(cfg: RetrainConfig) -> list[dict[str, Any]]:
+    """The pooled records (:func:`shapnas.experiments.summary.pooled_summary`) of ``cfg``'s transfer folder."""
+    records = collect_summary(cfg.results_root, profile=cfg.profile, setting=setting_folder(
+        cfg.replace(setting="transfer")))
+    return pooled_summary([r for r in records if r["dataset"] == cfg.dataset and r["backbone"] == cfg.backbone])
+
+
+def _interval(value: dict[str, Any] | None) -> str:
+    if not value:
+        return ""
+    return f"{100 * value['mean']:+.1f} [{100 * value['ci_low']:+.1f}, {100 * value['ci_high']:+.1f}]"
+
+
+def format_transfer_table(records: list[dict[str, Any]]) -> str:
+    """The arms as a text table: Dice (points) over seeds and the differences with their 95 % intervals.
+
+    Args:
+        records: :func:`transfer_records`.
+
+    Returns:
+        Lines: one header, one per arm, and a note on what the intervals carry.
+    """
+    if not records:
+        return "no finished transfer evaluations"
+    first = records[0]
+    lines = [f"{first['dataset']} {first['backbone']}: transfer, N = {first['target_train_patients']} labelled "
+             f"target patients; source drop {_points(first['source_drop'])} Dice points",
+             f"{'arm':36} {'seeds':>5} {'n':>3} {'Dice':>6} {'vs source backbone':>22} {'vs fine-tuned':>22}"]
+    order = {method_of_target(arm): i for i, arm in enumerate(TRANSFER_ARMS)}
+    for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["method"])):
+        lines.append(f"{method_label(r['method']):36} {len(r['seeds']):>5} {r['test_patients']:>3} "
+                     f"{_points(r['dice_patient_mean']):>6} {_interval(r.get('dice_vs_backbone')):>22} "
+                     f"{_interval(r.get('dice_vs_finetune')):>22}")
+    lines.append("Dice: mean patient Dice (points) over seeds; differences: mean [95 % two-level bootstrap interval: "
+                 "seeds, then patients within a seed, paired by patient]")
+    return "\n".join(lines)
+
+
+def _points(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
