@@ -3,6 +3,8 @@ that say which setting they come from, and intervals that carry the seeds' varia
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -79,7 +81,7 @@ def test_two_level_bootstrap_is_the_patient_bootstrap_for_one_seed_and_widens_wi
         two_level_bootstrap({0: one}, level=1.0)
 
 
-def test_the_arms_of_the_transfer_setting_run_and_pool_over_seeds(tmp_path):
+def test_the_arms_of_the_transfer_setting_run_and_pool_over_seeds(tmp_path, capsys):
     from shapnas.experiments.transfer import format_transfer_table, run_transfer
 
     cfg = _cfg(tmp_path, setting="transfer", target_train_patients=4, target_patients=34,
@@ -119,6 +121,14 @@ def test_the_arms_of_the_transfer_setting_run_and_pool_over_seeds(tmp_path):
     assert "N = 4 labelled target patients" in table and "IAC, Shapley-pruned + joint fine-tune" in table
     assert pooled_summary([]) == [] and set(TRANSFER_ARMS) >= set(arms)
 
+    from shapnas.cli import main
+
+    capsys.readouterr()
+    assert main(["summary", "--results", str(tmp_path), "--setting", "transfer-n4", "--pooled"]) == 0
+    assert "acdc basic_unet: transfer, N = 4 labelled target patients" in capsys.readouterr().out
+    assert main(["summary", "--results", str(tmp_path), "--setting", "all", "--json"]) == 0
+    assert {r["setting"] for r in json.loads(capsys.readouterr().out)} == {"same_site", "transfer"}
+
 
 def test_the_transfer_chapter_reads_verdicts_from_the_intervals(tmp_path):
     from shapnas.book.transfer_section import transfer_markdown, verdict, write_transfer_section
@@ -139,3 +149,26 @@ def test_the_transfer_chapter_reads_verdicts_from_the_intervals(tmp_path):
     assert "No transfer run" in transfer_markdown([{**base, "setting": "same_site", "method": "finetune"}])
     written = write_transfer_section(tmp_path, tmp_path / "results")  # no results folder: says how to run
     assert "python -m shapnas transfer" in written.read_text()
+
+
+def test_the_dice_against_n_figure_appears_with_several_n(tmp_path):
+    from shapnas.book.transfer_section import FIGURE_FILE, transfer_markdown
+    from shapnas.plots.transfer import plot_transfer_arms, transfer_alt, transfer_sizes
+
+    base = {"dataset": "acdc", "backbone": "basic_unet", "setting": "transfer", "profile": "workshop",
+            "seeds": [0, 1, 2], "test_patients": 32, "source_drop": 0.1}
+    pooled = []
+    for n, dice in ((4, 0.80), (8, 0.84), (16, 0.86)):
+        pooled += [{**base, "target_train_patients": n, "method": "finetune", "dice_patient_mean": dice},
+                   {**base, "target_train_patients": n, "method": "iac-shapley", "dice_patient_mean": dice - 0.01,
+                    "dice_vs_finetune": {"mean": -0.01, "ci_low": -0.02, "ci_high": 0.005}}]
+    assert transfer_sizes(pooled, "acdc") == [4, 8, 16]
+    fig = plot_transfer_arms(pooled)
+    dice_ax, diff_ax = fig.axes[:2]
+    assert [t.get_text() for t in dice_ax.get_xticklabels()] == ["4", "8", "16"]
+    assert len(dice_ax.lines) == 2 and dice_ax.get_ylabel() == "ACDC test Dice (points)"
+    alt = transfer_alt(pooled)
+    assert "ACDC at N = 4, 8, 16: at N = 16 the best arm is backbone fine-tuned (86.0 Dice points)" in alt
+    text = transfer_markdown(pooled, alt)
+    assert f"```{{figure}} datasets/{FIGURE_FILE}" in text and f":alt: {alt}" in text
+    assert FIGURE_FILE not in transfer_markdown(pooled)

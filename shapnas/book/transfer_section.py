@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRANSFER_FILE", "transfer_path", "verdict", "transfer_markdown", "write_transfer_section"]
+__all__ = ["TRANSFER_FILE", "FIGURE_FILE", "transfer_path", "verdict", "transfer_markdown", "write_transfer_section"]
 
 TRANSFER_FILE = "transfer.md"
+FIGURE_FILE = "transfer-dice-vs-n.png"  # beside the generated markdown; referenced relative to book/transfer.md
 MIN_SEEDS = 3  # an interval over fewer training seeds is shown but marked: it cannot carry the seeds' variance
 
 
@@ -45,11 +46,13 @@ def _interval(value: Mapping[str, float] | None) -> str:
             f"({verdict(value)})")
 
 
-def transfer_markdown(pooled: Sequence[Mapping[str, Any]]) -> str:
+def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "") -> str:
     """One table per (dataset, backbone, N, profile) of :func:`~shapnas.experiments.summary.pooled_summary` records.
 
     Args:
         pooled: pooled records of the transfer setting.
+        figure_alt: with several N of one dataset, the alt text of the Dice-against-N figure (:data:`FIGURE_FILE`,
+            written beside); empty leaves the figure out.
 
     Returns:
         Markdown: per group a heading, the site shift, the arms table (Dice in points, differences with their
@@ -83,6 +86,11 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]]) -> str:
     lines.append("*Dice: mean patient-level Dice (points) over seeds. Differences: mean paired difference in points "
                  "[95 % two-level bootstrap interval: seeds, then patients within a seed]; better / worse only where "
                  "the interval excludes 0.*")
+    if figure_alt:
+        lines += ["", f"```{{figure}} datasets/{FIGURE_FILE}", f":alt: {figure_alt}", ":width: 100%", "",
+                  "Each arm's test Dice against the number of labelled target patients N (left) and its difference "
+                  "from the fine-tuned backbone with the 95 % two-level bootstrap interval (right; 0 = as good as "
+                  "fine-tuning every weight).", "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -103,5 +111,13 @@ def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
         pooled += pooled_summary([r for r in records if r["setting"] == "transfer"])
     path = transfer_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(transfer_markdown(pooled))
+    figure = path.parent / FIGURE_FILE
+    figure.unlink(missing_ok=True)
+    alt = ""
+    if any(len({r["target_train_patients"] for r in pooled if r["dataset"] == d}) > 1 for d in {r["dataset"] for r in pooled}):
+        from shapnas.plots.transfer import plot_transfer_arms, transfer_alt
+
+        plot_transfer_arms(pooled).savefig(figure, dpi=110)
+        alt = transfer_alt(pooled)
+    path.write_text(transfer_markdown(pooled, alt))
     return path

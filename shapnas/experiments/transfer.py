@@ -70,25 +70,34 @@ def _interval(value: dict[str, Any] | None) -> str:
 
 
 def format_transfer_table(records: list[dict[str, Any]]) -> str:
-    """The arms as a text table: Dice (points) over seeds and the differences with their 95 % intervals.
+    """Pooled records as text tables, one per dataset, backbone, setting and N: Dice (points) over seeds and the
+    differences with their 95 % intervals.
 
     Args:
-        records: :func:`transfer_records`.
+        records: :func:`transfer_records` (or any :func:`~shapnas.experiments.summary.pooled_summary` records).
 
     Returns:
-        Lines: one header, one per arm, and a note on what the intervals carry.
+        Per group a title line, a header and one line per arm; a last line on what the intervals carry.
     """
     if not records:
-        return "no finished transfer evaluations"
-    first = records[0]
-    lines = [f"{first['dataset']} {first['backbone']}: transfer, N = {first['target_train_patients']} labelled "
-             f"target patients; source drop {_points(first['source_drop'])} Dice points",
-             f"{'arm':36} {'seeds':>5} {'n':>3} {'Dice':>6} {'vs source backbone':>22} {'vs fine-tuned':>22}"]
+        return "no finished evaluations"
     order = {method_of_target(arm): i for i, arm in enumerate(TRANSFER_ARMS)}
-    for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["method"])):
-        lines.append(f"{method_label(r['method']):36} {len(r['seeds']):>5} {r['test_patients']:>3} "
-                     f"{_points(r['dice_patient_mean']):>6} {_interval(r.get('dice_vs_backbone')):>22} "
-                     f"{_interval(r.get('dice_vs_finetune')):>22}")
+    groups = sorted({(r["dataset"], r["backbone"], r["setting"], r["target_train_patients"] or 0) for r in records},
+                    key=str)
+    lines = []
+    for dataset, backbone, setting, n in groups:
+        group = [r for r in records if (r["dataset"], r["backbone"], r["setting"],
+                                        r["target_train_patients"] or 0) == (dataset, backbone, setting, n)]
+        drop = next((r["source_drop"] for r in group if r.get("source_drop") is not None), None)
+        title = (f"transfer, N = {n} labelled target patients; source drop {_points(drop)} Dice points"
+                 if setting == "transfer" else "same site")
+        lines += [f"{dataset} {backbone}: {title}",
+                  f"{'arm':38} {'seeds':>5} {'n':>3} {'Dice':>6} {'vs source backbone':>22} {'vs fine-tuned':>22}"]
+        for r in sorted(group, key=lambda r: (order.get(r["method"], len(order)), r["method"])):
+            lines.append(f"{method_label(r['method']):38} {len(r['seeds']):>5} {r['test_patients']:>3} "
+                         f"{_points(r['dice_patient_mean']):>6} {_interval(r.get('dice_vs_backbone')):>22} "
+                         f"{_interval(r.get('dice_vs_finetune')):>22}")
+        lines.append("")
     lines.append("Dice: mean patient Dice (points) over seeds; differences: mean [95 % two-level bootstrap interval: "
                  "seeds, then patients within a seed, paired by patient]")
     return "\n".join(lines)
