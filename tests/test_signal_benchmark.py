@@ -8,19 +8,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_signal_benchmark_reads_the_search_s_own_first_round(tmp_path):
+@pytest.mark.parametrize("setting", ["same_site", "transfer"])
+def test_signal_benchmark_reads_the_search_s_own_first_round(tmp_path, setting):
     """The first round is taken after the pruning warm-up (``prune_warmup_epochs``, not the architecture
-    warm-up) with the search's own estimator; the last line is one JSON object with the issue-9 figures."""
+    warm-up) with the search's own estimator; the last line is one JSON object with the signal figures, in the
+    same-site setting and in the transfer setting (the target site's few V patients: the second value batch comes
+    from their whole volumes)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "signal.py"), "--dataset", "acdc",
                           "--profile", "smoke", "--seed", "0", "--results", str(tmp_path),
-                          "--set", "prune_warmup_epochs=2"],  # the smoke profile's warmup_epochs is 1
+                          "--set", "prune_warmup_epochs=2",  # the smoke profile's warmup_epochs is 1
+                          "--set", f"setting={setting}"],
                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["setting"] == setting and 0 <= result["val_dice_backbone"] <= 1
     assert result["shapley_epoch"] == 2 and result["shapley_estimator"] == "ig"
     for key in ("alpha_max_prob", "alpha_uniform", "shapley_signal", "shapley_batch_spearman", "loss_first",
                 "loss_last", "cell_weight_change"):

@@ -382,7 +382,7 @@ class SearchConfig(PretrainConfig):
         self._check_shapley_estimator()
 
     def _check_shapley_estimator(self) -> None:
-        """Validate the issue-10 fields (estimator, diagonal points, pruning warm-up)."""
+        """Validate the Shapley estimator fields (estimator, diagonal points, samples) and the pruning warm-up."""
         if self.shapley_estimator not in SHAPLEY_ESTIMATORS:
             raise ValueError(f"shapley_estimator={self.shapley_estimator!r}; expected one of "
                              f"{', '.join(SHAPLEY_ESTIMATORS)}")

@@ -162,8 +162,8 @@ def plot_patient_boxplots(evals: Mapping[str, Mapping[str, Any]],
     axes[0].set_ylim(0, 1)
     shown = {_label(k): v for k, v in (intervals or {}).items() if v}
     if shown:
-        fig.suptitle("paired 95 % bootstrap over test patients, Dice vs the backbone: "
-                     + "; ".join(f"{k}: {interval_text(v)}" for k, v in shown.items()), fontsize=8.5)
+        fig.suptitle("\n".join(["Dice minus the backbone's, paired 95 % bootstrap interval over test patients:",
+                                *(f"{k}: {interval_text(v)}" for k, v in shown.items())]), fontsize=8.5)
     return fig
 
 
