@@ -142,7 +142,7 @@ def test_the_transfer_chapter_reads_verdicts_from_the_intervals(tmp_path):
                "dice_vs_backbone": {"mean": 0.05, "ci_low": 0.02, "ci_high": 0.08},
                "dice_vs_finetune": {"mean": -0.02, "ci_low": -0.05, "ci_high": 0.004}}]
     text = transfer_markdown(pooled)
-    assert "### KITS, N = 4 labelled target patients" in text and "loses 13.1 Dice points" in text
+    assert "### KiTS, N = 4 labelled target patients" in text and "loses 13.1 Dice points" in text
     assert "| IAC, Shapley-pruned (fewer than 3 seeds) | 38.0 | +5.0 [+2.0, +8.0] (better) | " \
            "-2.0 [-5.0, +0.4] (cannot tell) |" in text
     assert text.index("backbone fine-tuned") < text.index("IAC, Shapley-pruned")  # the arms' order

@@ -19,6 +19,7 @@ from typing import Any
 import nbformat
 
 import shapnas
+from shapnas.config.names import DATASET_LABELS
 
 __all__ = [
     "BOOK_TAGS",
@@ -36,7 +37,7 @@ __all__ = [
 BOOK_TAGS = {"parameters": "remove-cell", "injected-parameters": "hide-input"}
 # how a dataset is written in page titles ("ACDC · 1. The data"): distinct titles in the sidebar, the
 # browser tab, search results and the previous/next links
-DATASET_NAMES = {"acdc": "ACDC", "brats": "BraTS", "kits": "KiTS", "amos": "AMOS", "msd": "MSD"}
+DATASET_NAMES = DATASET_LABELS  # display names (shapnas.config.names)
 TITLE_SEPARATOR = " · "
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

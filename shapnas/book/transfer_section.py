@@ -58,7 +58,7 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "")
         Markdown: per group a heading, the site shift, the arms table (Dice in points, differences with their
         intervals and verdicts) and the number of seeds and test patients behind them.
     """
-    from shapnas.config.names import TRANSFER_ARMS, method_label
+    from shapnas.config.names import TRANSFER_ARMS, dataset_label, method_label
     from shapnas.runs.identity import method_of_target
 
     rows = [r for r in pooled if r["setting"] == "transfer"]
@@ -73,7 +73,7 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "")
                         == (dataset, backbone, n, profile)), key=lambda r: order.get(r["method"], len(order)))
         drop = next((r["source_drop"] for r in group if r.get("source_drop") is not None), None)
         seeds = sorted({s for r in group for s in r["seeds"]})
-        lines += [f"### {dataset.upper()}, N = {n} labelled target patients ({backbone}, `{profile}` profile)", "",
+        lines += [f"### {dataset_label(dataset)}, N = {n} labelled target patients ({backbone}, `{profile}` profile)", "",
                   f"The source backbone loses {_points(drop)} Dice points between its own site's test patients and "
                   f"the target site's. Seeds {', '.join(map(str, seeds))}; {min(r['test_patients'] for r in group)} "
                   "target test patients.", "",

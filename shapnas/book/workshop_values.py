@@ -15,6 +15,8 @@ from typing import Any
 
 import nbformat
 
+from shapnas.config.names import dataset_label
+
 __all__ = ["SNIPPETS", "snippet_dir", "chapter_seconds", "implant_line", "chapters_text", "timings_text", "alpha_text",
            "rounds_text", "speed_snippet", "intervals_text", "workshop_snippets", "write_workshop_snippets",
            "ensure_workshop_snippets"]
@@ -63,7 +65,7 @@ def chapters_text(seconds: Mapping[str, float], dataset: str = DATASET) -> str:
     if len(seconds) < 4:
         return PLACEHOLDER
     parts = " + ".join(f"{s:.0f}" for s in seconds.values())
-    return (f"*In this book's run, {dataset.upper()}'s chapters 1–4 took {parts} s "
+    return (f"*In this book's run, {dataset_label(dataset)}'s chapters 1–4 took {parts} s "
             f"({sum(seconds.values()) / 60:.1f} min; each page says its time under its title).*\n")
 
 
@@ -83,10 +85,11 @@ def timings_text(root: str | Path, datasets: Sequence[str]) -> str:
         return PLACEHOLDER
     later = sum(sum(chapter_seconds(root, d, LATER_CHAPTERS).values()) for d in datasets)
     total = sum(sum(s.values()) for s in per_dataset.values()) + later
-    listed = ", ".join(f"{d.upper()} {m:.1f}" for d, m in complete.items())
+    listed = ", ".join(f"{dataset_label(d)} {m:.1f}" for d, m in complete.items())
     return (f"*In this book's run (workshop profile), one dataset's notebooks 01–04 took {min(complete.values()):.1f}–"
-            f"{max(complete.values()):.1f} min ({listed}); the ablation and stability pages {later / 60:.1f} min; "
-            f"all executed pages {total / 60:.1f} min. Each page states its own time under its title.*\n")
+            f"{max(complete.values()):.1f} min ({listed}); all executed pages {total / 60:.1f} min, of which the "
+            f"ablation and stability pages {later / 60:.1f} min (they read the ablation plan's runs, which ran before "
+            "them and are not counted here). Each page states its own time under its title.*\n")
 
 
 def alpha_text(metrics: Mapping[str, Any], history: Sequence[Mapping[str, Any]], seconds: float | None) -> str:

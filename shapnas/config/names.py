@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "DATASET_NAMES",
+    "DATASET_LABELS",
+    "dataset_label",
     "BACKBONE_NAMES",
     "BACKBONE_SIZE_NAMES",
     "SHAPLEY_ESTIMATORS",
@@ -39,6 +41,14 @@ __all__ = [
 
 
 DATASET_NAMES = ("acdc", "brats", "kits", "amos", "msd")
+# how the datasets are spelled in prose, tables and figures
+DATASET_LABELS = {"acdc": "ACDC", "brats": "BraTS", "kits": "KiTS", "amos": "AMOS", "msd": "MSD"}
+
+
+def dataset_label(dataset: str) -> str:
+    """The display name of a dataset (``kits`` -> ``KiTS``); an unknown name in capitals."""
+    return DATASET_LABELS.get(dataset, dataset.upper())
+
 BACKBONE_NAMES = ("basic_unet", "unet")
 # widths of shapnas.networks.backbones.BACKBONE_SIZES (kept here so that configs load without torch; a test checks both)
 BACKBONE_SIZE_NAMES = ("micro", "tiny", "small", "paper")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from shapnas.config.names import TRANSFER_ARMS, method_label
+from shapnas.config.names import TRANSFER_ARMS, dataset_label, method_label
 
 __all__ = ["transfer_sizes", "plot_transfer_arms", "transfer_alt"]
 
@@ -66,10 +66,10 @@ def plot_transfer_arms(pooled: Sequence[Mapping[str, Any]]) -> Figure:
             ax.set_xlabel("labelled target patients N")
             ax.grid(alpha=0.3)
         diff_ax.axhline(0, color="black", linewidth=0.8)
-        dice_ax.set_ylabel(f"{dataset.upper()} test Dice (points)")
-        dice_ax.set_title(f"{dataset.upper()}: mean over seeds")
+        dice_ax.set_ylabel(f"{dataset_label(dataset)} test Dice (points)")
+        dice_ax.set_title(f"{dataset_label(dataset)}: mean over seeds")
         diff_ax.set_ylabel("minus fine-tuned (Dice points)")
-        diff_ax.set_title(f"{dataset.upper()}: against the fine-tuned backbone, 95 % interval")
+        diff_ax.set_title(f"{dataset_label(dataset)}: against the fine-tuned backbone, 95 % interval")
     if datasets:
         axes[0][0].legend(fontsize=8, loc="best")
     return fig
@@ -83,6 +83,6 @@ def transfer_alt(pooled: Sequence[Mapping[str, Any]]) -> str:
         sizes = transfer_sizes(rows, dataset)
         top = [r for r in rows if r["dataset"] == dataset and r["target_train_patients"] == sizes[-1]]
         best = max(top, key=lambda r: r["dice_patient_mean"] or 0)
-        parts.append(f"{dataset.upper()} at N = {', '.join(map(str, sizes))}: at N = {sizes[-1]} the best arm is "
+        parts.append(f"{dataset_label(dataset)} at N = {', '.join(map(str, sizes))}: at N = {sizes[-1]} the best arm is "
                      f"{method_label(best['method'])} ({100 * best['dice_patient_mean']:.1f} Dice points)")
     return "Test Dice of each transfer arm against the number of labelled target patients; " + "; ".join(parts) + "."
