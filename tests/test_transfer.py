@@ -115,7 +115,8 @@ def test_the_arms_of_the_transfer_setting_run_and_pool_over_seeds(tmp_path, caps
     for method in ("iac-shapley", "iac-shapley-joint", "normtune", "scratch"):
         vs = by_method[method]["dice_vs_finetune"]
         assert vs["seeds"] == 2 and vs["patients"] == 30 and vs["ci_low"] <= vs["mean"] <= vs["ci_high"]
-    assert "dice_vs_backbone" not in by_method["finetune"]
+    assert "dice_vs_finetune" not in by_method["finetune"] and by_method["finetune"]["dice_vs_backbone"]["seeds"] == 2
+    assert "dice_vs_backbone" not in by_method["backbone"]
     assert by_method["backbone"]["seeds"] == [0, 1] and by_method["backbone"]["source_drop"] is not None
     table = format_transfer_table(pooled)
     assert "N = 4 labelled target patients" in table and "IAC, Shapley-pruned + joint fine-tune" in table
@@ -149,6 +150,11 @@ def test_the_transfer_chapter_reads_verdicts_from_the_intervals(tmp_path):
     assert "No transfer run" in transfer_markdown([{**base, "setting": "same_site", "method": "finetune"}])
     written = write_transfer_section(tmp_path, tmp_path / "results")  # no results folder: says how to run
     assert "python -m shapnas transfer" in written.read_text()
+    assert "no transfer run" in (written.parent / "transfer-findings.md").read_text()
+    from shapnas.book.transfer_section import transfer_findings
+
+    assert ("KiTS, N = 4 (2 seeds): against the source backbone +5.0 [+2.0, +8.0] (better), against the fine-tuned "
+            "one -2.0 [-5.0, +0.4] (cannot tell)") in transfer_findings(pooled)
 
 
 def test_the_dice_against_n_figure_appears_with_several_n(tmp_path):

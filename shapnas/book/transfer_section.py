@@ -12,10 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRANSFER_FILE", "FIGURE_FILE", "transfer_path", "verdict", "transfer_markdown", "write_transfer_section"]
+__all__ = ["TRANSFER_FILE", "FIGURE_FILE", "FINDINGS_FILE", "transfer_path", "verdict", "transfer_markdown",
+           "transfer_findings", "write_transfer_section"]
 
 TRANSFER_FILE = "transfer.md"
-FIGURE_FILE = "transfer-dice-vs-n.png"  # beside the generated markdown; referenced relative to book/transfer.md
+FIGURE_FILE = "transfer-dice-vs-n.png"
+FINDINGS_FILE = "transfer-findings.md"  # the introduction's paragraph on the transfer setting  # beside the generated markdown; referenced relative to book/transfer.md
 MIN_SEEDS = 3  # an interval over fewer training seeds is shown but marked: it cannot carry the seeds' variance
 
 
@@ -94,6 +96,23 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "")
     return "\n".join(lines) + "\n"
 
 
+def transfer_findings(pooled: Sequence[Mapping[str, Any]]) -> str:
+    """The introduction's paragraph on the transfer setting: per dataset and N, the Shapley-pruned cell against the
+    source backbone and against the fine-tuned one, with the intervals and verdicts of :func:`transfer_markdown`."""
+    from shapnas.config.names import dataset_label
+
+    rows = [r for r in pooled if r["setting"] == "transfer" and r["method"] == "iac-shapley"]
+    if not rows:
+        return ("**A new site with few patients** ({doc}`/book/transfer`): no transfer run in this book's results "
+                "folder yet.\n")
+    parts = [f"{dataset_label(r['dataset'])}, N = {r['target_train_patients']} ({len(r['seeds'])} seeds): against the "
+             f"source backbone {_interval(r.get('dice_vs_backbone'))}, against the fine-tuned one "
+             f"{_interval(r.get('dice_vs_finetune'))}" for r in sorted(rows, key=lambda r: (
+                 r["dataset"], r["target_train_patients"]))]
+    return ("**A new site with few patients** ({doc}`/book/transfer`), Shapley-pruned cells in Dice points "
+            "[95 % interval over seeds and patients]: " + "; ".join(parts) + ".\n")
+
+
 def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
     """Compute the transfer tables from ``results_root`` and write them where ``book/transfer.md`` includes them.
 
@@ -120,4 +139,5 @@ def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
         plot_transfer_arms(pooled).savefig(figure, dpi=110)
         alt = transfer_alt(pooled)
     path.write_text(transfer_markdown(pooled, alt))
+    (path.parent / FINDINGS_FILE).write_text(transfer_findings(pooled))
     return path

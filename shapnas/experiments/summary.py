@@ -234,9 +234,10 @@ def pooled_summary(records: list[dict[str, Any]], *, num_resamples: int = BOOTST
     Returns:
         Per (dataset, backbone, setting, target_train_patients, profile, method): those keys, ``seeds`` (the
         training seeds pooled, sorted), ``test_patients`` (the fewest of one seed), ``dice_patient_mean`` (mean
-        over seeds), ``source_drop`` (mean over seeds; transfer only) and, for every method but the references,
-        ``dice_vs_<reference>`` for each of :data:`REFERENCES`: :func:`two_level_bootstrap` of the paired
-        differences against the same seed's reference (None where no seed has that reference).
+        over seeds), ``source_drop`` (mean over seeds; transfer only) and, for every method but the backbone,
+        ``dice_vs_<reference>`` for each other of :data:`REFERENCES` (so the fine-tuned backbone against the
+        backbone too): :func:`two_level_bootstrap` of the paired differences against the same seed's reference
+        (None where no seed has that reference).
     """
     by_key = {(_group(r), r["method"], r["seed"]): r for r in records}
     pooled = []
@@ -252,8 +253,8 @@ def pooled_summary(records: list[dict[str, Any]], *, num_resamples: int = BOOTST
                 "dice_patient_mean": float(np.mean([r["dice_patient_mean"] for r in runs.values()
                                                     if r["dice_patient_mean"] is not None] or [np.nan])),
                 "source_drop": float(np.mean(drops)) if drops else None}
-            if method not in REFERENCES:
-                for reference in REFERENCES:
+            if method != "backbone":
+                for reference in (r for r in REFERENCES if r != method):
                     differences = {s: _paired(r["patient_dice"], by_key[(group, reference, s)]["patient_dice"])
                                    for s, r in runs.items() if (group, reference, s) in by_key}
                     row[f"dice_vs_{reference}"] = two_level_bootstrap(
