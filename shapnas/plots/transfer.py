@@ -63,6 +63,7 @@ def plot_transfer_arms(pooled: Sequence[Mapping[str, Any]]) -> Figure:
         for ax in (dice_ax, diff_ax):
             ax.set_xscale("log", base=2)
             ax.set_xticks(sizes, [str(n) for n in sizes])
+            ax.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)  # the same span whether one N or several
             ax.set_xlabel("labelled target patients N")
             ax.grid(alpha=0.3)
         diff_ax.axhline(0, color="black", linewidth=0.8)
