@@ -110,9 +110,7 @@ def value_batch_source(prepared: Any, val: tuple[torch.Tensor, torch.Tensor],
     """
     if val[0].shape[0] >= 2 * size or not prepared.val_whole:
         return val
-    images = np.concatenate([v.image for v in prepared.val_whole])  # (N, C, H, W)
-    labels = np.concatenate([v.label for v in prepared.val_whole])[:, None]  # (N, 1, H, W)
-    return torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+    return prepared.selection_slices()
 
 
 def main() -> None:

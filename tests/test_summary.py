@@ -158,3 +158,27 @@ def test_stability_records_never_mix_profiles(tmp_path, capsys) -> None:
     (row,) = json.loads(capsys.readouterr().out)
     assert row["seeds"] == [2] and row["equivalent_inputs"] is False
     assert main(["stability", "--results", str(tmp_path)]) == 2
+
+
+def test_interval_text_has_one_writer_and_no_negative_zero():
+    from shapnas.experiments.intervals import dice_points, interval_bracket, interval_verdict
+
+    interval = {"mean": -0.0004, "ci_low": -0.011, "ci_high": 0.026}
+    assert interval_bracket(interval) == "+0.0 [-1.1, +2.6]"
+    assert interval_bracket(interval, scale=1, digits=3) == "+0.000 [-0.011, +0.026]"
+    assert interval_bracket(None, "") == "" and dice_points(None) == "–" and dice_points(0.8266) == "82.7"
+    assert interval_verdict(interval) == "matches"
+    assert interval_verdict({"mean": 0.02, "ci_low": 0.001, "ci_high": 0.03}) == "improves"
+
+
+def test_pooled_groups_keep_settings_apart_and_arms_in_order():
+    from shapnas.experiments.transfer import pooled_groups
+
+    def rec(method, setting="transfer", n=8):
+        return {"dataset": "acdc", "backbone": "basic_unet", "setting": setting, "target_train_patients": n,
+                "profile": "workshop", "method": method}
+
+    groups = pooled_groups([rec("iac-shapley"), rec("finetune"), rec("backbone"), rec("iac-shapley", "same_site", None),
+                            rec("scratch", n=4), rec("scratch", n=16)])
+    assert [(g.setting, g.n) for g, _ in groups] == [("same_site", 0), ("transfer", 4), ("transfer", 8), ("transfer", 16)]
+    assert [r["method"] for r in groups[2][1]] == ["backbone", "finetune", "iac-shapley"]

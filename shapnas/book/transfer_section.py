@@ -26,26 +26,21 @@ def transfer_path(root: str | Path) -> Path:
     return Path(root) / "book" / "datasets" / TRANSFER_FILE
 
 
+VERDICT_WORDS = {"improves": "better", "worse": "worse", "matches": "cannot tell", None: "–"}
+
+
 def verdict(interval: Mapping[str, float] | None) -> str:
-    """``better`` / ``worse`` when the 95 % interval excludes 0, ``cannot tell`` when it includes it, ``–`` without."""
-    if not interval:
-        return "–"
-    if interval["ci_low"] > 0:
-        return "better"
-    if interval["ci_high"] < 0:
-        return "worse"
-    return "cannot tell"
+    """``better`` / ``worse`` when the 95 % interval excludes 0, ``cannot tell`` when it includes it, ``–`` without
+    (:func:`shapnas.experiments.intervals.interval_verdict` in the chapter's words)."""
+    from shapnas.experiments.intervals import interval_verdict
 
-
-def _points(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
+    return VERDICT_WORDS[interval_verdict(interval)]
 
 
 def _interval(value: Mapping[str, float] | None) -> str:
-    if not value:
-        return "–"
-    return (f"{100 * value['mean']:+.1f} [{100 * value['ci_low']:+.1f}, {100 * value['ci_high']:+.1f}] "
-            f"({verdict(value)})")
+    from shapnas.experiments.intervals import interval_bracket
+
+    return f"{interval_bracket(value)} ({verdict(value)})" if value else "–"
 
 
 def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "") -> str:
@@ -60,29 +55,27 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "")
         Markdown: per group a heading, the site shift, the arms table (Dice in points, differences with their
         intervals and verdicts) and the number of seeds and test patients behind them.
     """
-    from shapnas.config.names import TRANSFER_ARMS, dataset_label, method_label
-    from shapnas.runs.identity import method_of_target
+    from shapnas.config.names import dataset_label, method_label
+    from shapnas.experiments.intervals import dice_points
+    from shapnas.experiments.transfer import pooled_groups
 
     rows = [r for r in pooled if r["setting"] == "transfer"]
     if not rows:
         return ("*No transfer run in this book's results folder yet: `python -m shapnas transfer --dataset acdc "
                 "--profile workshop --seeds 0 1 2` runs every arm, then `python -m shapnas book` shows them here.*\n")
-    order = {method_of_target(arm): i for i, arm in enumerate(TRANSFER_ARMS)}
-    groups = sorted({(r["dataset"], r["backbone"], r["target_train_patients"], r["profile"]) for r in rows}, key=str)
     lines: list[str] = []
-    for dataset, backbone, n, profile in groups:
-        group = sorted((r for r in rows if (r["dataset"], r["backbone"], r["target_train_patients"], r["profile"])
-                        == (dataset, backbone, n, profile)), key=lambda r: order.get(r["method"], len(order)))
+    for g, group in pooled_groups(rows):
         drop = next((r["source_drop"] for r in group if r.get("source_drop") is not None), None)
         seeds = sorted({s for r in group for s in r["seeds"]})
-        lines += [f"### {dataset_label(dataset)}, N = {n} labelled target patients ({backbone}, `{profile}` profile)", "",
-                  f"The source backbone loses {_points(drop)} Dice points between its own site's test patients and "
+        lines += [f"### {dataset_label(g.dataset)}, N = {g.n} labelled target patients ({g.backbone}, "
+                  f"`{g.profile}` profile)", "",
+                  f"The source backbone loses {dice_points(drop)} Dice points between its own site's test patients and "
                   f"the target site's. Seeds {', '.join(map(str, seeds))}; {min(r['test_patients'] for r in group)} "
                   "target test patients.", "",
                   "| arm | Dice | vs source backbone | vs fine-tuned |", "|---|---|---|---|"]
         for r in group:
             few = " (fewer than 3 seeds)" if len(r["seeds"]) < MIN_SEEDS else ""
-            lines.append(f"| {method_label(r['method'])}{few} | {_points(r['dice_patient_mean'])} | "
+            lines.append(f"| {method_label(r['method'])}{few} | {dice_points(r['dice_patient_mean'])} | "
                          f"{_interval(r.get('dice_vs_backbone'))} | {_interval(r.get('dice_vs_finetune'))} |")
         lines.append("")
     lines.append("*Dice: mean patient-level Dice (points) over seeds. Differences: mean paired difference in points "

@@ -131,8 +131,7 @@ def speed_snippet(run: Path, others: Sequence[tuple[str, float]]) -> str:
 def intervals_text(records: Sequence[Mapping[str, Any]]) -> str:
     """Per dataset: the Shapley-pruned cell against the backbone, the interval and its reading, and the number
     of test patients it pairs."""
-    from shapnas.plots.claims import interval_verdict
-    from shapnas.plots.results import interval_text
+    from shapnas.experiments.intervals import interval_text, interval_verdict
 
     rows = [r for r in records if r.get("method") == "iac-shapley" and r.get("dice_vs_backbone")]
     if not rows:

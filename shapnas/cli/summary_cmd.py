@@ -41,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary."""
+    from shapnas.experiments.intervals import interval_bracket
     from shapnas.experiments.summary import collect_summary, pooled_summary
 
     setting = {"same_site": "", "all": None}.get(args.setting, args.setting)
@@ -66,15 +67,8 @@ def run(args: argparse.Namespace) -> int:
         wall = "" if r["search_wall_s"] is None else f"{r['search_wall_s']:.1f}"
         print(f"{r['dataset']:8} {r['backbone']:10} {r['target_train_patients'] or '-':>3} {r['seed']:>4} "
               f"{r['method']:18} {dice:>6} {hd:>7} {wall:>9} "
-              f"{r['epochs'] or '':>6} {r.get('test_patients', ''):>3} {_interval(r.get('dice_vs_backbone')):>22} "
-              f"{_interval(r.get('dice_vs_finetune')):>22}")
+              f"{r['epochs'] or '':>6} {r.get('test_patients', ''):>3} {interval_bracket(r.get('dice_vs_backbone'), '', scale=1, digits=3):>22} "
+              f"{interval_bracket(r.get('dice_vs_finetune'), '', scale=1, digits=3):>22}")
     print("N: labelled target patients of a transfer run (- for the same site); vs backbone / vs finetune: mean "
           "paired Dice difference [95% bootstrap interval] over the n test patients")
     return 0
-
-
-def _interval(value: dict | None) -> str:
-    """``+0.012 [-0.003, +0.027]``, or empty without a comparison."""
-    if not value:
-        return ""
-    return f"{value['mean']:+.3f} [{value['ci_low']:+.3f}, {value['ci_high']:+.3f}]"

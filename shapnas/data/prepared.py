@@ -68,18 +68,27 @@ class PreparedData:
         """All slices of a split: images (N, C, H, W) float32 and labels (N, 1, H, W) int64 (new tensors)."""
         if split not in self.volumes:
             raise ValueError(f"split={split!r}; expected one of {', '.join(self.volumes)}")
-        volumes = self.volumes[split]
-        if not volumes:
+        if not self.volumes[split]:
             raise ValueError(f"split {split!r} holds no volumes")
-        images = np.concatenate([v.image for v in volumes])  # (N, C, H, W)
-        labels = np.concatenate([v.label for v in volumes])[:, None]  # (N, 1, H, W)
-        return torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+        return _stack_slices(self.volumes[split])
+
+    def selection_slices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every slice of :meth:`selection_volumes` (the whole V volumes): images (N, C, H, W) float32, labels
+        (N, 1, H, W) int64 (new tensors)."""
+        return _stack_slices(self.selection_volumes())
 
     def training_slices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All training slices, W then A: images (N, C, H, W) float32 and labels (N, 1, H, W) int64 (what every
         training stage fits: pre-training, the fine-tuned control, the re-training)."""
         (w_images, w_labels), (a_images, a_labels) = self.slices("train_w"), self.slices("train_a")
         return torch.cat([w_images, a_images]), torch.cat([w_labels, a_labels])
+
+
+def _stack_slices(volumes: list[Volume]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The volumes' slices stacked: images (N, C, H, W) float32 and labels (N, 1, H, W) int64."""
+    images = np.concatenate([v.image for v in volumes])  # (N, C, H, W)
+    labels = np.concatenate([v.label for v in volumes])[:, None]  # (N, 1, H, W)
+    return torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
 
 
 def resolve_data_dir(cfg: DataConfig) -> Path:

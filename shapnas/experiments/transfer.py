@@ -20,15 +20,27 @@ carries the site shift it starts from (``source_drop``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from shapnas.config.names import TRANSFER_ARMS, method_label
 from shapnas.config.stage_configs import RetrainConfig
+from shapnas.experiments.intervals import dice_points, interval_bracket
 from shapnas.experiments.summary import collect_summary, pooled_summary
 from shapnas.runs.identity import method_of_target, setting_folder
 
-__all__ = ["TRANSFER_ARMS", "run_transfer", "transfer_records", "format_transfer_table"]
+__all__ = ["TRANSFER_ARMS", "PooledGroup", "run_transfer", "transfer_records", "pooled_groups",
+           "format_transfer_table"]
+
+
+class PooledGroup(NamedTuple):
+    """The runs pooled together: one dataset, backbone, setting, N (0 for the same site) and profile."""
+
+    dataset: str
+    backbone: str
+    setting: str
+    n: int
+    profile: str
 
 def run_transfer(cfg: RetrainConfig, seeds: Sequence[int], arms: Sequence[str] = TRANSFER_ARMS, *,
                  report: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -63,10 +75,25 @@ def transfer_records(cfg: RetrainConfig) -> list[dict[str, Any]]:
     return pooled_summary([r for r in records if r["dataset"] == cfg.dataset and r["backbone"] == cfg.backbone])
 
 
-def _interval(value: dict[str, Any] | None) -> str:
-    if not value:
-        return ""
-    return f"{100 * value['mean']:+.1f} [{100 * value['ci_low']:+.1f}, {100 * value['ci_high']:+.1f}]"
+def pooled_groups(records: Sequence[Mapping[str, Any]]) -> list[tuple[PooledGroup, list[Mapping[str, Any]]]]:
+    """Pooled records grouped by (dataset, backbone, setting, N, profile), each group's arms in
+    :data:`~shapnas.config.names.TRANSFER_ARMS` order (other methods after them, by name).
+
+    Args:
+        records: :func:`~shapnas.experiments.summary.pooled_summary` records.
+
+    Returns:
+        ``[(group key, records of the group)]``, groups sorted by their key (N as a number); N is 0 for the same site.
+    """
+    order = {method_of_target(arm): i for i, arm in enumerate(TRANSFER_ARMS)}
+
+    def key(r: Mapping[str, Any]) -> PooledGroup:
+        return PooledGroup(r["dataset"], r["backbone"], r["setting"], r.get("target_train_patients") or 0,
+                           r.get("profile", ""))
+
+    groups = sorted({key(r) for r in records})
+    return [(g, sorted((r for r in records if key(r) == g),
+                       key=lambda r: (order.get(r["method"], len(order)), r["method"]))) for g in groups]
 
 
 def format_transfer_table(records: list[dict[str, Any]]) -> str:
@@ -81,27 +108,19 @@ def format_transfer_table(records: list[dict[str, Any]]) -> str:
     """
     if not records:
         return "no finished evaluations"
-    order = {method_of_target(arm): i for i, arm in enumerate(TRANSFER_ARMS)}
-    groups = sorted({(r["dataset"], r["backbone"], r["setting"], r["target_train_patients"] or 0) for r in records},
-                    key=str)
     lines = []
-    for dataset, backbone, setting, n in groups:
-        group = [r for r in records if (r["dataset"], r["backbone"], r["setting"],
-                                        r["target_train_patients"] or 0) == (dataset, backbone, setting, n)]
-        drop = next((r["source_drop"] for r in group if r.get("source_drop") is not None), None)
-        title = (f"transfer, N = {n} labelled target patients; source drop {_points(drop)} Dice points"
-                 if setting == "transfer" else "same site")
-        lines += [f"{dataset} {backbone}: {title}",
+    for group, rows in pooled_groups(records):
+        drop = next((r["source_drop"] for r in rows if r.get("source_drop") is not None), None)
+        title = (f"transfer, N = {group.n} labelled target patients; source drop {dice_points(drop, '')} Dice points"
+                 if group.setting == "transfer" else "same site")
+        lines += [f"{group.dataset} {group.backbone}: {title}",
                   f"{'arm':38} {'seeds':>5} {'n':>3} {'Dice':>6} {'vs source backbone':>22} {'vs fine-tuned':>22}"]
-        for r in sorted(group, key=lambda r: (order.get(r["method"], len(order)), r["method"])):
+        for r in rows:
             lines.append(f"{method_label(r['method']):38} {len(r['seeds']):>5} {r['test_patients']:>3} "
-                         f"{_points(r['dice_patient_mean']):>6} {_interval(r.get('dice_vs_backbone')):>22} "
-                         f"{_interval(r.get('dice_vs_finetune')):>22}")
+                         f"{dice_points(r['dice_patient_mean'], ''):>6} "
+                         f"{interval_bracket(r.get('dice_vs_backbone'), ''):>22} "
+                         f"{interval_bracket(r.get('dice_vs_finetune'), ''):>22}")
         lines.append("")
     lines.append("Dice: mean patient Dice (points) over seeds; differences: mean [95 % two-level bootstrap interval: "
                  "seeds, then patients within a seed, paired by patient]")
     return "\n".join(lines)
-
-
-def _points(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.1f}"

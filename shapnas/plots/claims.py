@@ -23,7 +23,8 @@ import pandas as pd
 
 from shapnas.config.names import method_label, method_name
 from shapnas.experiments.stability.report import stability_report
-from shapnas.plots.results import data_sources, interval_text, points, speedups
+from shapnas.experiments.intervals import interval_text, interval_verdict, points
+from shapnas.plots.results import data_sources, speedups
 from shapnas.runs.records import cost_split
 
 __all__ = [
@@ -36,19 +37,7 @@ __all__ = [
 ]
 
 PAPER_CLAIMS = {"dice_gain_points": 5.0, "dice_gain_max_points": 11.0, "search_speedup": 4.0, "min_seeds": 3}
-Verdict = Literal["improves", "matches", "worse"]
 Reading = Literal["agrees", "disagrees", "cannot tell"]
-
-
-def interval_verdict(interval: Mapping[str, float] | None) -> Verdict | None:
-    """``improves`` (95 % interval above 0), ``worse`` (below 0), ``matches`` (includes 0); ``None`` without one."""
-    if not interval or interval.get("ci_low") is None or interval.get("ci_high") is None:
-        return None
-    if interval["ci_low"] > 0:
-        return "improves"
-    if interval["ci_high"] < 0:
-        return "worse"
-    return "matches"
 
 
 def _comparisons(records: Sequence[Mapping[str, Any]], method: str, field: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from shapnas.config.names import BASELINE_METHODS, POLICIES, method_label, method_name
+from shapnas.experiments.intervals import interval_text, points
 
 __all__ = [
     "NO_SEEDS_TEXT",
@@ -44,17 +45,6 @@ def _label(method: str) -> str:
 
 def _fmt(value: Any, digits: int = 1) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def points(value: float) -> str:
-    """Dice points with a sign and one decimal, never ``-0.0``."""
-    return f"{round(float(value), 1) + 0.0:+.1f}"
-
-
-def interval_text(interval: Mapping[str, float]) -> str:
-    """``+0.1 points (95 % CI −0.2 to +0.4)`` from a Dice-fraction interval."""
-    return (f"{points(100 * interval['mean'])} points (95 % CI {points(100 * interval['ci_low'])} to "
-            f"{points(100 * interval['ci_high'])})")
 
 
 def metrics_table(evals: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
