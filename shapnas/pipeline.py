@@ -117,6 +117,12 @@ def _selection_rule(cfg: PretrainConfig, data: PreparedData, device: torch.devic
             "val_every_steps": cfg.val_every_steps}
 
 
+def _augmentation_rule(cfg: PretrainConfig) -> dict[str, Any]:
+    """``fit``'s augmentation arguments, the same for every arm: the policy of the training slices and the
+    dataset (which axes may be mirrored)."""
+    return {"augmentation": cfg.augmentation, "dataset": cfg.dataset}
+
+
 def _budget(result: Any, epochs: int, max_steps: int, patience: int) -> dict[str, Any]:
     """What a fit recorded about its budget: caps, steps taken, the selected point and why it stopped."""
     return {"epochs": epochs, "max_steps": max_steps, "patience_steps": patience, "steps": result.steps,
@@ -182,7 +188,7 @@ def _train_new_backbone(cfg: PretrainConfig, stage: Path, data: PreparedData, de
     result = fit(net, list(net.parameters()), data.training_slices(), data.slices("val"), epochs=cfg.pretrain_epochs,
                  lr=cfg.pretrain_lr, batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed),
                  num_classes=num_classes, history_path=stage / "history.jsonl", desc=desc,
-                 max_steps=cfg.pretrain_steps, **_selection_rule(cfg, data, device))
+                 max_steps=cfg.pretrain_steps, **_selection_rule(cfg, data, device), **_augmentation_rule(cfg))
     body = {"best_epoch": result.best_epoch, "val_dice": result.best_val_dice,
             **_budget(result, cfg.pretrain_epochs, cfg.pretrain_steps, cfg.patience_steps)}
     return net, init_args, body
@@ -256,7 +262,7 @@ def _tune(cfg: PretrainConfig, kind: str, rates: tuple[float, ...]) -> Path:
         result = fit(net, params, data.training_slices(), data.slices("val"), epochs=cfg.finetune_epochs,
                      lr=lr, batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 1),
                      num_classes=num_classes, history_path=history, desc=f"{kind} lr {lr:g}",
-                     max_steps=cfg.finetune_steps, **_selection_rule(cfg, data, device))
+                     max_steps=cfg.finetune_steps, **_selection_rule(cfg, data, device), **_augmentation_rule(cfg))
         trials.append({"lr": lr, "val_dice": result.best_val_dice, "best_step": result.best_step,
                        "steps": result.steps})
         if best is None or result.best_val_dice > best[1].best_val_dice:
@@ -374,7 +380,7 @@ def run_retrain(cfg: RetrainConfig) -> Path:
     result = fit(model, params, data.training_slices(), data.slices("val"), epochs=cfg.retrain_epochs, lr=cfg.retrain_lr,
                  batch_size=cfg.batch_size, device=device, generator=torch_generator(cfg.seed + 2),
                  num_classes=num_classes, history_path=stage / "history.jsonl", desc=f"retrain ({cfg.policy})",
-                 max_steps=cfg.retrain_steps, **_selection_rule(cfg, data, device))
+                 max_steps=cfg.retrain_steps, **_selection_rule(cfg, data, device), **_augmentation_rule(cfg))
     save_model(stage / "model.pt", kind="retrofit", net=adapter.net, backbone_name=cfg.backbone,
                init_args=checkpoint["backbone"]["init_args"], model=model, genotype=genotype, cell_channels=channels,
                partial_channels=cfg.partial_channels,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from monai.networks.nets import AttentionUnet, UNet
+from monai.networks.nets import SegResNet, UNet
 
 from shapnas.networks.backbones import (
     BACKBONE_SIZES,
@@ -74,8 +74,8 @@ def test_adapter_state_dict_is_the_monai_one(name):
 
 
 def test_unsupported_nets_and_skip_modes():
-    with pytest.raises(ValueError, match="AttentionUnet"):
-        adapt(AttentionUnet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,)))
+    with pytest.raises(ValueError, match="SegResNet"):
+        adapt(SegResNet(spatial_dims=2, in_channels=1, out_channels=2, init_filters=8))
     with pytest.raises(ValueError, match="spatial_dims"):
         adapt(UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,)))
     net = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2))

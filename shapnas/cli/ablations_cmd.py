@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
+from shapnas.cli.common import BACKBONE_HELP, add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
 from shapnas.config.names import DATASET_NAMES
 from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig
 
@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--datasets", default=None,
                         help=f"comma-separated subset of the plan's datasets ({', '.join(DATASET_NAMES)}; default: the plan's)")
     parser.add_argument("--results", default="results", help="results folder (default: results)")
-    parser.add_argument("--backbone", default=None, help="basic_unet (default) or unet")
+    parser.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     add_data_dir_argument(parser)
     add_set_argument(parser, " in every run")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",

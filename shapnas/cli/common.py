@@ -7,12 +7,15 @@ import argparse
 from collections.abc import Sequence
 
 from shapnas.config.arguments import add_data_dir_argument, add_set_argument, parse_data_dirs
-from shapnas.config.names import DATASET_NAMES, POLICY_NAMES
+from shapnas.config.names import BACKBONE_NAMES, DATASET_NAMES, POLICY_NAMES
 from shapnas.config.overrides import parse_overrides
 from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig, resolve_config
 
-__all__ = ["add_run_arguments", "add_data_dir_argument", "add_set_argument", "config_from_args", "parse_data_dirs",
-           "parse_names"]
+__all__ = ["add_run_arguments", "add_data_dir_argument", "add_set_argument", "add_setting_argument", "config_from_args",
+           "parse_data_dirs", "parse_names", "setting_folder_arg", "BACKBONE_HELP"]
+
+BACKBONE_HELP = f"backbone U-Net, one of {', '.join(BACKBONE_NAMES)} (default: basic_unet)"
+"""The ``--backbone`` help of every command that takes one."""
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, policy: bool = True) -> None:
@@ -22,11 +25,39 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, policy: bool = True) -
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     parser.add_argument("--profile", default="workshop", choices=PROFILE_NAMES, help="parameter profile (default: workshop)")
     parser.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
-    parser.add_argument("--backbone", default=None, help="basic_unet (default) or unet")
+    parser.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     if policy:
         parser.add_argument("--policy", default=None, choices=POLICY_NAMES, help="pruning policy (default: none)")
     add_set_argument(parser)
     parser.add_argument("--device", default=None, help="auto (default: cuda when present), cpu or cuda:i")
+
+
+def add_setting_argument(parser: argparse.ArgumentParser) -> None:
+    """``--setting``: which setting's stages a reader reads (:func:`setting_folder_arg`)."""
+    parser.add_argument("--setting", default="same_site",
+                        help="same_site (default), transfer-n<N> (one transfer folder, N labelled target patients) "
+                             "or all")
+
+
+def setting_folder_arg(value: str) -> str | None:
+    """The ``setting`` argument of :func:`shapnas.runs.records.finished_stages` for a ``--setting`` value.
+
+    Args:
+        value: ``same_site``, ``all`` or ``transfer-n<N>``.
+
+    Returns:
+        ``""`` (same site), None (all settings) or the ``transfer-n<N>`` folder name.
+
+    Raises:
+        ValueError: any other value.
+    """
+    from shapnas.runs.identity import parse_setting_folder
+
+    if value in ("same_site", "all"):
+        return {"same_site": "", "all": None}[value]
+    if parse_setting_folder(value) is None:
+        raise ValueError(f"--setting {value!r}; expected same_site, all or transfer-n<N> (e.g. transfer-n8)")
+    return value
 
 
 def parse_names(text: str, allowed: Sequence[str], option: str) -> list[str]:

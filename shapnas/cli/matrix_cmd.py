@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
+from shapnas.cli.common import BACKBONE_HELP, add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
 from shapnas.config.names import DATASET_NAMES, POLICY_NAMES
 from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig
 
@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile", default="workshop", choices=PROFILE_NAMES, help="parameter profile (default: workshop)")
     parser.add_argument("--results", default="results", help="results folder, on a file system every worker "
                                                               "sees at the same path (default: results)")
-    parser.add_argument("--backbone", default=None, help="basic_unet (default) or unet")
+    parser.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     add_data_dir_argument(parser)
     add_set_argument(parser, " in every stage")
     parser.add_argument("--stages", default=None,

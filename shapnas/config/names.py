@@ -49,7 +49,7 @@ def dataset_label(dataset: str) -> str:
     """The display name of a dataset (``kits`` -> ``KiTS``); an unknown name in capitals."""
     return DATASET_LABELS.get(dataset, dataset.upper())
 
-BACKBONE_NAMES = ("basic_unet", "unet")
+BACKBONE_NAMES = ("basic_unet", "unet", "attention_unet", "basic_unet_plus_plus")
 # widths of shapnas.networks.backbones.BACKBONE_SIZES (kept here so that configs load without torch; a test checks both)
 BACKBONE_SIZE_NAMES = ("micro", "tiny", "small", "paper")
 # estimators of a Shapley round (shapnas.shapley.supernet_game): Aumann–Shapley, Owen sampling with gradients, Monte-Carlo

@@ -19,7 +19,7 @@ from shapnas.config.overrides import check_names, convert_values
 from shapnas.profiles import PROFILE_NAMES, config_from_profile, load_profile, resolve_config
 
 __all__ = ["DATASET_NAMES", "BACKBONE_NAMES", "POLICY_NAMES", "SHAPLEY_ESTIMATORS", "SETTINGS",
-           "MIN_TARGET_TEST_PATIENTS", "BaseConfig", "DataConfig",
+           "MIN_TARGET_TEST_PATIENTS", "AUGMENTATION_NAMES", "BaseConfig", "DataConfig",
            "PretrainConfig", "SearchConfig", "RetrainConfig", "PROFILE_NAMES", "load_profile", "resolve_config",
            "config_from_profile"]
 
@@ -29,6 +29,9 @@ SETTINGS = ("same_site", "transfer")  # first = default
 # the transfer setting's target-site test split: at least this many patients, scored whole (evaluation power, as
 # the workshop profile's >= 30 same-site test patients)
 MIN_TARGET_TEST_PATIENTS = 30
+# training-time augmentation policies of every training's slices (first = default: none); the transforms of each
+# live in shapnas.training.augmentation (kept here so that configs load without torch; a test checks both)
+AUGMENTATION_NAMES = ("none", "standard")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,8 +198,11 @@ class PretrainConfig(DataConfig):
     """The backbone U-Net and its pre-training (DiceCE, Adam, model selection on V).
 
     Args:
-        backbone: ``basic_unet`` (MONAI BasicUNet, default) or ``unet`` (MONAI UNet).
-        backbone_size: ``tiny`` (workshop CPU), ``small`` or ``paper`` (paper-like width, for a GPU).
+        backbone: ``basic_unet`` (MONAI BasicUNet, default), ``unet`` (MONAI UNet), ``attention_unet`` (MONAI
+            AttentionUnet, attention-gated skips) or ``basic_unet_plus_plus`` (MONAI BasicUNetPlusPlus, nested
+            dense skips, without deep supervision).
+        backbone_size: ``micro`` (narrowest, CPU), ``tiny`` (workshop CPU), ``small`` or ``paper`` (paper-like
+            width, for a GPU).
         backbone_checkpoint: path to a user's own trained MONAI state dict (``.pt`` holding
             ``state_dict`` and ``init_args``); empty means pre-train here. Defaults to ``""``.
         pretrain_epochs: epochs of pre-training. Defaults to 4.
@@ -221,6 +227,10 @@ class PretrainConfig(DataConfig):
             only, about 1 % of the weights) is tuned over, with the fine-tune's step budget and V selection; a grid
             above the full fine-tune's, since few weights move (BitFit, Ben Zaken et al. ACL 2022, tuned 1e-4 to
             1e-3 on transformers). Defaults to (1e-3, 3e-3, 1e-2).
+        augmentation: training-time augmentation of the training slices of every training (pre-training,
+            fine-tunes, the search's weight steps, the re-training; never A, V or test): ``none`` or ``standard``
+            (MONAI random affine, intensity, contrast, noise and smoothing, flips only where the dataset's anatomy
+            allows; :mod:`shapnas.training.augmentation`). Defaults to ``none``.
     """
 
     backbone: str = "basic_unet"
@@ -239,9 +249,12 @@ class PretrainConfig(DataConfig):
     finetune_lrs: tuple[float, ...] = ()
     val_every_steps: int = 0
     normtune_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    augmentation: str = "none"  # a stage stored before this field existed ran without augmentation
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.augmentation not in AUGMENTATION_NAMES:
+            raise ValueError(f"augmentation={self.augmentation!r}; expected one of {', '.join(AUGMENTATION_NAMES)}")
         _at_least(self, 0, ("pretrain_steps", "finetune_steps", "patience_steps", "val_every_steps"),
                   "0 (off) or a positive step count")
         if self.selection not in ("patient", "slices"):
@@ -317,7 +330,9 @@ class SearchConfig(PretrainConfig):
             projection initialised to zero) or ``gate`` (``e + 30·γ·cell(e)``, γ = 0 at implant). Both equal
             the backbone exactly at implant time. Defaults to ``projection``.
         decoder_input: the cell's second input state ``s1`` is the decoder feature upsampled to the skip's
-            level (``s0`` the skip) instead of a second projection of the skip. Defaults to False.
+            level (``s0`` the skip) instead of a second projection of the skip; not for
+            ``basic_unet_plus_plus`` (no decoder feature enters a level before its skip is read). Defaults to
+            False.
     """
 
     policy: str = "none"
@@ -377,6 +392,9 @@ class SearchConfig(PretrainConfig):
             raise ValueError(f"weight_optimizer={self.weight_optimizer!r}; expected 'adam' or 'sgd'")
         if self.residual not in ("projection", "gate"):
             raise ValueError(f"residual={self.residual!r}; expected 'projection' or 'gate'")
+        if self.decoder_input and self.backbone == "basic_unet_plus_plus":
+            raise ValueError("decoder_input=True is not available for backbone 'basic_unet_plus_plus' (nested dense "
+                             "skips, no decoder feature per skip level); use decoder_input=False")
         _at_least(self, 0, ("search_epoch_steps",), "0 (one pass over W) or more")
         _at_least(self, 1, ("prune_interval", "prune_per_round", "shapley_permutations", "shapley_slices", "num_nodes"))
         self._check_shapley_estimator()

@@ -1,24 +1,28 @@
 """MONAI 2D U-Net backbones, their sizes, checkpoints, and adapters exposing explicit skip tensors.
 
-An adapter splits a MONAI U-Net into ``encode(x) -> (skips, bottom)`` and ``decode(skips, bottom)`` by
-calling MONAI's own submodules in the order of the net's ``forward``, so that the
-retrofit can rewrite the skips while the encoder and decoder stay the pre-trained ones.
+An adapter splits a MONAI U-Net (``BasicUNet``, ``UNet``, ``AttentionUnet``, ``BasicUNetPlusPlus``) into
+``encode(x) -> (skips, bottom)`` and ``decode_with(skips, bottom, transform)`` by calling MONAI's own submodules
+in the order of the net's ``forward``, so that the retrofit can rewrite the skips while the encoder and decoder
+stay the pre-trained ones.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from monai.networks.layers.simplelayers import SkipConnection
-from monai.networks.nets import BasicUNet, UNet
+from monai.networks.nets import AttentionUnet, BasicUNet, BasicUNetPlusPlus, UNet
+from monai.networks.nets.attentionunet import AttentionLayer
 from torch import nn
 
 __all__ = [
     "BACKBONE_SIZES", "BACKBONE_NAMES", "build_backbone", "new_backbone", "net_from_payload", "SkipAdapter",
-    "BasicUNetAdapter", "MonaiUNetAdapter", "adapt", "backbone_payload", "load_backbone", "norm_and_bias_parameters",
+    "BasicUNetAdapter", "MonaiUNetAdapter", "AttentionUNetAdapter", "UNetPlusPlusAdapter", "UNetPlusPlusLogits",
+    "SkipTransform", "adapt", "backbone_payload", "load_backbone", "norm_and_bias_parameters",
 ]
 
 BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -34,12 +38,54 @@ BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2},
         "paper": {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2},
     },
+    # the widths of ``unet`` (3 skips up to ``small``, 4 at ``paper``); batch norms, one conv block per level
+    "attention_unet": {
+        "micro": {"channels": [4, 8, 16, 32], "strides": [2, 2, 2]},
+        "tiny": {"channels": [8, 16, 32, 64], "strides": [2, 2, 2]},
+        "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2]},
+        "paper": {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2]},
+    },
+    # the widths of ``basic_unet``; the nested decoder has 10 UpCat nodes instead of 4 (about 1.2x the weights)
+    "basic_unet_plus_plus": {
+        "micro": {"features": [4, 4, 8, 16, 32, 4]},
+        "tiny": {"features": [8, 8, 16, 32, 64, 8]},
+        "small": {"features": [16, 16, 32, 64, 128, 16]},
+        "paper": {"features": [32, 32, 64, 128, 256, 32]},
+    },
 }
 """Constructor keyword arguments of each MONAI backbone (``spatial_dims=2``) per size."""
 BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONE_SIZES)
 
-_CLASSES: dict[str, type[nn.Module]] = {"basic_unet": BasicUNet, "unet": UNet}
 _MAX_LISTED = 5
+
+SkipTransform = Callable[[int, torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""``transform(level, skip, up) -> new skip`` (same shape as ``skip``); ``up`` is the decoder feature entering
+the level, or None where the backbone has none (``BasicUNetPlusPlus``)."""
+
+
+class UNetPlusPlusLogits(BasicUNetPlusPlus):
+    """MONAI ``BasicUNetPlusPlus`` without deep supervision whose ``forward`` returns the logits tensor
+    (B, out_channels, H, W) rather than MONAI's one-element list; the modules and state dict are MONAI's.
+
+    Args:
+        **kwargs: ``BasicUNetPlusPlus``'s constructor arguments (``deep_supervision`` must stay False).
+
+    Raises:
+        ValueError: for ``deep_supervision=True`` (four outputs, where the pipeline trains one).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        if kwargs.get("deep_supervision", False):
+            raise ValueError("basic_unet_plus_plus: deep_supervision=True; expected False (one output)")
+        super().__init__(**kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, out_channels, H, W) of the full-depth node ``x_0_4``."""
+        return super().forward(x)[0]
+
+
+_CLASSES: dict[str, type[nn.Module]] = {"basic_unet": BasicUNet, "unet": UNet, "attention_unet": AttentionUnet,
+                                        "basic_unet_plus_plus": UNetPlusPlusLogits}
 
 
 def _construct(name: str, init_args: dict[str, Any]) -> nn.Module:
@@ -51,10 +97,12 @@ def build_backbone(name: str, in_channels: int, out_channels: int, size: str) ->
     """A freshly initialised MONAI 2D backbone (its init draws from the global torch RNG).
 
     Args:
-        name: ``basic_unet`` (MONAI ``BasicUNet``) or ``unet`` (MONAI ``UNet``).
+        name: ``basic_unet`` (MONAI ``BasicUNet``), ``unet`` (MONAI ``UNet``), ``attention_unet`` (MONAI
+            ``AttentionUnet``) or ``basic_unet_plus_plus`` (MONAI ``BasicUNetPlusPlus`` without deep
+            supervision, as :class:`UNetPlusPlusLogits`).
         in_channels: image channels.
         out_channels: classes including background.
-        size: ``tiny``, ``small`` or ``paper`` (:data:`BACKBONE_SIZES`).
+        size: ``micro``, ``tiny``, ``small`` or ``paper`` (:data:`BACKBONE_SIZES`).
 
     Returns:
         (net, init_args): the net and its constructor arguments as plain types (lists, ints).
@@ -103,8 +151,9 @@ def norm_and_bias_parameters(net: nn.Module) -> list[nn.Parameter]:
     convolutional nets); each once, in ``net.parameters()`` order.
 
     Args:
-        net: a backbone (MONAI ``BasicUNet``: instance norms with affine parameters; ``UNet``: biases and PReLU
-            slopes are left out, its instance norms carry no affine parameters).
+        net: a backbone (MONAI ``BasicUNet``, ``BasicUNetPlusPlus``: instance norms with affine parameters;
+            ``AttentionUnet``: batch norms; ``UNet``: biases and PReLU slopes are left out, its instance norms
+            carry no affine parameters).
 
     Returns:
         The parameters (about 1 % of the tiny BasicUNet's, 0.6 % of the tiny UNet's).
@@ -123,42 +172,71 @@ def _out_channels(module: nn.Module) -> int:
     return int(convs[-1].out_channels)
 
 
+def _keep_skip(level: int, skip: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
+    """The identity :data:`SkipTransform`: the backbone's own decoder."""
+    return skip
+
+
 class SkipAdapter(nn.Module, ABC):
-    """A U-Net seen as ``encode(x) -> (skips, bottom)`` and ``decode(skips, bottom) -> logits``.
+    """A U-Net seen as ``encode(x) -> (skips, bottom)`` and ``decode_with(skips, bottom, transform) -> logits``.
+
+    The default decoder runs level by level from the deepest: ``up = up_feature(level, deep, skip)``, then
+    ``deep = merge(level, transform(level, skip, up), up)``; an adapter of such a backbone implements
+    :meth:`up_feature` and :meth:`merge`, one whose decoder is not a level chain overrides :meth:`decode_with`.
 
     Attributes:
         net: the wrapped MONAI module (``adapter.net.state_dict()`` is the MONAI state dict).
         skip_channels: channels of each skip tensor, full resolution first.
+        decoder_channels: channels of the decoder feature entering each skip level (:meth:`up_feature`); empty
+            when the backbone has no such feature.
+        supports_decoder_input: whether a cell may read that decoder feature (``decoder_input``).
+        backbone_name: the :data:`BACKBONE_SIZES` name of the backbone.
     """
 
     net: nn.Module
     skip_channels: list[int]
+    decoder_channels: list[int]
+    supports_decoder_input: bool = True
+    backbone_name: str = ""
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Encoder: (B, C_in, H, W) -> (skips, full resolution first; bottom tensor)."""
 
-    decoder_channels: list[int]
-
-    @abstractmethod
     def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """The decoder feature entering skip level ``level``, at the skip's resolution: ``deep`` (the
         decoder output one level down, or the bottom) upsampled as the backbone does. ``skip`` gives the shape."""
+        raise NotImplementedError(f"{type(self).__name__}: no level-by-level decoder (see decode_with)")
 
-    @abstractmethod
     def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         """The decoder block of ``level`` on its skip and :meth:`up_feature`: the next ``deep`` tensor."""
+        raise NotImplementedError(f"{type(self).__name__}: no level-by-level decoder (see decode_with)")
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from the last decoder output (identity unless the backbone has a final conv)."""
         return x
 
-    def decode(self, skips: list[torch.Tensor], bottom: torch.Tensor) -> torch.Tensor:
-        """Decoder: skips and bottom -> logits (B, out_channels, H, W), level by level from the deepest."""
+    def decode_with(self, skips: list[torch.Tensor], bottom: torch.Tensor, transform: SkipTransform) -> torch.Tensor:
+        """The decoder with every skip replaced by ``transform(level, skip, up)`` where the decoder reads it.
+
+        Args:
+            skips: the encoder's skips, full resolution first (:meth:`encode`).
+            bottom: the encoder's bottom tensor.
+            transform: the new skip of a level from the skip and the decoder feature entering the level.
+
+        Returns:
+            Logits (B, out_channels, H, W).
+        """
         x = bottom
         for level in reversed(range(len(skips))):
-            x = self.merge(level, skips[level], self.up_feature(level, x, skips[level]))
+            skip = skips[level]
+            up = self.up_feature(level, x, skip)  # (B, C_dec, H_l, W_l)
+            x = self.merge(level, transform(level, skip, up), up)
         return self.head(x)
+
+    def decode(self, skips: list[torch.Tensor], bottom: torch.Tensor) -> torch.Tensor:
+        """Decoder: skips and bottom -> logits (B, out_channels, H, W), the skips unchanged."""
+        return self.decode_with(skips, bottom, _keep_skip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(*self.encode(x))
@@ -170,6 +248,8 @@ class BasicUNetAdapter(SkipAdapter):
     Args:
         net: a 2D ``monai.networks.nets.BasicUNet``.
     """
+
+    backbone_name = "basic_unet"
 
     def __init__(self, net: BasicUNet) -> None:
         super().__init__()
@@ -218,6 +298,8 @@ class MonaiUNetAdapter(SkipAdapter):
         net: a 2D ``monai.networks.nets.UNet`` (or subclass keeping the block structure).
     """
 
+    backbone_name = "unet"
+
     def __init__(self, net: UNet) -> None:
         super().__init__()
         if getattr(net, "dimensions", 2) != 2:
@@ -253,6 +335,116 @@ class MonaiUNetAdapter(SkipAdapter):
         return self._ups[level](torch.cat([skip, up], dim=1))  # SkipConnection 'cat', then up
 
 
+class AttentionUNetAdapter(SkipAdapter):
+    """MONAI ``AttentionUnet`` (Oktay et al. 2018): ``Sequential(head, AttentionLayer chain, 1×1 conv)``.
+
+    Each ``AttentionLayer`` computes ``up = upconv(submodule(x))``, ``att = attention(g=up, x=x)``,
+    ``merge(cat([att, up]))``; its skip is its input ``x`` (the head's or the previous level's conv block
+    output), :meth:`up_feature` the ``upconv`` output and :meth:`merge` the attention gate on the (rewritten)
+    skip followed by the merge conv. The deepest layer's submodule, a conv block, gives the bottom.
+
+    Args:
+        net: a 2D ``monai.networks.nets.AttentionUnet``.
+    """
+
+    backbone_name = "attention_unet"
+
+    def __init__(self, net: AttentionUnet) -> None:
+        super().__init__()
+        if getattr(net, "dimensions", 2) != 2:
+            raise ValueError(f"AttentionUnet adapter: spatial_dims={net.dimensions}; expected 2")
+        self.net = net
+        layers, layer = [], net.model[1]
+        while isinstance(layer, AttentionLayer):
+            layers.append(layer)
+            inner = layer.submodule
+            layer = inner[1] if isinstance(inner, nn.Sequential) and len(inner) == 2 else None
+        if not layers:
+            raise ValueError("AttentionUnet adapter: no AttentionLayer after the head")
+        # plain lists: the modules stay registered once, under ``net``
+        self._layers = layers
+        self._downs = [lay.submodule[0] for lay in layers[:-1]] + [layers[-1].submodule]
+        self.skip_channels = [_out_channels(net.model[0])] + [_out_channels(d) for d in self._downs[:-1]]
+        self.decoder_channels = [_out_channels(lay.upconv) for lay in layers]
+
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x = self.net.model[0](x)  # (B, c_0, H, W)
+        skips = []
+        for down in self._downs:
+            skips.append(x)  # (B, c_l, H_l, W_l): the input of AttentionLayer l
+            x = down(x)  # strided conv block
+        return skips, x  # bottom (B, c_L, H_L, W_L)
+
+    def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self._layers[level].upconv(deep)  # (B, c_l, H_l, W_l): ``fromlower``
+
+    def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        layer = self._layers[level]
+        gated = layer.attention(g=up, x=skip)  # (B, c_l, H_l, W_l): skip · ψ(up, skip)
+        return layer.merge(torch.cat((gated, up), dim=1))  # (B, c_l, H_l, W_l)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.model[2](x)  # 1×1 conv to (B, out_channels, H, W)
+
+
+class UNetPlusPlusAdapter(SkipAdapter):
+    """MONAI ``BasicUNetPlusPlus`` (Zhou et al. DLMIA 2018) without deep supervision: skips the encoder outputs
+    ``x_0_0..x_3_0``, bottom ``x_4_0``.
+
+    The nested decoder reads each encoder output at several nodes (laterally at its own level, and upsampled
+    into the first node one level up), so it is no level chain: :meth:`decode_with` rewrites each skip once
+    (``transform(level, skip, None)``) and runs the whole nested decoder on the rewritten skips; the encoder
+    path keeps the original ones. No decoder feature enters a level before its skip is read, so cells cannot
+    take a decoder input (``supports_decoder_input`` False, ``decoder_channels`` empty).
+
+    Args:
+        net: a 2D ``monai.networks.nets.BasicUNetPlusPlus`` with ``deep_supervision=False``.
+    """
+
+    backbone_name = "basic_unet_plus_plus"
+    supports_decoder_input = False
+
+    def __init__(self, net: BasicUNetPlusPlus) -> None:
+        super().__init__()
+        if not isinstance(net.conv_0_0.conv_0.conv, nn.Conv2d):
+            raise ValueError("BasicUNetPlusPlus adapter: expected spatial_dims=2")
+        if net.deep_supervision:
+            raise ValueError("BasicUNetPlusPlus adapter: deep_supervision=True; expected False (one output)")
+        self.net = net
+        self.skip_channels = [_out_channels(getattr(net, f"conv_{i}_0")) for i in range(4)]
+        self.decoder_channels = []
+
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        n = self.net
+        x_0_0 = n.conv_0_0(x)  # (B, f0, H, W)
+        x_1_0 = n.conv_1_0(x_0_0)  # (B, f1, H/2, W/2)
+        x_2_0 = n.conv_2_0(x_1_0)
+        x_3_0 = n.conv_3_0(x_2_0)
+        x_4_0 = n.conv_4_0(x_3_0)  # (B, f4, H/16, W/16)
+        return [x_0_0, x_1_0, x_2_0, x_3_0], x_4_0
+
+    def decode_with(self, skips: list[torch.Tensor], bottom: torch.Tensor, transform: SkipTransform) -> torch.Tensor:
+        """The nested decoder of ``BasicUNetPlusPlus.forward`` reading ``transform(level, skip, None)`` wherever
+        the forward reads the encoder output ``x_level_0``.
+
+        Returns:
+            Logits (B, out_channels, H, W) of the full-depth node ``x_0_4``.
+        """
+        n = self.net
+        e0, e1, e2, e3 = (transform(level, skip, None) for level, skip in enumerate(skips))
+        x_0_1 = n.upcat_0_1(e1, e0)  # (B, f0, H, W)
+        x_1_1 = n.upcat_1_1(e2, e1)  # (B, f1, H/2, W/2)
+        x_0_2 = n.upcat_0_2(x_1_1, torch.cat([e0, x_0_1], dim=1))
+        x_2_1 = n.upcat_2_1(e3, e2)
+        x_1_2 = n.upcat_1_2(x_2_1, torch.cat([e1, x_1_1], dim=1))
+        x_0_3 = n.upcat_0_3(x_1_2, torch.cat([e0, x_0_1, x_0_2], dim=1))
+        x_3_1 = n.upcat_3_1(bottom, e3)  # (B, f3, H/8, W/8)
+        x_2_2 = n.upcat_2_2(x_3_1, torch.cat([e2, x_2_1], dim=1))
+        x_1_3 = n.upcat_1_3(x_2_2, torch.cat([e1, x_1_1, x_1_2], dim=1))
+        x_0_4 = n.upcat_0_4(x_1_3, torch.cat([e0, x_0_1, x_0_2, x_0_3], dim=1))  # (B, f5, H, W)
+        return n.final_conv_0_4(x_0_4)  # (B, out_channels, H, W)
+
+
 def adapt(net: nn.Module) -> SkipAdapter:
     """The :class:`SkipAdapter` of a MONAI backbone (an adapter is returned unchanged).
 
@@ -261,11 +453,14 @@ def adapt(net: nn.Module) -> SkipAdapter:
     """
     if isinstance(net, SkipAdapter):
         return net
-    if isinstance(net, BasicUNet):
-        return BasicUNetAdapter(net)
-    if isinstance(net, UNet):
-        return MonaiUNetAdapter(net)
-    raise ValueError(f"no skip adapter for {type(net).__name__}; expected MONAI BasicUNet or UNet")
+    adapters: list[tuple[type[nn.Module], type[SkipAdapter]]] = [
+        (BasicUNet, BasicUNetAdapter), (UNet, MonaiUNetAdapter), (AttentionUnet, AttentionUNetAdapter),
+        (BasicUNetPlusPlus, UNetPlusPlusAdapter)]
+    for kind, adapter in adapters:
+        if isinstance(net, kind):
+            return adapter(net)
+    raise ValueError(f"no skip adapter for {type(net).__name__}; expected MONAI BasicUNet, UNet, AttentionUnet "
+                     "or BasicUNetPlusPlus")
 
 
 def backbone_payload(net: nn.Module, name: str, init_args: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +502,7 @@ def load_backbone(path: str | Path, expected_in: int | None = None,
 
     Accepted formats (a dict saved with ``torch.save``):
 
-    - a user's own: ``{"backbone": "basic_unet" | "unet", "init_args": {constructor kwargs},
+    - a user's own: ``{"backbone": one of BACKBONE_NAMES, "init_args": {constructor kwargs},
       "state_dict": net.state_dict()}``; ``init_args`` are the MONAI constructor arguments
       (``in_channels``, ``out_channels``, ``features`` or ``channels``/``strides``/``num_res_units`` …),
       ``spatial_dims`` must be 2 (filled in when absent); a ``module.`` key prefix is stripped;
@@ -334,7 +529,7 @@ def load_backbone(path: str | Path, expected_in: int | None = None,
         data = data["backbone"]
     if not isinstance(data, dict) or "state_dict" not in data or "init_args" not in data:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path}: found {keys}; expected a dict with 'backbone' (basic_unet|unet), "
+        raise ValueError(f"{path}: found {keys}; expected a dict with 'backbone' ({'|'.join(_CLASSES)}), "
                          "'init_args' and 'state_dict'")
     name = data.get("backbone", data.get("name"))
     if name not in _CLASSES:

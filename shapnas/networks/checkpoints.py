@@ -44,7 +44,7 @@ def save_model(path: str | Path, *, kind: str, net: torch.nn.Module, backbone_na
         path: destination ``model.pt``.
         kind: ``backbone`` or ``retrofit``.
         net: the MONAI backbone (its state is stored in the backbone payload).
-        backbone_name: ``basic_unet`` or ``unet``.
+        backbone_name: a :data:`~shapnas.networks.backbones.BACKBONE_NAMES` name (``basic_unet``, ``unet`` …).
         init_args: the backbone's constructor arguments.
         model: the retrofitted network (kind ``retrofit``).
         genotype: its genotype (kind ``retrofit``).

@@ -4,8 +4,9 @@ Benedykciuk et al., Sci. Rep. 2026 (IAC): the encoder and decoder stay the pre-t
 freshly retrofitted network computes exactly what the backbone did. Two residual forms (``residual``):
 ``projection`` (default), the cell's output 1×1 projection initialised to zero (the "zero convolution" of
 ControlNet, Zhang et al. ICCV 2023), and ``gate``, ``e + 30·γ·cell(e)`` with γ = 0 (ReZero with a raised
-step). With ``decoder_input`` a cell also reads the decoder feature upsampled to its level (its ``s1``),
-so the decoder runs level by level, each cell before the decoder block that consumes its skip. The
+step). The backbone's adapter runs its decoder with each skip rewritten (``SkipAdapter.decode_with``). With
+``decoder_input`` a cell also reads the decoder feature upsampled to its level (its ``s1``), so the decoder
+runs level by level, each cell before the decoder block that consumes its skip (not for UNet++). The
 architecture parameters follow PC-DARTS (α per edge and op, β per edge with edge normalisation) and
 Shapley-NAS (a coalition zeroes the mixing weights of its absent players, without re-normalisation).
 """
@@ -23,7 +24,8 @@ from shapnas.networks.cells import DiscreteCell, SearchCell
 from shapnas.networks.genotype import Genotype, derive_genotype, num_edges
 from shapnas.networks.ops import PRIMITIVES
 
-__all__ = ["ArchitectureParameters", "RetrofitUNet", "cell_width", "build_supernet", "build_discrete", "retrofit_options"]
+__all__ = ["ArchitectureParameters", "RetrofitUNet", "cell_width", "build_supernet", "build_discrete",
+           "retrofit_options", "check_decoder_input"]
 
 
 class ArchitectureParameters(nn.Module):
@@ -144,6 +146,7 @@ class RetrofitUNet(nn.Module):
             raise ValueError(f"{len(cells)} cells for {len(adapter.skip_channels)} skip levels")
         if residual not in ("projection", "gate"):
             raise ValueError(f"residual={residual!r}; expected 'projection' or 'gate'")
+        check_decoder_input(adapter, decoder_input)
         self.adapter = adapter
         self.cells = nn.ModuleList(cells)
         self.residual, self.decoder_input = residual, bool(decoder_input)
@@ -194,7 +197,8 @@ class RetrofitUNet(nn.Module):
 
     def decode_from(self, features: tuple[list[torch.Tensor], torch.Tensor],
                     coalition: torch.Tensor | None = None) -> torch.Tensor:
-        """Cells and the backbone decoder on cached encoder features, level by level from the deepest.
+        """Cells and the backbone decoder on cached encoder features (:meth:`SkipAdapter.decode_with`: level by
+        level from the deepest, or the backbone's own order).
 
         Args:
             features: ``encode(x)``.
@@ -207,15 +211,15 @@ class RetrofitUNet(nn.Module):
         if self.arch is None and coalition is not None:
             raise ValueError("a coalition applies to a supernet; this network is discrete")
         mixing = self._mixing(coalition) if self.arch is not None else None
-        x = bottom
-        for level in reversed(range(len(skips))):
-            skip = skips[level]
-            up = self.adapter.up_feature(level, x, skip)  # (B, C_dec, H_l, W_l)
-            x = self.adapter.merge(level, self._residual(level, skip, up, mixing), up)
-        return self.adapter.head(x)
 
-    def _residual(self, level: int, skip: torch.Tensor, up: torch.Tensor, mixing) -> torch.Tensor:
-        """The new skip of ``level``: ``e + cell(e[, d])`` or ``e + g·cell(e[, d])``."""
+        def transform(level: int, skip: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
+            return self._residual(level, skip, up, mixing)  # (B, C_l, H_l, W_l)
+
+        return self.adapter.decode_with(skips, bottom, transform)
+
+    def _residual(self, level: int, skip: torch.Tensor, up: torch.Tensor | None, mixing) -> torch.Tensor:
+        """The new skip of ``level``: ``e + cell(e[, d])`` or ``e + g·cell(e[, d])`` (``up``: the decoder feature
+        ``d``, None where the backbone has none)."""
         gate = None
         if self.gates is not None:
             gate = self.GATE_SCALE * self.gates[level]
@@ -269,6 +273,19 @@ class RetrofitUNet(nn.Module):
         return derive_genotype(op_probs, edge_probs, self.arch[0].num_nodes)
 
 
+def check_decoder_input(adapter: SkipAdapter, decoder_input: bool) -> None:
+    """Raise a ValueError when ``decoder_input`` is asked of a backbone without a decoder feature per skip level.
+
+    Args:
+        adapter: the backbone adapter.
+        decoder_input: whether the cells are to read the decoder feature at their level.
+    """
+    if decoder_input and not adapter.supports_decoder_input:
+        name = adapter.backbone_name or type(adapter.net).__name__
+        raise ValueError(f"decoder_input=True is not available for backbone {name!r}: its nested dense skips have no "
+                         "decoder feature entering a skip level before the skip is read; use decoder_input=False")
+
+
 def _cell_kwargs(adapter: SkipAdapter, level: int, residual: str, decoder_input: bool) -> dict:
     return {"decoder_channels": adapter.decoder_channels[level] if decoder_input else 0,
             "zero_output": residual == "projection"}
@@ -291,7 +308,11 @@ def build_supernet(adapter: SkipAdapter, *, channels: int = 0, k: int = 4, num_n
 
     Returns:
         The supernet; it computes the backbone's function.
+
+    Raises:
+        ValueError: for ``decoder_input`` on a backbone without a decoder feature per level (UNet++).
     """
+    check_decoder_input(adapter, decoder_input)
     levels = len(adapter.skip_channels)
     arch = [ArchitectureParameters(num_nodes, generator=generator) for _ in range(levels if per_level_alpha else 1)]
     cells = [SearchCell(c, cell_width(c, k, channels), k, num_nodes, generator=generator,
@@ -316,7 +337,11 @@ def build_discrete(adapter: SkipAdapter, genotype: Genotype, *, channels: int = 
 
     Returns:
         The retrofitted network; it computes the backbone's function.
+
+    Raises:
+        ValueError: for ``decoder_input`` on a backbone without a decoder feature per level (UNet++).
     """
+    check_decoder_input(adapter, decoder_input)
     cells = [DiscreteCell(c, cell_width(c, k, channels), genotype, generator=generator,
                           **_cell_kwargs(adapter, level, residual, decoder_input))
              for level, c in enumerate(adapter.skip_channels)]

@@ -5,8 +5,10 @@ alternate with architecture steps (Adam on α, β) on the A half once the warm-u
 al. ICLR 2020). An epoch is ``search_epoch_steps`` weight steps (0: one pass over W), so budgets are
 optimiser steps. After each epoch the pruning policy may remove ops (Benedykciuk et al., Sci. Rep. 2026):
 survivors keep α, β, weights and optimiser state; removed ops are no longer computed. The backbone stays
-frozen and in eval mode. Each epoch records whether the search learns: α spread and the chosen ops'
-probability (:func:`alpha_signal`), the relative change of the cell weights, step counts and the loss.
+frozen and in eval mode. The W batches of the weight steps are augmented as ``cfg.augmentation`` says (the A
+batches of the architecture steps and V never are). Each epoch records whether the search learns: α spread and
+the chosen ops' probability (:func:`alpha_signal`), the relative change of the cell weights, step counts and the
+loss.
 
 Every epoch appends one line to ``history.jsonl`` and saves a resumable checkpoint; per-epoch randomness
 comes from generators derived from (seed, epoch), so a resumed search ends exactly as an uninterrupted one.
@@ -34,6 +36,7 @@ from shapnas.runs.files import append_jsonl, load_checkpoint, read_jsonl, save_c
 from shapnas.runtime import channels_last_convs, configure_backends, device_policy, grad_scaler, keep_on_device
 from shapnas.search.pruning import PolicyContext, build_policy, is_pruning_epoch, mean_op_probs, select_ops_to_prune
 from shapnas.shapley.supernet_game import estimate_supernet_shapley, foreground_rich_batch, round_options
+from shapnas.training.augmentation import build_augmenter
 from shapnas.training.train import dice_ce_loss, iterate_batches, training_step, validation_dice
 
 __all__ = ["SearchData", "SearchResult", "run_search_loop", "epoch_generators", "build_optimizers",
@@ -131,16 +134,18 @@ def train_search_epoch(model, data: SearchData, cfg: SearchConfig, weight_opt, a
 
     The architecture step computes the gradients of α, β only: the cell weights do not require grad
     during it (their gradients from that step were never used, the weight step starts from zero), which
-    spares the weight-gradient kernels. Steps follow :func:`shapnas.runtime.device_policy` (autocast and
-    loss scaling on CUDA); the losses stay on the device and are read once, at the end of the epoch.
+    spares the weight-gradient kernels. The W batches (not the A ones) are augmented on the device as
+    ``cfg.augmentation`` says, with draws from ``generator``. Steps follow
+    :func:`shapnas.runtime.device_policy` (autocast and loss scaling on CUDA); the losses stay on the device and
+    are read once, at the end of the epoch.
 
     Args:
         model: the supernet (backbone frozen).
         data: W, A (and V) slices.
-        cfg: the search config (batch size, steps per epoch, gradient clipping).
+        cfg: the search config (batch size, steps per epoch, gradient clipping, augmentation and dataset).
         weight_opt: optimiser of the cell weights. arch_opt: optimiser of α, β.
         arch_steps: take architecture steps (after the warm-up).
-        generator: CPU generator of the batch order.
+        generator: CPU generator of the batch order (and of the W batches' augmentation).
         device: where the model lives.
         progress: show a progress bar.
         scalers: (weight, architecture) gradient scalers kept across epochs; None makes them for this epoch.
@@ -153,6 +158,7 @@ def train_search_epoch(model, data: SearchData, cfg: SearchConfig, weight_opt, a
     policy = device_policy(device)
     weight_scaler, arch_scaler = scalers if scalers is not None else (grad_scaler(policy), grad_scaler(policy))
     weights = list(model.weight_parameters())
+    augmenter = build_augmenter(cfg.augmentation, cfg.dataset)  # weight steps only; None for "none"
     steps = _epoch_steps(cfg, data)
     weight_batches = _cycle(*data.train_w, cfg.batch_size, generator)
     arch_batches = _cycle(*data.train_a, cfg.batch_size, generator) if arch_steps else None
@@ -165,6 +171,9 @@ def train_search_epoch(model, data: SearchData, cfg: SearchConfig, weight_opt, a
                 arch_losses.append(training_step(model, arch_opt, loss_fn, [], arch_images, arch_labels, device, None,
                                                  policy, arch_scaler))
         arch_opt.zero_grad(set_to_none=True)
+        if augmenter is not None:  # a W batch on the device: (B, C, H, W), (B, 1, H, W)
+            images, labels = augmenter(images.to(device, non_blocking=True), labels.to(device, non_blocking=True),
+                                       generator)
         weight_losses.append(training_step(model, weight_opt, loss_fn, weights, images, labels, device, cfg.grad_clip,
                                            policy, weight_scaler))
     return _mean(weight_losses), (_mean(arch_losses) if arch_losses else None)

@@ -3,7 +3,8 @@
 Used for backbone pre-training, the fine-tuned baseline and the re-training of the discrete cell
 (Benedykciuk et al., Sci. Rep. 2026; IAC, arXiv 2405.03420): Adam on the given parameters, MONAI
 ``DiceCELoss``, hard foreground Dice on the held-out validation slices V after each epoch, and model
-selection on V (the best epoch's weights are restored at the end). Generic over any ``nn.Module`` mapping
+selection on V (the best epoch's weights are restored at the end). The training batches (never V) may be
+augmented (:mod:`shapnas.training.augmentation`). Generic over any ``nn.Module`` mapping
 ``(B, C, H, W)`` images to ``(B, K, H, W)`` logits. Randomness only from the ``torch.Generator`` passed in.
 """
 
@@ -33,6 +34,7 @@ from shapnas.runtime import (
     keep_on_device,
     to_batch,
 )
+from shapnas.training.augmentation import BatchAugmenter, build_augmenter
 
 __all__ = [
     "FitResult",
@@ -214,7 +216,8 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: n
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, params: list[nn.Parameter],
                 batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, grad_clip: float | None,
-                desc: str, progress: bool, scaler: torch.amp.GradScaler | None = None) -> float:
+                desc: str, progress: bool, scaler: torch.amp.GradScaler | None = None,
+                augmenter: BatchAugmenter | None = None, generator: torch.Generator | None = None) -> float:
     """One pass over ``batches``; returns the mean batch loss.
 
     The losses are summed on the device (in float64, the sum a Python float would give) and read once at the
@@ -231,16 +234,27 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.
         desc: progress-bar label.
         progress: show a progress bar.
         scaler: the gradient scaler to keep across epochs; None makes one for this epoch.
+        augmenter: augments each batch on ``device`` before its step (:func:`shapnas.training.augmentation.
+            build_augmenter`); None trains on the batches as they are. Defaults to None.
+        generator: the run's generator the augmenter draws from (required with ``augmenter``). Defaults to None.
 
     Returns:
         The mean batch loss.
+
+    Raises:
+        ValueError: an augmenter without a generator.
     """
+    if augmenter is not None and generator is None:
+        raise ValueError("augmenter without a generator; expected the run's torch.Generator (no global RNG is used)")
     model.train()
     policy = device_policy(device)
     scaler = scaler if scaler is not None else grad_scaler(policy)
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress)
     for images, labels in bar:
+        if augmenter is not None:  # on the device: (B, C, H, W), (B, 1, H, W)
+            images, labels = augmenter(images.to(device, non_blocking=True), labels.to(device, non_blocking=True),
+                                       generator)
         loss = training_step(model, optimizer, loss_fn, params, images, labels, device, grad_clip, policy, scaler)
         total += loss.double()
         count += 1
@@ -280,7 +294,7 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
         history_path: str | Path | None = None, checkpoint_fn: CheckpointFn | None = None, desc: str = "train",
         grad_clip: float | None = None, progress: bool = True, resume: dict[str, Any] | None = None,
         max_steps: int = 0, patience_steps: int = 0, scorer: Callable[[nn.Module], float] | None = None,
-        val_every_steps: int = 0) -> FitResult:
+        val_every_steps: int = 0, augmentation: str = "none", dataset: str = "") -> FitResult:
     """Train with Adam and DiceCE, select the point with the best V Dice and restore its weights.
 
     V Dice is measured after every epoch, or, with ``val_every_steps``, after the first epoch that ends at
@@ -288,7 +302,8 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
     epoch cap, once ``max_steps`` optimiser steps are spent, or once V Dice has not improved for
     ``patience_steps`` steps (early stopping; IAC re-trains and the fine-tuned control are selected on V,
     Benedykciuk et al., Sci. Rep. 2026). Deterministic on CPU for a fixed model initialisation and
-    generator state: batches are shuffled only with ``generator`` (one permutation per epoch). On CUDA it
+    generator state: batches are shuffled only with ``generator`` (one permutation per epoch) and augmented
+    (``augmentation``) with draws from it (a fixed block per batch; none without augmentation). On CUDA it
     follows :func:`shapnas.runtime.device_policy`: bf16 autocast (fp16 with loss scaling where bf16 is
     missing), channels-last convolutions, cuDNN autotuning, the slices kept on the GPU when they fit.
 
@@ -323,6 +338,9 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
         val_every_steps: validate only once this many optimiser steps have passed since the last validation
             (scoring whole V volumes after every 3-10-step epoch costs as much as the training); 0 validates
             after every epoch. Early stopping and selection only see validated points. Defaults to 0.
+        augmentation: augmentation policy of the training batches, ``none`` or ``standard``
+            (:mod:`shapnas.training.augmentation`; V is never augmented). Defaults to ``none``.
+        dataset: the dataset name, which says the axes ``standard`` may mirror. Defaults to ``""`` (none).
 
     Returns:
         The :class:`FitResult`; the model holds the best point's weights.
@@ -336,6 +354,7 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
     if max_steps < 0 or patience_steps < 0 or val_every_steps < 0:
         raise ValueError(f"max_steps={max_steps}, patience_steps={patience_steps}, val_every_steps={val_every_steps}; "
                          "expected non-negative")
+    augmenter = build_augmenter(augmentation, dataset)  # None for "none": the batches as they are
     policy = device_policy(device)  # CUDA: mixed precision, channels-last, resident slices; CPU: all off
     configure_backends(policy)
     channels_last_convs(model, policy)
@@ -371,7 +390,7 @@ def fit(model: nn.Module, params: Sequence[nn.Parameter] | Sequence[dict[str, An
         if max_steps:
             batches = batches[:max_steps - step]
         train_loss = train_epoch(model, optimizer, loss_fn, params, batches, device, grad_clip,
-                                 f"{desc} {epoch + 1}/{epochs}", progress, scaler)
+                                 f"{desc} {epoch + 1}/{epochs}", progress, scaler, augmenter, generator)
         step += len(batches)
         last = epoch == epochs - 1 or bool(max_steps and step >= max_steps)
         validate = last or step - validated_step >= val_every_steps
