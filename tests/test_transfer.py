@@ -130,6 +130,16 @@ def test_the_arms_of_the_transfer_setting_run_and_pool_over_seeds(tmp_path, caps
     assert main(["summary", "--results", str(tmp_path), "--setting", "all", "--json"]) == 0
     assert {r["setting"] for r in json.loads(capsys.readouterr().out)} == {"same_site", "transfer"}
 
+    from shapnas.runs.records import collect_stability_records
+
+    searches = collect_stability_records(tmp_path, setting="transfer-n4")
+    assert [(r["policy"], r["seed"], r["setting"], r["target_train_patients"]) for r in searches] == [
+        ("shapley", 0, "transfer", 4), ("shapley", 1, "transfer", 4)]
+    assert collect_stability_records(tmp_path) == []  # the same-site readers never see the transfer searches
+    assert main(["stability", "--results", str(tmp_path), "--setting", "transfer-n4"]) == 0
+    assert "acdc     basic_unet   4 shapley      2" in capsys.readouterr().out
+    assert main(["stability", "--results", str(tmp_path), "--setting", "transfer-4"]) == 2
+
 
 def test_the_transfer_chapter_reads_verdicts_from_the_intervals(tmp_path):
     from shapnas.book.transfer_section import transfer_markdown, verdict, write_transfer_section
@@ -178,3 +188,17 @@ def test_the_dice_against_n_figure_appears_with_several_n(tmp_path):
     text = transfer_markdown(pooled, alt)
     assert f"```{{figure}} datasets/{FIGURE_FILE}" in text and f":alt: {alt}" in text
     assert FIGURE_FILE not in transfer_markdown(pooled)
+
+
+def test_signal_and_stability_text_compares_with_the_threshold_and_chance():
+    from shapnas.book.transfer_section import signal_and_stability_text
+
+    rows = [{"policy": "none", "num_seeds": 3, "modal_agreement": 0.5, "chance_modal_agreement_p95": 0.6},
+            {"policy": "shapley", "num_seeds": 3, "modal_agreement": 0.7, "chance_modal_agreement_p95": 0.6},
+            {"policy": "alpha", "num_seeds": 1, "modal_agreement": 1.0, "chance_modal_agreement_p95": 1.0}]
+    text = signal_and_stability_text([0.0009, 0.02], rows)
+    assert "0.0009, 0.0200" in text and "1 of 2 at or above 0.01" in text
+    assert "full search: modal-op agreement of the cells over 3 seeds 0.50, not above" in text
+    assert "Shapley-pruned: modal-op agreement of the cells over 3 seeds 0.70, above" in text
+    assert text.count("modal-op agreement") == 2  # one seed: no agreement to report
+    assert signal_and_stability_text([], []) == ""

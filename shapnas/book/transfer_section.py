@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["TRANSFER_FILE", "FIGURE_FILE", "FINDINGS_FILE", "transfer_path", "verdict", "transfer_markdown",
-           "transfer_findings", "write_transfer_section"]
+           "signal_and_stability_text", "transfer_findings", "write_transfer_section"]
 
 TRANSFER_FILE = "transfer.md"
 FIGURE_FILE = "transfer-dice-vs-n.png"
@@ -43,13 +43,16 @@ def _interval(value: Mapping[str, float] | None) -> str:
     return f"{interval_bracket(value)} ({verdict(value)})" if value else "–"
 
 
-def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "") -> str:
+def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "",
+                      notes: Mapping[tuple[str, str, int, str], str] | None = None) -> str:
     """One table per (dataset, backbone, N, profile) of :func:`~shapnas.experiments.summary.pooled_summary` records.
 
     Args:
         pooled: pooled records of the transfer setting.
         figure_alt: with several N of one dataset, the alt text of the Dice-against-N figure (:data:`FIGURE_FILE`,
             written beside); empty leaves the figure out.
+        notes: (dataset, backbone, N, profile) -> a paragraph shown under that group's table
+            (:func:`signal_and_stability_text`).
 
     Returns:
         Markdown: per group a heading, the site shift, the arms table (Dice in points, differences with their
@@ -78,6 +81,9 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "")
             lines.append(f"| {method_label(r['method'])}{few} | {dice_points(r['dice_patient_mean'])} | "
                          f"{_interval(r.get('dice_vs_backbone'))} | {_interval(r.get('dice_vs_finetune'))} |")
         lines.append("")
+        note = (notes or {}).get((g.dataset, g.backbone, g.n, g.profile))
+        if note:
+            lines += [note, ""]
     lines.append("*Dice: mean patient-level Dice (points) over seeds. Differences: mean paired difference in points "
                  "[95 % two-level bootstrap interval: seeds, then patients within a seed]; better / worse only where "
                  "the interval excludes 0.*")
@@ -87,6 +93,61 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "")
                   "from the fine-tuned backbone with the 95 % two-level bootstrap interval (right; 0 = as good as "
                   "fine-tuning every weight).", "```"]
     return "\n".join(lines) + "\n"
+
+
+def signal_and_stability_text(spans: Sequence[float], stability: Sequence[Mapping[str, Any]]) -> str:
+    """What the cells' search had to go on in one transfer group, and how stable its choices were over seeds.
+
+    Args:
+        spans: the first Shapley round's |v(N) − v(∅)| of each seed's pruned search (soft Dice on the value batch;
+            :func:`shapnas.plots.speed_checks.round_spans`).
+        stability: the group's :func:`~shapnas.experiments.stability.report.stability_report` rows (one per policy).
+
+    Returns:
+        A paragraph: the spans against the signal threshold, each policy's modal-op agreement against its chance
+        level; empty when there is neither.
+    """
+    from shapnas.config.names import method_label, method_name
+    from shapnas.plots.shapley import SIGNAL_MIN_DICE
+
+    parts = []
+    if spans:
+        above = sum(span >= SIGNAL_MIN_DICE for span in spans)
+        parts.append(f"The first Shapley round's span |v(N) − v(∅)| on the value batch was "
+                     f"{', '.join(f'{span:.4f}' for span in spans)} over the seeds ({above} of {len(spans)} at or above "
+                     f"{SIGNAL_MIN_DICE} Dice, the level under which a round has no signal to prune on).")
+    for row in stability:
+        chance = row.get("chance_modal_agreement_p95")
+        if row.get("num_seeds", 0) < 2 or chance is None:
+            continue
+        word = "above" if row["modal_agreement"] > chance else "not above"
+        parts.append(f"{method_label(method_name(row['policy']))}: modal-op agreement of the cells over "
+                     f"{row['num_seeds']} seeds {row['modal_agreement']:.2f}, {word} the 95th percentile of random "
+                     f"genotypes ({chance:.2f}).")
+    return ("**Signal and stability.** " + " ".join(parts)) if parts else ""
+
+
+def _group_notes(results_root: Path, profile: str) -> dict[tuple[str, str, int, str], str]:
+    """:func:`signal_and_stability_text` of every transfer group of one profile under ``results_root``."""
+    from shapnas.experiments.stability.report import stability_report
+    from shapnas.plots.speed_checks import round_spans
+    from shapnas.runs.files import read_jsonl
+    from shapnas.runs.records import collect_stability_records
+
+    records = [r for r in collect_stability_records(results_root, profile=profile, setting=None)
+               if r["setting"] == "transfer"]
+    report = stability_report(records)
+    notes = {}
+    for key in sorted({(r["dataset"], r["backbone"], r["target_train_patients"]) for r in records}):
+        dataset, backbone, n = key
+        spans = []
+        for seed_dir in sorted((results_root / dataset / backbone).glob(f"seed-*/transfer-n{n}/search-shapley")):
+            history = read_jsonl(seed_dir / "history.jsonl") if (seed_dir / "history.jsonl").exists() else []
+            if (first := round_spans(history)[:1]):
+                spans += first
+        rows = [r for r in report if (r["dataset"], r["backbone"], r["target_train_patients"]) == key]
+        notes[(dataset, backbone, n, profile)] = signal_and_stability_text(spans, rows)
+    return notes
 
 
 def transfer_findings(pooled: Sequence[Mapping[str, Any]]) -> str:
@@ -117,10 +178,12 @@ def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
     from shapnas.config.stage_configs import PROFILE_NAMES
 
     results_root = Path(results_root)
-    pooled = []
+    pooled, notes = [], {}
     for profile in (*PROFILE_NAMES, "custom"):  # each profile pooled on its own, never mixed
         records = collect_summary(results_root, profile=profile, setting=None) if results_root.exists() else []
         pooled += pooled_summary([r for r in records if r["setting"] == "transfer"])
+        if results_root.exists():
+            notes.update(_group_notes(results_root, profile))
     path = transfer_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = path.parent / FIGURE_FILE
@@ -131,6 +194,6 @@ def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
 
         plot_transfer_arms(pooled).savefig(figure, dpi=110)
         alt = transfer_alt(pooled)
-    path.write_text(transfer_markdown(pooled, alt))
+    path.write_text(transfer_markdown(pooled, alt, notes))
     (path.parent / FINDINGS_FILE).write_text(transfer_findings(pooled))
     return path

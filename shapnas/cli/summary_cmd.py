@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from shapnas.cli.common import add_setting_argument, setting_folder_arg
 from shapnas.config.stage_configs import PROFILE_NAMES
 
 __all__ = ["add_parser"]
@@ -32,8 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON list")
     parser.add_argument("--profile", default=None, choices=(*PROFILE_NAMES, "custom"),
                         help="only evaluations of this profile (needed when the folder holds several)")
-    parser.add_argument("--setting", default="same_site",
-                        help="same_site (default), transfer-n<N> (one transfer folder) or all")
+    add_setting_argument(parser)
     parser.add_argument("--pooled", action="store_true",
                         help="one record per method, pooled over its seeds with two-level bootstrap intervals")
     parser.set_defaults(handler=run)
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from shapnas.experiments.intervals import interval_bracket
     from shapnas.experiments.summary import collect_summary, pooled_summary
 
-    setting = {"same_site": "", "all": None}.get(args.setting, args.setting)
+    setting = setting_folder_arg(args.setting)
     records = collect_summary(args.results, profile=args.profile, setting=setting)
     if args.pooled:
         records = pooled_summary(records)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shapnas.runs.files import load_json, read_jsonl
-from shapnas.runs.identity import STAGE_KINDS, StageKey, stage_name
+from shapnas.runs.identity import STAGE_KINDS, StageKey, parse_setting_folder, stage_name
 
 __all__ = [
     "MixedProfilesError",
@@ -137,9 +137,11 @@ def _stability_record(key: StageKey, stage: Path) -> dict[str, Any]:
     search = load_json(stage / "metrics.json")
     evaluation = stage.parent / stage_name("eval", key.variant) / "metrics.json"
     config = stage / "config.json"
+    n = parse_setting_folder(key.setting)
     return {
         "dataset": search["dataset"], "backbone": search["backbone"], "policy": search["policy"],
         "seed": search["seed"], "profile": stage_profile(stage, search),
+        "setting": "same_site" if n is None else "transfer", "target_train_patients": n,
         "genotype": search["genotype"], "op_probs": search.get("final_op_probs"),
         "shapley_values": last_shapley_values(stage / "history.jsonl"),
         "dice_mean": load_json(evaluation).get("dice_mean") if evaluation.exists() else None,
@@ -148,21 +150,26 @@ def _stability_record(key: StageKey, stage: Path) -> dict[str, Any]:
     }
 
 
-def collect_stability_records(results_root: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
+def collect_stability_records(results_root: str | Path, profile: str | None = None,
+                              setting: str | None = "") -> list[dict[str, Any]]:
     """One record per finished search under ``results_root``, as ``shapnas.experiments.stability.report.stability_report`` reads.
 
     Args:
         results_root: the results folder (``<dataset>/<backbone>/seed-<k>/search-<policy>/metrics.json``).
         profile: keep only searches of this profile; None: all, which must then share one profile.
+        setting: ``""`` the same-site searches (default), ``transfer-n<N>`` one transfer folder, None every
+            setting (:func:`finished_stages`).
 
     Returns:
-        Records with dataset, backbone, policy, seed, profile, genotype, op_probs (final), shapley_values (or
+        Records with dataset, backbone, policy, seed, profile, setting (``same_site`` or ``transfer``),
+        target_train_patients (N, or None for the same site), genotype, op_probs (final), shapley_values (or
         None), dice_mean (of ``eval-<policy>``, None when not evaluated yet), primitives, equivalent_inputs;
         sorted by dataset, backbone, policy, seed.
 
     Raises:
         MixedProfilesError: searches of several profiles and no ``profile`` chosen.
     """
-    records = [_stability_record(key, stage) for key, stage in finished_stages(results_root, "search")]
+    records = [_stability_record(key, stage) for key, stage in finished_stages(results_root, "search", setting)]
     records = select_profile(records, profile, results_root)
-    return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["policy"], r["seed"]))
+    return sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["setting"], r["target_train_patients"] or 0,
+                                          r["policy"], r["seed"]))

@@ -88,7 +88,9 @@ def stability_report(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
             across seeds, or a mapping player -> value).
 
     Returns:
-        One dict per group, sorted by key: ``dataset``, ``backbone`` (None if absent), ``policy``,
+        One dict per group (searches of one setting and N never pooled together), sorted by key: ``dataset``,
+        ``backbone`` (None if absent), ``setting`` (``same_site`` when absent), ``target_train_patients`` (N of a
+        transfer run, else None), ``policy``,
         ``num_seeds``, ``seeds``, ``equivalent_inputs``, ``modal_agreement`` (genotype edges),
         ``argmax_agreement`` (per-edge arg-max of ``op_probs`` over the non-``none`` ops, for every policy),
         ``jaccard``, ``js``, ``kendall``, ``spearman``, ``dice_mean``, ``dice_std`` (sample std, ddof 1), and
@@ -99,13 +101,14 @@ def stability_report(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     Raises:
         ValueError: if a record lacks a required key or a group repeats a seed.
     """
-    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, int, str], list[Mapping[str, Any]]] = {}
     for record in records:
         missing = [k for k in ("dataset", "policy", "seed", "genotype") if k not in record]
         if missing:
             raise ValueError(f"stability record {dict(record)!r} lacks {missing}; expected dataset, policy, seed, "
                              "genotype")
-        key = (str(record["dataset"]), str(record.get("backbone")), str(record["policy"]))
+        key = (str(record["dataset"]), str(record.get("backbone")), str(record.get("setting", "same_site")),
+               int(record.get("target_train_patients") or 0), str(record["policy"]))
         groups.setdefault(key, []).append(record)
     report = []
     for key in sorted(groups):
@@ -114,5 +117,6 @@ def stability_report(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"group {key} repeats seeds {seeds}; expected one record per seed")
         backbone = members[0].get("backbone")
-        report.append({"dataset": key[0], "backbone": backbone, "policy": key[2], **_group_report(members)})
+        report.append({"dataset": key[0], "backbone": backbone, "setting": key[2],
+                       "target_train_patients": key[3] or None, "policy": key[4], **_group_report(members)})
     return report
