@@ -171,3 +171,14 @@ def test_ablation_plan_text_names_the_command_or_the_plan(tmp_path):
     save_json(tmp_path / "ablations" / PLAN_FILE, {"profile": "smoke", **ablation_plan("smoke").to_dict()})
     assert "covers acdc, not kits" in ablation_plan_text(tmp_path, "kits")
     assert "**No results yet:** the `smoke` ablation plan covers acdc" in ablation_plan_text(tmp_path, "acdc")
+
+
+def test_variants_the_backbone_refuses_are_left_out_of_the_plan():
+    from shapnas.experiments.ablations import ablation_plan, variant_applies
+
+    plan = ablation_plan("paper")
+    decoder_input = next(v for v in plan.variants if v.overrides.get("decoder_input"))
+    assert variant_applies("paper", decoder_input, {})
+    assert not variant_applies("paper", decoder_input, {"backbone": "basic_unet_plus_plus"})
+    assert all(variant_applies("paper", v, {"backbone": "basic_unet_plus_plus"})
+               for v in plan.variants if v is not decoder_input)

@@ -197,6 +197,27 @@ def _main_jobs(plan: AblationPlan, chosen: Sequence[str], main_root: Path, backb
     return main
 
 
+def variant_applies(profile: str, variant: Variant, overrides: Mapping[str, Any]) -> bool:
+    """Whether a variant's setting is valid for the plan's runs (e.g. ``decoder_input`` has no meaning on the
+    dense-skip ``basic_unet_plus_plus``): the search config's own checks decide, so that one place owns each rule.
+
+    Args:
+        profile: the plan's profile.
+        variant: the variant.
+        overrides: the plan's overrides of every run (``backbone`` among them when chosen).
+
+    Returns:
+        False when the config refuses the variant's values.
+    """
+    from shapnas.config.stage_configs import RetrainConfig, resolve_config
+
+    try:
+        resolve_config(RetrainConfig, profile, {**overrides, **variant.overrides})
+    except ValueError:
+        return False
+    return True
+
+
 def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
                         backbone: str | None = None, data_dirs: Mapping[str, str] | None = None,
                         overrides: Mapping[str, Any] | None = None,
@@ -213,7 +234,7 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
         python: interpreter of the commands.
 
     Returns:
-        (main jobs, variant jobs).
+        (main jobs, variant jobs); variants the runs' config refuses (:func:`variant_applies`) are left out.
     """
     results = Path(results).resolve()
     chosen = [d for d in plan.datasets if datasets is None or d in datasets]
@@ -222,11 +243,13 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
     main_root = ablation_root(results)
     main = _main_jobs(plan, chosen, main_root, backbone, data_dirs, overrides, python)
     variants: list[Job] = []
+    applicable = [v for v in plan.variants if variant_applies(plan.profile, v, {**overrides, **(
+        {"backbone": backbone} if backbone else {})})]
     for dataset in (d for d in chosen if plan.covers_variants(d)):
         data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
         for seed in plan.variant_seeds:
             checkpoint = _pretrain_job(main, dataset, seed).output.parent / "model.pt"
-            for variant in plan.variants:
+            for variant in applicable:
                 variants += build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
                                        results=ablation_root(results, variant.name), backbone=backbone,
                                        overrides={**overrides, **variant.overrides,
