@@ -48,14 +48,14 @@ def test_paired_bootstrap_is_seeded_and_uses_common_patients() -> None:
         paired_bootstrap(a, b, level=1.0)
 
 
-def _eval(run, target: str, dice: dict[str, float]) -> None:
+def _eval(run, target: str, dice: dict[str, float], backbone: str = "basic_unet", seed: int = 0) -> None:
     per_case = []
     for patient, value in dice.items():
         for frame in (1, 2):  # two cases per patient, as ACDC
             per_case.append({"case_id": f"{patient}_f{frame}", "patient_id": patient,
                              "regions": {"A": {"dice": value}, "B": {"dice": None}}})
     save_json(run / f"eval-{target}" / "metrics.json", {
-        "dataset": "acdc", "backbone": "basic_unet", "seed": 0, "target": target, "dice_mean": float(np.mean(
+        "dataset": "acdc", "backbone": backbone, "seed": seed, "target": target, "dice_mean": float(np.mean(
             list(dice.values()))), "dice_per_class": {"A": 0.0}, "hd95_mean": 1.0, "per_case": per_case})
 
 
@@ -182,3 +182,27 @@ def test_pooled_groups_keep_settings_apart_and_arms_in_order():
                             rec("scratch", n=4), rec("scratch", n=16)])
     assert [(g.setting, g.n) for g, _ in groups] == [("same_site", 0), ("transfer", 4), ("transfer", 8), ("transfer", 16)]
     assert [r["method"] for r in groups[2][1]] == ["backbone", "finetune", "iac-shapley"]
+
+
+def test_iac_records_compare_with_the_other_backbone_families(tmp_path) -> None:
+    from shapnas.experiments.summary import pooled_summary
+
+    base = dict(zip([f"p{i}" for i in range(32)], np.linspace(0.6, 0.8, 32)))
+    for seed in (0, 1, 2):
+        run = tmp_path / "acdc" / "basic_unet" / f"seed-{seed}"
+        _eval(run, "backbone", base, seed=seed)
+        _eval(run, "shapley", {k: v + 0.02 for k, v in base.items()}, seed=seed)
+        _eval(tmp_path / "acdc" / "attention_unet" / f"seed-{seed}", "backbone",
+              {k: v + 0.03 for k, v in base.items()}, backbone="attention_unet", seed=seed)
+    _eval(tmp_path / "acdc" / "basic_unet_plus_plus" / "seed-0", "backbone", base, backbone="basic_unet_plus_plus")
+    records = [r for r in collect_summary(tmp_path) if r["method"] == "iac-shapley"]
+    first = next(r for r in records if r["seed"] == 0)
+    assert set(first["dice_vs_baselines"]) == {"attention_unet", "basic_unet_plus_plus"}
+    assert first["dice_vs_baselines"]["attention_unet"]["mean"] == pytest.approx(-0.01)
+    assert first["dice_vs_baselines"]["basic_unet_plus_plus"]["mean"] == pytest.approx(0.02)
+    assert set(next(r for r in records if r["seed"] == 1)["dice_vs_baselines"]) == {"attention_unet"}
+    assert "dice_vs_baselines" not in next(r for r in collect_summary(tmp_path) if r["method"] == "backbone")
+    pooled = next(r for r in pooled_summary(collect_summary(tmp_path)) if r["method"] == "iac-shapley")
+    assert pooled["dice_vs_baselines"]["attention_unet"]["mean"] == pytest.approx(-0.01)
+    assert pooled["dice_vs_baselines"]["attention_unet"]["seeds"] == 3
+    assert pooled["dice_vs_baselines"]["basic_unet_plus_plus"]["seeds"] == 1

@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "target_train_patients labelled patients (W, A and V), then tested on the target site's other "
                     "patients. Every arm runs for each seed (finished stages are reused): "
                     f"{', '.join(TRANSFER_ARMS)}. The table pools the seeds: mean Dice and the paired differences "
-                    "against the source backbone and the fine-tuned one, with 95%% two-level bootstrap intervals "
+                    "against the source backbone and the fine-tuned one, with 95% two-level bootstrap intervals "
                     "(seeds, then patients within a seed). Stage folders: <results>/<dataset>/<backbone>/seed-<k>/"
                     "transfer-n<N>/.",
         epilog="Examples:\n  python -m shapnas transfer --dataset acdc --profile workshop --seeds 0 1 2\n"

@@ -136,6 +136,23 @@ def _comparisons(run: Path, target: str, scores: dict[str, float]) -> dict[str, 
     return out
 
 
+def _baseline_comparisons(run: Path, backbone: str, target: str, scores: dict[str, float]) -> dict[str, Any]:
+    """``dice_vs_baselines`` of an IAC record: per other backbone family evaluated on the same dataset, seed and
+    setting (e.g. ``attention_unet``, ``basic_unet_plus_plus``: the attention-based and dense-skip baselines the
+    IAC papers compare with), the paired bootstrap of this record's patients against that backbone's."""
+    if target in BASELINE_METHODS:
+        return {}
+    setting = run.name if parse_setting_folder(run.name) is not None else ""
+    seed_dir = run.parent if setting else run
+    dataset_dir = seed_dir.parent.parent
+    out = {}
+    for other in sorted(p.name for p in dataset_dir.iterdir() if p.is_dir() and p.name != backbone):
+        path = dataset_dir / other / seed_dir.name / setting / stage_name("eval", "backbone") / "metrics.json"
+        if path.exists():
+            out[other] = paired_bootstrap(scores, patient_scores(load_json(path).get("per_case", [])))
+    return {"dice_vs_baselines": out}
+
+
 def _setting_record(run: Path, target: str, scores: dict[str, float]) -> dict[str, Any]:
     """``setting``, ``target_train_patients`` and, for the transfer setting, ``source_drop``: the source backbone's
     mean patient Dice on the source site's test patients minus on the target site's (None until the same-site
@@ -182,6 +199,7 @@ def _eval_record(run: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         "patient_dice": scores,
         "seeds": 1,
         **_comparisons(run, target, scores),
+        **_baseline_comparisons(run, metrics["backbone"], target, scores),
     }
 
 
@@ -205,7 +223,10 @@ def collect_summary(results_root: str | Path, profile: str | None = None,
         dice_patient_mean (mean patient-level Dice, the quantity the comparisons pair), patient_dice (patient id
         -> Dice) and seeds (1: one training run); IAC records add ``dice_vs_backbone`` and ``dice_vs_finetune``:
         ``{mean, ci_low, ci_high}`` of a 95 % paired bootstrap over the test patients (:func:`paired_bootstrap`),
-        None where that arm was not evaluated in the run. Sorted by dataset, backbone, setting, method, seed.
+        None where that arm was not evaluated in the run, and ``dice_vs_baselines``: other backbone name ->
+        the same interval against that backbone's own ``eval-backbone`` of the same dataset, seed and setting
+        (the attention-based and dense-skip baselines; empty when none was evaluated). Sorted by dataset,
+        backbone, setting, method, seed.
 
     Raises:
         shapnas.runs.records.MixedProfilesError: evaluations of several profiles and no ``profile`` chosen.
@@ -237,7 +258,8 @@ def pooled_summary(records: list[dict[str, Any]], *, num_resamples: int = BOOTST
         over seeds), ``source_drop`` (mean over seeds; transfer only) and, for every method but the backbone,
         ``dice_vs_<reference>`` for each other of :data:`REFERENCES` (so the fine-tuned backbone against the
         backbone too): :func:`two_level_bootstrap` of the paired differences against the same seed's reference
-        (None where no seed has that reference).
+        (None where no seed has that reference); IAC rows add ``dice_vs_baselines``: other backbone family ->
+        the same interval against that family's backbone records of the same seeds.
     """
     by_key = {(_group(r), r["method"], r["seed"]): r for r in records}
     pooled = []
@@ -259,8 +281,26 @@ def pooled_summary(records: list[dict[str, Any]], *, num_resamples: int = BOOTST
                                    for s, r in runs.items() if (group, reference, s) in by_key}
                     row[f"dice_vs_{reference}"] = two_level_bootstrap(
                         differences, num_resamples=num_resamples, level=level) if differences else None
+            if method not in BASELINE_METHODS:
+                row["dice_vs_baselines"] = _pooled_baselines(by_key, group, runs, num_resamples, level)
             pooled.append(row)
     return pooled
+
+
+def _pooled_baselines(by_key: Mapping[tuple[Any, str, int], Mapping[str, Any]], group: tuple[Any, ...],
+                      runs: Mapping[int, Mapping[str, Any]], num_resamples: int, level: float) -> dict[str, Any]:
+    """Per other backbone of the group's dataset, setting, N and profile: the two-level bootstrap of ``runs``
+    against that backbone's ``backbone`` records of the same seeds (the pooled ``dice_vs_baselines``)."""
+    others = sorted({g[1] for g, m, _ in by_key if m == "backbone" and g[1] != group[1]
+                     and (g[0],) + g[2:] == (group[0],) + group[2:]})
+    out = {}
+    for other in others:
+        reference = (group[0], other, *group[2:])
+        differences = {s: _paired(r["patient_dice"], by_key[(reference, "backbone", s)]["patient_dice"])
+                       for s, r in runs.items() if (reference, "backbone", s) in by_key}
+        if differences:
+            out[other] = two_level_bootstrap(differences, num_resamples=num_resamples, level=level)
+    return out
 
 
 def _paired(scores: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
