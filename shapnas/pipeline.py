@@ -142,8 +142,10 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     """Pre-train the backbone (DiceCE, Adam, model selection on V), or take a user's trained checkpoint.
 
     Args:
-        cfg: the pretrain config (``backbone_checkpoint`` non-empty: use that state dict, no training); in the
-            transfer setting, its source site (``cfg.source_site()``) is what is pre-trained.
+        cfg: the pretrain config (``backbone_checkpoint`` non-empty: use that state dict, no training; with
+            ``backbone=nnunet`` an nnU-Net v2 checkpoint, stored with its plans so that later stages need not read
+            the results folder); in the transfer setting, its source site (``cfg.source_site()``) is what is
+            pre-trained.
 
     Returns:
         The ``pretrain`` stage directory (``model.pt``, ``history.jsonl``, ``metrics.json``).
@@ -158,7 +160,8 @@ def run_pretrain(cfg: PretrainConfig) -> Path:
     val = data.slices("val")
     start = time.perf_counter()
     if cfg.backbone_checkpoint:
-        net, name, init_args = load_backbone(cfg.backbone_checkpoint, expected_in=in_channels, expected_out=num_classes)
+        net, name, init_args = load_backbone(cfg.backbone_checkpoint, expected_in=in_channels, expected_out=num_classes,
+                                             backbone=cfg.backbone)
         if name != cfg.backbone:
             raise ValueError(f"{cfg.backbone_checkpoint}: a {name!r} checkpoint, but backbone={cfg.backbone!r}")
         net.to(device)

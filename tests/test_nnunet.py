@@ -303,3 +303,197 @@ def test_nnunet_adapter_rejects_other_networks():
         NnUNetAdapter(ResidualUNet(2, 3, [8, 16, 32], nn.Conv2d, 3, [1, 2, 2], [1, 1, 1], 3, [1, 1]))
     with pytest.raises(ValueError, match="expected PlainConvUNet"):
         NnUNetAdapter(nn.Conv2d(1, 1, 1))
+
+
+# ---- the shapnas pipeline on an nnU-Net backbone: `python -m shapnas ... --backbone nnunet` ----------------------
+
+# the smoke profile at a slice size the planned network takes (total stride 16), with the fewest steps
+CLI_SETTINGS = ("slice_size=32", "max_slices_per_volume=2", "batch_size=4", "search_epochs=2", "warmup_epochs=1",
+                "shapley_slices=2", "shapley_points_first=1", "normtune_lrs=0.001")
+CLI_STAGES = (("pretrain",), ("search", "--policy", "shapley"), ("retrain", "--policy", "shapley"),
+              ("evaluate", "--target", "shapley"), ("evaluate", "--target", "backbone"))
+
+
+def _checkpoint(results: Path) -> Path:
+    return results / "fold_0" / "checkpoint_final.pth"
+
+
+def _msd_phantom(results: Path) -> Path:
+    """The MSD-layout phantom the fixture converted (shapnas dataset ``msd``)."""
+    return results.parents[2] / "Task05_Phantom"
+
+
+def _cli_args(results: Path, root: Path, *extra: str) -> list[str]:
+    settings = [f"backbone_checkpoint={_checkpoint(results)}", *CLI_SETTINGS, *extra]
+    return ["--dataset", "msd", "--data-dir", str(_msd_phantom(results)), "--results", str(root), "--profile", "smoke",
+            "--backbone", "nnunet", "--device", "cpu", *[a for s in settings for a in ("--set", s)]]
+
+
+def _cli_config(results: Path, root: Path, **changes):
+    from shapnas.config.stage_configs import RetrainConfig, resolve_config
+
+    values = dict(s.split("=", 1) for s in CLI_SETTINGS)
+    values.pop("normtune_lrs")
+    return resolve_config(RetrainConfig, "smoke", {k: int(v) for k, v in values.items()}, dataset="msd",
+                          data_dir=str(_msd_phantom(results)), results_root=str(root), backbone="nnunet",
+                          device="cpu", backbone_checkpoint=str(_checkpoint(results)), **changes)
+
+
+@pytest.fixture(scope="module")
+def nnunet_cli_run(nnunet_results, tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """The shapnas stages run with ``python -m shapnas``'s entry point on the fixture's nnU-Net model (in process):
+    (results root, seconds per command)."""
+    from shapnas.cli import main
+
+    root, times = tmp_path_factory.mktemp("shapnas-nnunet"), {}
+    for stage in CLI_STAGES:
+        start = time.perf_counter()
+        assert main([*stage, *_cli_args(nnunet_results, root)]) == 0, stage
+        times[" ".join(stage)] = time.perf_counter() - start
+    return root, times
+
+
+@pytest.mark.slow
+def test_nnunet_cli_runs_pretrain_search_retrain_evaluate(nnunet_cli_run):
+    root, times = nnunet_cli_run
+    run = root / "msd" / "nnunet" / "seed-0"
+    pretrain = json.loads((run / "pretrain" / "metrics.json").read_text())
+    assert pretrain["epochs"] == 0 and pretrain["source"].endswith("fold_0/checkpoint_final.pth")
+    assert json.loads((run / "search-shapley" / "metrics.json").read_text())["policy"] == "shapley"
+    for target in ("shapley", "backbone"):
+        metrics = json.loads((run / f"eval-{target}" / "metrics.json").read_text())
+        assert metrics["backbone"] == "nnunet" and 0.0 <= metrics["dice_mean"] <= 1.0
+        assert metrics["num_cases"] == len(metrics["per_case"]) > 0 and set(metrics["dice_per_class"]) == {
+            "edema", "non-enhancing tumor", "enhancing tumour"}
+    assert sum(times.values()) < 60, times
+
+
+@pytest.mark.slow
+def test_nnunet_pretrain_stage_stores_the_nnunet_network_exactly(nnunet_cli_run, nnunet_results, nnunet_model,
+                                                                  monkeypatch):
+    import shapnas.networks.nnunet as nnunet_module
+    from shapnas.networks.checkpoints import load_model
+
+    root, _ = nnunet_cli_run
+    expected = nnunet_model.network.state_dict()
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the stored stage re-read the nnU-Net results folder")
+
+    monkeypatch.setattr(nnunet_module, "nnunet_checkpoint_path", unread)  # the stage is self-contained
+    net, checkpoint = load_model(root / "msd" / "nnunet" / "seed-0" / "pretrain" / "model.pt")
+    assert type(net) is type(nnunet_model.network) and checkpoint["backbone"]["name"] == "nnunet"
+    assert list(net.state_dict()) == list(expected)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in expected.items())
+    x = _patch(nnunet_model, nnunet_results, seed=3)
+    with torch.no_grad():
+        assert torch.equal(net(x), nnunet_model.network(x))
+
+
+@pytest.mark.slow
+def test_nnunet_implant_is_exact_and_finetunes_run(nnunet_cli_run, nnunet_results):
+    from shapnas.networks.backbones import norm_and_bias_parameters
+    from shapnas.pipeline import implant_check, run_evaluate
+
+    root, _ = nnunet_cli_run
+    cfg = _cli_config(nnunet_results, root, policy="shapley", normtune_lrs=(1e-3,))
+    assert implant_check(cfg)["max_abs_diff"] == 0.0
+    norms = [m for m in load_nnunet_model(nnunet_results).network.modules() if isinstance(m, nn.InstanceNorm2d)]
+    chosen = {id(p) for p in norm_and_bias_parameters(load_nnunet_model(nnunet_results).network)}
+    assert norms and len(chosen) > 2 * len(norms)
+    for target in ("finetune", "normtune"):
+        metrics = json.loads((run_evaluate(cfg, target) / "metrics.json").read_text())
+        assert 0.0 <= metrics["dice_mean"] <= 1.0
+
+
+@pytest.mark.slow
+def test_nnunet_input_is_nnunets_normalisation(nnunet_results, nnunet_model, tmp_path):
+    """The slices shapnas feeds an nnU-Net backbone equal nnU-Net's own preprocessed case (before any resize: the
+    phantom's slices are 96 pixels, as ``slice_size``), zero outside nnU-Net's nonzero crop."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    from shapnas.data.layouts import dataset_spec, list_cases
+    from shapnas.data.prepared import cache_dir, input_normaliser
+    from shapnas.data.volumes import load_volume
+
+    cfg = _cli_config(nnunet_results, tmp_path, slice_size=96)
+    spec = dataset_spec("msd", _msd_phantom(nnunet_results))
+    normalisation = input_normaliser(cfg, spec)
+    assert normalisation == nnunet_model.normalisation
+    case = next(c for c in list_cases("msd", _msd_phantom(nnunet_results)) if c.case_id == "BRATS_001")
+    ours = load_volume(case, spec, 96, normalisation).image  # (S, C, 96, 96)
+    folder = nnunet_results.parents[2] / "preprocessed" / DATASET / "nnUNetPlans_2d"
+    data, _, _, properties = infer_dataset_class(str(folder))(str(folder)).load_case("BRATS_001")
+    full = np.zeros((4, *properties["shape_before_cropping"]), dtype=np.float32)  # (C, Z, Y, X): SimpleITK's order
+    full[(slice(None), *(slice(a, b) for a, b in properties["bbox_used_for_cropping"]))] = np.asarray(data)
+    # shapnas slices the canonical (X, Y, Z) volume along Z, rows and columns reversed (to_slices)
+    assert np.array_equal(ours, full.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    shapnas_cfg = cfg.replace(backbone="basic_unet", backbone_checkpoint="")
+    assert input_normaliser(shapnas_cfg, spec) is None
+    assert cache_dir(cfg, case.image_paths[0].parents[1], spec, normalisation) != cache_dir(
+        shapnas_cfg, case.image_paths[0].parents[1], spec)
+
+
+@pytest.mark.slow
+def test_nnunet_predict_uses_the_stored_normalisation(nnunet_cli_run, nnunet_results, tmp_path):
+    import nibabel as nib
+
+    from shapnas.cli import main
+    from shapnas.data.prepared import prepare_data
+    from shapnas.training.predict import checkpoint_normalisation, load_stage_model, model_slices, read_input
+
+    root, _ = nnunet_cli_run
+    stage = root / "msd" / "nnunet" / "seed-0" / "retrain-shapley"
+    _, checkpoint = load_stage_model(stage, torch.device("cpu"))
+    data = prepare_data(_cli_config(nnunet_results, root))
+    volume = data.volumes["test"][0]
+    image = next(p for p in (_msd_phantom(nnunet_results) / "imagesTr").iterdir() if p.name.startswith(volume.case_id))
+    slices, _ = model_slices(read_input([image], checkpoint["spec"]["channel_names"]), checkpoint["spec"], 32,
+                             normalisation=checkpoint_normalisation(checkpoint))
+    assert np.array_equal(slices, volume.image)  # prediction preprocesses as training did
+    out = tmp_path / "seg.nii.gz"
+    assert main(["predict", "--run", str(stage), "--input", str(image), "--output", str(out), "--device", "cpu"]) == 0
+    assert nib.load(out).shape == nib.load(image).shape[:3]
+
+
+def test_nnunet_backbone_needs_its_checkpoint(capsys):
+    from shapnas.cli import build_parser, main
+    from shapnas.config.stage_configs import PretrainConfig
+
+    with pytest.raises(ValueError, match="backbone='nnunet' is loaded from a trained model.*backbone_checkpoint"):
+        PretrainConfig(dataset="msd", backbone="nnunet")
+    assert PretrainConfig(dataset="msd", backbone="nnunet", backbone_checkpoint="m/fold_0/checkpoint_final.pth"
+                          ).input_normalisation() == "nnunet:m/fold_0/checkpoint_final.pth"
+    assert PretrainConfig(dataset="msd").input_normalisation() == "shapnas"
+    assert main(["pretrain", "--dataset", "acdc", "--backbone", "nnunet", "--profile", "smoke"]) == 2
+    assert "set backbone_checkpoint" in capsys.readouterr().err
+    subparsers = next(a for a in build_parser()._actions if a.choices and "pretrain" in a.choices)
+    text = " ".join(subparsers.choices["pretrain"].format_help().split())
+    assert "nnunet" in text and "backbone_checkpoint=<nnU-Net results folder>/fold_K/checkpoint_final.pth" in text
+
+
+@pytest.mark.slow
+def test_nnunet_mismatches_are_named(nnunet_results, tmp_path):
+    from shapnas.networks.backbones import load_backbone
+    from shapnas.networks.nnunet import read_normalisation
+    from shapnas.pipeline import run_pretrain
+
+    checkpoint = _checkpoint(nnunet_results)
+    with pytest.raises(ValueError, match=r"the nnU-Net model has 4 channels \(.*dataset\.json: .*FLAIR.*\); the "
+                                         r"dataset has 3"):
+        load_backbone(checkpoint, expected_in=3, expected_out=4, backbone="nnunet")
+    with pytest.raises(ValueError, match=r"the nnU-Net model reads 4 channels .*; the dataset has 1"):
+        read_normalisation(checkpoint, num_channels=1)
+    with pytest.raises(ValueError, match=r"the nnU-Net model has 4 classes \(.*edema.*\); the dataset has 2"):
+        run_pretrain(_cli_config(nnunet_results, tmp_path / "run", keep_classes={"msd": ["edema"]}))
+    with pytest.raises(ValueError, match="its folder is 'model', not fold_K"):
+        read_normalisation(tmp_path / "model" / "checkpoint_final.pth")
+    copy = tmp_path / "strided" / nnunet_results.name
+    shutil.copytree(nnunet_results, copy)
+    plans = json.loads((copy / "plans.json").read_text())
+    plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["strides"][-1] = [4, 4]  # total stride 32
+    (copy / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(ValueError, match=r"slice_size=48 is not a multiple of the nnU-Net network's total stride "
+                                         r"32x32; .* patch size 96x80 \(e\.g\. --set slice_size=64\)"):
+        read_normalisation(_checkpoint(copy), slice_size=48)
+    assert read_normalisation(_checkpoint(copy), slice_size=64, num_channels=4).schemes[0] == "ZScoreNormalization"

@@ -204,3 +204,11 @@ def test_layout_errors_point_to_a_page_that_ships(dataset, tmp_path):
     except (FileNotFoundError, ValueError) as error:
         assert "book/real_data.md" in str(error)
     assert (ROOT / "book" / "real_data.md").is_file()
+
+
+def test_stage_commands_take_several_values_after_one_set():
+    from shapnas.cli import build_parser
+
+    args = build_parser().parse_args(["transfer", "--dataset", "acdc", "--set", "target_train_patients=16",
+                                      "target_patients=48", "--set", "seed=1", "--profile", "smoke"])
+    assert args.overrides == ["target_train_patients=16", "target_patients=48", "seed=1"]

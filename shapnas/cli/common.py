@@ -7,14 +7,16 @@ import argparse
 from collections.abc import Sequence
 
 from shapnas.config.arguments import add_data_dir_argument, add_set_argument, parse_data_dirs
-from shapnas.config.names import BACKBONE_NAMES, DATASET_NAMES, POLICY_NAMES
+from shapnas.config.names import BACKBONE_NAMES, DATASET_NAMES, LOADABLE_BACKBONE_NAMES, POLICY_NAMES
 from shapnas.config.overrides import parse_overrides
 from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig, resolve_config
 
 __all__ = ["add_run_arguments", "add_data_dir_argument", "add_set_argument", "add_setting_argument", "config_from_args",
            "parse_data_dirs", "parse_names", "setting_folder_arg", "BACKBONE_HELP"]
 
-BACKBONE_HELP = f"backbone U-Net, one of {', '.join(BACKBONE_NAMES)} (default: basic_unet)"
+BACKBONE_HELP = (f"backbone U-Net, one of {', '.join(BACKBONE_NAMES)} (default: basic_unet), or a trained model "
+                 f"loaded only: {', '.join(LOADABLE_BACKBONE_NAMES)} (an nnU-Net v2 2D model; with "
+                 "--set backbone_checkpoint=<nnU-Net results folder>/fold_K/checkpoint_final.pth)")
 """The ``--backbone`` help of every command that takes one."""
 
 
@@ -28,7 +30,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, policy: bool = True) -
     parser.add_argument("--backbone", default=None, help=BACKBONE_HELP)
     if policy:
         parser.add_argument("--policy", default=None, choices=POLICY_NAMES, help="pruning policy (default: none)")
-    add_set_argument(parser)
+    add_set_argument(parser, several=True)
     parser.add_argument("--device", default=None, help="auto (default: cuda when present), cpu or cuda:i")
 
 

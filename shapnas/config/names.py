@@ -23,6 +23,7 @@ __all__ = [
     "DATASET_LABELS",
     "dataset_label",
     "BACKBONE_NAMES",
+    "LOADABLE_BACKBONE_NAMES",
     "BACKBONE_SIZE_NAMES",
     "SHAPLEY_ESTIMATORS",
     "PolicySpec",
@@ -50,6 +51,9 @@ def dataset_label(dataset: str) -> str:
     return DATASET_LABELS.get(dataset, dataset.upper())
 
 BACKBONE_NAMES = ("basic_unet", "unet", "attention_unet", "basic_unet_plus_plus")
+# backbones that are only loaded from a user's trained model, never built or pre-trained here (``backbone_checkpoint``
+# is required): ``nnunet``, an nnU-Net v2 2D model (shapnas.networks.nnunet)
+LOADABLE_BACKBONE_NAMES = ("nnunet",)
 # widths of shapnas.networks.backbones.BACKBONE_SIZES (kept here so that configs load without torch; a test checks both)
 BACKBONE_SIZE_NAMES = ("micro", "tiny", "small", "paper")
 # estimators of a Shapley round (shapnas.shapley.supernet_game): Aumann–Shapley, Owen sampling with gradients, Monte-Carlo

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
-from shapnas.config.names import BACKBONE_NAMES, BACKBONE_SIZE_NAMES, DATASET_NAMES, POLICY_NAMES, SHAPLEY_ESTIMATORS
+from shapnas.config.names import (BACKBONE_NAMES, BACKBONE_SIZE_NAMES, DATASET_NAMES, LOADABLE_BACKBONE_NAMES,
+                                  POLICY_NAMES, SHAPLEY_ESTIMATORS)
 from shapnas.config.overrides import check_names, convert_values
 from shapnas.profiles import PROFILE_NAMES, config_from_profile, load_profile, resolve_config
 
@@ -164,6 +165,11 @@ class DataConfig(BaseConfig):
             raise ValueError(f"phantom_patients={self.phantom_patients}; expected at least 4 (W, A, V, test)")
         self._check_setting()
 
+    def input_normalisation(self) -> str:
+        """How the data layer normalises the network's input: ``shapnas`` (:func:`shapnas.data.volumes.normalise`);
+        a backbone config may say otherwise (``nnunet:<checkpoint>``, :meth:`PretrainConfig.input_normalisation`)."""
+        return "shapnas"
+
     def source_site(self: C) -> C:
         """This config's source site as a same-site config (the transfer setting's backbone is pre-trained on it):
         ``setting='same_site'`` and no ``target_data_dir``; itself in the same-site setting."""
@@ -199,12 +205,16 @@ class PretrainConfig(DataConfig):
 
     Args:
         backbone: ``basic_unet`` (MONAI BasicUNet, default), ``unet`` (MONAI UNet), ``attention_unet`` (MONAI
-            AttentionUnet, attention-gated skips) or ``basic_unet_plus_plus`` (MONAI BasicUNetPlusPlus, nested
-            dense skips, without deep supervision).
+            AttentionUnet, attention-gated skips), ``basic_unet_plus_plus`` (MONAI BasicUNetPlusPlus, nested
+            dense skips, without deep supervision) or ``nnunet`` (a trained nnU-Net v2 2D model, loaded only:
+            ``backbone_checkpoint`` must name its ``fold_K/checkpoint_final.pth``; the input is then normalised
+            with the model's nnU-Net normalisation, :meth:`input_normalisation`).
         backbone_size: ``micro`` (narrowest, CPU), ``tiny`` (workshop CPU), ``small`` or ``paper`` (paper-like
             width, for a GPU).
         backbone_checkpoint: path to a user's own trained MONAI state dict (``.pt`` holding
-            ``state_dict`` and ``init_args``); empty means pre-train here. Defaults to ``""``.
+            ``state_dict`` and ``init_args``), or with ``backbone=nnunet`` to an nnU-Net v2 checkpoint
+            (``<results folder>/fold_K/checkpoint_final.pth``, ``plans.json`` and ``dataset.json`` two levels up);
+            empty means pre-train here. Defaults to ``""``.
         pretrain_epochs: epochs of pre-training. Defaults to 4.
         pretrain_lr: Adam learning rate. Defaults to 1e-3.
         batch_size: slices per batch for every stage. Defaults to 16.
@@ -266,11 +276,26 @@ class PretrainConfig(DataConfig):
                 raise ValueError(f"{name}={rates}; expected positive learning rates")
         if not self.normtune_lrs:
             raise ValueError("normtune_lrs=(); expected at least one learning rate")
-        if self.backbone not in BACKBONE_NAMES:
-            raise ValueError(f"backbone={self.backbone!r}; expected one of {', '.join(BACKBONE_NAMES)}")
+        self._check_backbone()
         if self.backbone_size not in BACKBONE_SIZE_NAMES:
             raise ValueError(f"backbone_size={self.backbone_size!r}; expected one of {', '.join(BACKBONE_SIZE_NAMES)}")
         _at_least(self, 1, ("pretrain_epochs", "batch_size", "finetune_epochs"))
+
+    def _check_backbone(self) -> None:
+        """Validate ``backbone``: a buildable name, or a loadable-only one (``nnunet``) with its checkpoint."""
+        names = (*BACKBONE_NAMES, *LOADABLE_BACKBONE_NAMES)
+        if self.backbone not in names:
+            raise ValueError(f"backbone={self.backbone!r}; expected one of {', '.join(names)}")
+        if self.backbone in LOADABLE_BACKBONE_NAMES and not self.backbone_checkpoint:
+            raise ValueError(f"backbone={self.backbone!r} is loaded from a trained model, never built here; set "
+                             "backbone_checkpoint to its checkpoint (nnunet: <nnU-Net results folder>/fold_K/"
+                             "checkpoint_final.pth, e.g. --set backbone_checkpoint=...)")
+
+    def input_normalisation(self) -> str:
+        """How the data layer normalises the network's input: ``shapnas`` (:func:`shapnas.data.volumes.normalise`)
+        or, for an nnU-Net backbone, ``nnunet:<checkpoint>`` (the normalisation in the plans of the checkpoint's
+        results folder, applied with nnU-Net's own classes)."""
+        return f"nnunet:{self.backbone_checkpoint}" if self.backbone == "nnunet" else "shapnas"
 
 
 @dataclass(frozen=True, kw_only=True)

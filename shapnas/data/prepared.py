@@ -4,6 +4,9 @@
 when ``cfg.data_dir`` is empty), loads each case through :func:`shapnas.data.volumes.load_volume` with a slice
 cache, and reads or writes ``<results_root>/<dataset>/splits.json`` (W, A, V, test by patient; method.md).
 
+The input is normalised as :func:`shapnas.data.volumes.normalise` does, or for an nnU-Net backbone with the
+model's own nnU-Net normalisation (:func:`input_normaliser`); the cache key tells the two apart.
+
 ``prepare_site_data(cfg, site)`` gives either site of the transfer setting through the same loaders and caches:
 ``source`` is ``prepare_data(cfg)``; ``target`` reads ``cfg.target_data_dir`` (or the phantoms' second site under
 ``<results_root>/phantoms/<dataset>-site-b``) split by ``<results_root>/<dataset>/splits-target-<n>.json``
@@ -12,14 +15,16 @@ cache, and reads or writes ``<results_root>/<dataset>/splits.json`` (W, A, V, te
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -31,9 +36,12 @@ from shapnas.data.splits import SPLIT_NAMES, load_or_create_splits, load_or_crea
 from shapnas.data.volumes import Volume, load_volume
 from shapnas.runs.files import dataset_dir
 
+if TYPE_CHECKING:
+    from shapnas.networks.nnunet import NnUNetNormalisation
+
 __all__ = ["PreparedData", "prepare_data", "prepare_site_data", "resolve_data_dir", "resolve_site_data_dir",
-           "target_splits_path", "cache_dir", "select_slices", "summarize", "restrict_classes", "CACHE_VERSION",
-           "SITES", "TARGET_PHANTOM_SITE"]
+           "target_splits_path", "cache_dir", "input_normaliser", "select_slices", "summarize", "restrict_classes",
+           "CACHE_VERSION", "SITES", "TARGET_PHANTOM_SITE"]
 
 CACHE_VERSION = 1  # bump when load_volume's output changes
 SITES = ("source", "target")  # the transfer setting's two sites
@@ -141,9 +149,31 @@ def target_splits_path(cfg: DataConfig) -> Path:
     return dataset_dir(cfg.results_root, cfg.dataset) / f"splits-target-{cfg.target_train_patients}.json"
 
 
-def cache_dir(cfg: DataConfig, data_dir: Path, spec: DatasetSpec) -> Path:
-    """``<results_root>/cache/<dataset>-<hash of resolved data_dir, slice_size, spec, CACHE_VERSION>``."""
+def input_normaliser(cfg: DataConfig, spec: DatasetSpec) -> NnUNetNormalisation | None:
+    """The nnU-Net normalisation the network's input gets (``cfg.input_normalisation()`` is ``nnunet:<checkpoint>``:
+    read from the plans beside the checkpoint, with ``slice_size`` and the channels checked against the model), or
+    None for shapnas's own (:func:`shapnas.data.volumes.normalise`).
+
+    Raises:
+        ValueError: an unknown scheme, or a slice size or channel count the nnU-Net model cannot take (named).
+    """
+    scheme = cfg.input_normalisation()
+    if scheme == "shapnas":
+        return None
+    if not scheme.startswith("nnunet:"):
+        raise ValueError(f"input normalisation {scheme!r}; expected 'shapnas' or 'nnunet:<checkpoint>'")
+    from shapnas.networks.nnunet import read_normalisation  # imports nnunetv2 only for nnU-Net backbones
+
+    return read_normalisation(scheme.removeprefix("nnunet:"), cfg.slice_size, len(spec.channel_names))
+
+
+def cache_dir(cfg: DataConfig, data_dir: Path, spec: DatasetSpec,
+              normalisation: NnUNetNormalisation | None = None) -> Path:
+    """``<results_root>/cache/<dataset>-<hash of resolved data_dir, slice_size, spec, input normalisation,
+    CACHE_VERSION>``: slices normalised by shapnas and by an nnU-Net model (:func:`input_normaliser`) never mix."""
     key = f"{Path(data_dir).resolve()}|{cfg.slice_size}|{spec.label_values}|{spec.modality}|{CACHE_VERSION}"
+    if normalisation is not None:  # shapnas's own normalisation keeps the key it always had
+        key += f"|nnunet:{json.dumps(dataclasses.asdict(normalisation), sort_keys=True)}"
     return Path(cfg.results_root) / "cache" / f"{cfg.dataset}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
@@ -182,12 +212,14 @@ def _write_cache(path: Path, volume: Volume, stamp: str) -> None:
         raise
 
 
-def _load_cached(case: CaseFiles, spec: DatasetSpec, slice_size: int, folder: Path) -> Volume:
+def _load_cached(case: CaseFiles, spec: DatasetSpec, slice_size: int, folder: Path,
+                 normalisation: NnUNetNormalisation | None = None) -> Volume:
     stamp = _stamp(case)
     path = folder / f"{case.case_id}.npz"
     volume = _read_cache(path, case, stamp)
     if volume is None:
-        volume = load_volume(case, spec, slice_size)
+        extra = () if normalisation is None else (normalisation,)  # shapnas's own: the three-argument call
+        volume = load_volume(case, spec, slice_size, *extra)
         _write_cache(path, volume, stamp)
     return volume
 
@@ -316,13 +348,14 @@ def _prepare(cfg: DataConfig, data_dir: Path,
     if not cases:
         raise ValueError(f"{data_dir}: no labelled {cfg.dataset} cases found; check the folder layout "
                          f"({LAYOUT_HELP})")
+    normalisation = input_normaliser(cfg, full_spec)
     splits = make_splits([c.patient_id for c in cases])
-    folder = cache_dir(cfg, data_dir, full_spec)
+    folder = cache_dir(cfg, data_dir, full_spec, normalisation)
     split_of = {patient: name for name in SPLIT_NAMES for patient in splits[name]}
     volumes: dict[str, list[Volume]] = {name: [] for name in SPLIT_NAMES}
     val_whole: list[Volume] = []
     for case in cases:
-        volume = _load_cached(case, full_spec, cfg.slice_size, folder)
+        volume = _load_cached(case, full_spec, cfg.slice_size, folder, normalisation)
         volume = volume if lut is None else _relabel(volume, lut)
         split = split_of[case.patient_id]
         volumes[split].append(volume if split == "test" else _subsample(volume, cfg.max_slices_per_volume))

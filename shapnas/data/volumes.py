@@ -5,7 +5,8 @@ the axial axis for CT and along the largest-spacing axis otherwise (isotropic: S
 MRI per-volume, per-channel z-score (inside the nonzero mask for BraTS and other skull-stripped data, as
 nnU-Net's ``ZScoreNormalization`` with ``use_mask_for_norm``); CT clipped to the window ``CT_WINDOW`` HU and
 scaled to [-1, 1]; slices resized (images bilinear with antialiasing, labels nearest); labels remapped to
-contiguous classes.
+contiguous classes. For an nnU-Net backbone the normalisation is the model's own, applied with nnU-Net's classes
+(:func:`network_input`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -20,6 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from shapnas.data.layouts import CaseFiles, DatasetSpec
+
+if TYPE_CHECKING:
+    from shapnas.networks.nnunet import NnUNetNormalisation
 
 __all__ = ["Volume", "load_volume", "read_nifti", "slice_axis", "canonical_slice_axis", "to_slices", "normalise",
            "resize_images", "resize_labels", "resize_slices", "network_input", "remap_labels", "CT_WINDOW",
@@ -175,7 +180,8 @@ def canonical_slice_axis(affine: np.ndarray, ornt: np.ndarray, modality: str,
     return slice_axis(spacing, modality, native), spacing
 
 
-def network_input(image: np.ndarray, axis: int, *, modality: str, dataset: str, slice_size: int) -> np.ndarray:
+def network_input(image: np.ndarray, axis: int, *, modality: str, dataset: str, slice_size: int,
+                  normalisation: NnUNetNormalisation | None = None) -> np.ndarray:
     """The network's input slices of a canonical image: the one preprocessing of training and prediction.
 
     Slices along ``axis`` (:func:`to_slices`), normalises (:func:`normalise`: MRI z-score inside the nonzero
@@ -183,16 +189,29 @@ def network_input(image: np.ndarray, axis: int, *, modality: str, dataset: str, 
     ``use_mask_for_norm``; CT window), resizes to ``slice_size`` (:func:`resize_images`) and keeps CT inside
     [-1, 1] after resampling.
 
+    With an nnU-Net ``normalisation`` (an nnU-Net backbone), the whole case is normalised first as nnU-Net's
+    preprocessing does (:func:`shapnas.networks.nnunet.normalise_volume`: its normaliser classes, statistics of its
+    nonzero crop, zero outside the crop), then sliced and resized to ``slice_size``. The in-plane resampling is
+    shapnas's, not nnU-Net's: slices go to ``slice_size`` pixels whatever the plan's target spacing (set
+    ``slice_size`` near the plan's patch size, a multiple of the network's total stride).
+
     Args:
         image: (X, Y, Z, C) float32 in closest-canonical (RAS) voxel order.
         axis: the canonical slice axis (:func:`canonical_slice_axis`).
         modality: ``ct`` or ``mri``.
         dataset: the dataset name (``brats`` always uses the nonzero mask).
         slice_size: square in-plane size of the result.
+        normalisation: an nnU-Net model's normalisation, used instead of :func:`normalise`. Defaults to None.
 
     Returns:
         (S, C, slice_size, slice_size) float32, channels first as the network takes them.
     """
+    if normalisation is not None:
+        from shapnas.networks.nnunet import normalise_volume  # imports nnunetv2 only for nnU-Net backbones
+
+        normalised = normalise_volume(image, normalisation)  # (X, Y, Z, C)
+        slices = np.ascontiguousarray(to_slices(normalised, axis).transpose(0, 3, 1, 2))  # (S, C, H, W)
+        return resize_images(slices, slice_size)  # (S, C, size, size)
     slices = np.ascontiguousarray(to_slices(image, axis).transpose(0, 3, 1, 2))  # (S, C, H, W)
     use_mask = dataset == "brats" or float((slices != 0).mean()) < MRI_MASK_FRACTION
     resized = resize_images(normalise(slices, modality, use_mask), slice_size)  # (S, C, size, size)
@@ -254,13 +273,16 @@ def _read_image(case: CaseFiles, spec: DatasetSpec) -> tuple[np.ndarray, np.ndar
     return np.stack(channels, axis=-1), affines[0], ornt, case.image_paths[0]
 
 
-def load_volume(case: CaseFiles, spec: DatasetSpec, slice_size: int) -> Volume:
+def load_volume(case: CaseFiles, spec: DatasetSpec, slice_size: int,
+                normalisation: NnUNetNormalisation | None = None) -> Volume:
     """Read, check, reorient, slice, normalise, resize and remap one case.
 
     Args:
         case: its files.
         spec: the dataset spec (channels, label values, modality).
         slice_size: square in-plane size of the returned slices.
+        normalisation: an nnU-Net model's input normalisation instead of shapnas's (:func:`network_input`).
+            Defaults to None.
 
     Returns:
         The volume: image (S, C, slice_size, slice_size) float32, label (S, slice_size, slice_size) int64.
@@ -287,7 +309,8 @@ def load_volume(case: CaseFiles, spec: DatasetSpec, slice_size: int) -> Volume:
     classes = remap_labels(to_slices(label, axis), spec, case.label_path)  # (S, H, W)
     in_plane = [k for k in range(3) if k != axis]
     height, width = classes.shape[-2:]
-    resized_image = network_input(image, axis, modality=spec.modality, dataset=spec.name, slice_size=slice_size)
+    resized_image = network_input(image, axis, modality=spec.modality, dataset=spec.name, slice_size=slice_size,
+                                  normalisation=normalisation)
     resized_label = resize_labels(classes, slice_size)  # (S, slice_size, slice_size)
     new_spacing = (float(spacing[in_plane[0]]) * width / slice_size, float(spacing[in_plane[1]]) * height / slice_size,
                    float(spacing[axis]))

@@ -3,13 +3,12 @@
 An adapter splits a MONAI U-Net (``BasicUNet``, ``UNet``, ``AttentionUnet``, ``BasicUNetPlusPlus``) into
 ``encode(x) -> (skips, bottom)`` and ``decode_with(skips, bottom, transform)`` by calling MONAI's own submodules
 in the order of the net's ``forward``, so that the retrofit can rewrite the skips while the encoder and decoder
-stay the pre-trained ones.
+stay the pre-trained ones. A trained nnU-Net v2 2D model is the loadable-only backbone ``nnunet``
+(:mod:`shapnas.networks.nnunet`, imported only when such a model is loaded or adapted).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,12 @@ from monai.networks.nets import AttentionUnet, BasicUNet, BasicUNetPlusPlus, UNe
 from monai.networks.nets.attentionunet import AttentionLayer
 from torch import nn
 
+from shapnas.networks.skip_adapter import SkipAdapter, SkipTransform
+
 __all__ = [
     "BACKBONE_SIZES", "BACKBONE_NAMES", "build_backbone", "new_backbone", "net_from_payload", "SkipAdapter",
     "BasicUNetAdapter", "MonaiUNetAdapter", "AttentionUNetAdapter", "UNetPlusPlusAdapter", "UNetPlusPlusLogits",
-    "SkipTransform", "adapt", "backbone_payload", "load_backbone", "norm_and_bias_parameters",
+    "SkipTransform", "adapt", "backbone_payload", "load_backbone", "norm_and_bias_parameters", "NNUNET",
 ]
 
 BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -55,13 +56,10 @@ BACKBONE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
 }
 """Constructor keyword arguments of each MONAI backbone (``spatial_dims=2``) per size."""
 BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONE_SIZES)
+NNUNET = "nnunet"
+"""The loadable-only backbone: a trained nnU-Net v2 2D model (:mod:`shapnas.networks.nnunet`), never built here."""
 
 _MAX_LISTED = 5
-
-SkipTransform = Callable[[int, torch.Tensor, torch.Tensor | None], torch.Tensor]
-"""``transform(level, skip, up) -> new skip`` (same shape as ``skip``); ``up`` is the decoder feature entering
-the level, or None where the backbone has none (``BasicUNetPlusPlus``)."""
-
 
 class UNetPlusPlusLogits(BasicUNetPlusPlus):
     """MONAI ``BasicUNetPlusPlus`` without deep supervision whose ``forward`` returns the logits tensor
@@ -130,14 +128,21 @@ def new_backbone(name: str, in_channels: int, out_channels: int, size: str,
 
 
 def net_from_payload(payload: dict[str, Any]) -> nn.Module:
-    """The MONAI backbone stored in a :func:`backbone_payload` (``name``, ``init_args``, ``state_dict``).
+    """The backbone stored in a :func:`backbone_payload` (``name``, ``init_args``, ``state_dict``): a MONAI net, or
+    for ``nnunet`` the network nnU-Net builds from the stored plans
+    (:func:`shapnas.networks.nnunet.nnunet_from_init_args`; the user's results folder is not read).
 
     Raises:
         ValueError: for a backbone name without a class.
     """
-    if payload.get("name") not in _CLASSES:
-        raise ValueError(f"backbone name {payload.get('name')!r}; expected one of {', '.join(_CLASSES)}")
-    net = _construct(payload["name"], payload["init_args"])
+    if payload.get("name") == NNUNET:
+        from shapnas.networks.nnunet import nnunet_from_init_args  # imports nnunetv2 only when used
+
+        net = nnunet_from_init_args(payload["init_args"])
+    elif payload.get("name") in _CLASSES:
+        net = _construct(payload["name"], payload["init_args"])
+    else:
+        raise ValueError(f"backbone name {payload.get('name')!r}; expected one of {', '.join(_CLASSES)} or {NNUNET}")
     net.load_state_dict(payload["state_dict"])
     return net
 
@@ -170,76 +175,6 @@ def _out_channels(module: nn.Module) -> int:
     """Output channels of a block: those of its last convolution."""
     convs = [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)]
     return int(convs[-1].out_channels)
-
-
-def _keep_skip(level: int, skip: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
-    """The identity :data:`SkipTransform`: the backbone's own decoder."""
-    return skip
-
-
-class SkipAdapter(nn.Module, ABC):
-    """A U-Net seen as ``encode(x) -> (skips, bottom)`` and ``decode_with(skips, bottom, transform) -> logits``.
-
-    The default decoder runs level by level from the deepest: ``up = up_feature(level, deep, skip)``, then
-    ``deep = merge(level, transform(level, skip, up), up)``; an adapter of such a backbone implements
-    :meth:`up_feature` and :meth:`merge`, one whose decoder is not a level chain overrides :meth:`decode_with`.
-
-    Attributes:
-        net: the wrapped MONAI module (``adapter.net.state_dict()`` is the MONAI state dict).
-        skip_channels: channels of each skip tensor, full resolution first.
-        decoder_channels: channels of the decoder feature entering each skip level (:meth:`up_feature`); empty
-            when the backbone has no such feature.
-        supports_decoder_input: whether a cell may read that decoder feature (``decoder_input``).
-        backbone_name: the :data:`BACKBONE_SIZES` name of the backbone.
-    """
-
-    net: nn.Module
-    skip_channels: list[int]
-    decoder_channels: list[int]
-    supports_decoder_input: bool = True
-    backbone_name: str = ""
-
-    @abstractmethod
-    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Encoder: (B, C_in, H, W) -> (skips, full resolution first; bottom tensor)."""
-
-    def up_feature(self, level: int, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """The decoder feature entering skip level ``level``, at the skip's resolution: ``deep`` (the
-        decoder output one level down, or the bottom) upsampled as the backbone does. ``skip`` gives the shape."""
-        raise NotImplementedError(f"{type(self).__name__}: no level-by-level decoder (see decode_with)")
-
-    def merge(self, level: int, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        """The decoder block of ``level`` on its skip and :meth:`up_feature`: the next ``deep`` tensor."""
-        raise NotImplementedError(f"{type(self).__name__}: no level-by-level decoder (see decode_with)")
-
-    def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits from the last decoder output (identity unless the backbone has a final conv)."""
-        return x
-
-    def decode_with(self, skips: list[torch.Tensor], bottom: torch.Tensor, transform: SkipTransform) -> torch.Tensor:
-        """The decoder with every skip replaced by ``transform(level, skip, up)`` where the decoder reads it.
-
-        Args:
-            skips: the encoder's skips, full resolution first (:meth:`encode`).
-            bottom: the encoder's bottom tensor.
-            transform: the new skip of a level from the skip and the decoder feature entering the level.
-
-        Returns:
-            Logits (B, out_channels, H, W).
-        """
-        x = bottom
-        for level in reversed(range(len(skips))):
-            skip = skips[level]
-            up = self.up_feature(level, x, skip)  # (B, C_dec, H_l, W_l)
-            x = self.merge(level, transform(level, skip, up), up)
-        return self.head(x)
-
-    def decode(self, skips: list[torch.Tensor], bottom: torch.Tensor) -> torch.Tensor:
-        """Decoder: skips and bottom -> logits (B, out_channels, H, W), the skips unchanged."""
-        return self.decode_with(skips, bottom, _keep_skip)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(*self.encode(x))
 
 
 class BasicUNetAdapter(SkipAdapter):
@@ -446,21 +381,26 @@ class UNetPlusPlusAdapter(SkipAdapter):
 
 
 def adapt(net: nn.Module) -> SkipAdapter:
-    """The :class:`SkipAdapter` of a MONAI backbone (an adapter is returned unchanged).
+    """The :class:`SkipAdapter` of a MONAI backbone or of an nnU-Net network (``dynamic_network_architectures``:
+    :class:`shapnas.networks.nnunet.NnUNetAdapter`); an adapter is returned unchanged.
 
     Raises:
         ValueError: for a network type without an adapter.
     """
     if isinstance(net, SkipAdapter):
         return net
+    if type(net).__module__.startswith("dynamic_network_architectures."):
+        from shapnas.networks.nnunet import NnUNetAdapter  # imports nnunetv2 only when used
+
+        return NnUNetAdapter(net)
     adapters: list[tuple[type[nn.Module], type[SkipAdapter]]] = [
         (BasicUNet, BasicUNetAdapter), (UNet, MonaiUNetAdapter), (AttentionUnet, AttentionUNetAdapter),
         (BasicUNetPlusPlus, UNetPlusPlusAdapter)]
     for kind, adapter in adapters:
         if isinstance(net, kind):
             return adapter(net)
-    raise ValueError(f"no skip adapter for {type(net).__name__}; expected MONAI BasicUNet, UNet, AttentionUnet "
-                     "or BasicUNetPlusPlus")
+    raise ValueError(f"no skip adapter for {type(net).__name__}; expected MONAI BasicUNet, UNet, AttentionUnet, "
+                     "BasicUNetPlusPlus or nnU-Net's PlainConvUNet / ResidualEncoderUNet")
 
 
 def backbone_payload(net: nn.Module, name: str, init_args: dict[str, Any]) -> dict[str, Any]:
@@ -496,9 +436,15 @@ def _check_state(path: Path, net: nn.Module, state: dict[str, torch.Tensor]) -> 
         raise ValueError(f"{path}: state_dict does not match {type(net).__name__}(init_args): " + "; ".join(problems))
 
 
-def load_backbone(path: str | Path, expected_in: int | None = None,
-                  expected_out: int | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
-    """Load a 2D MONAI backbone checkpoint (``torch.load(..., weights_only=True)``), validated.
+def _looks_like_nnunet(path: Path) -> bool:
+    """Whether ``path`` sits where nnU-Net writes checkpoints: ``<results folder>/fold_K/`` beside ``plans.json``."""
+    return path.parent.name.startswith("fold_") and (path.parent.parent / "plans.json").is_file()
+
+
+def load_backbone(path: str | Path, expected_in: int | None = None, expected_out: int | None = None,
+                  backbone: str | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
+    """Load a 2D MONAI backbone checkpoint (``torch.load(..., weights_only=True)``), or a trained nnU-Net v2 2D
+    model, validated.
 
     Accepted formats (a dict saved with ``torch.save``):
 
@@ -507,12 +453,17 @@ def load_backbone(path: str | Path, expected_in: int | None = None,
       (``in_channels``, ``out_channels``, ``features`` or ``channels``/``strides``/``num_res_units`` …),
       ``spatial_dims`` must be 2 (filled in when absent); a ``module.`` key prefix is stripped;
     - :func:`backbone_payload` (``{"name", "init_args", "state_dict"}``);
-    - a shapnas ``model.pt`` holding such a payload under ``"backbone"``.
+    - a shapnas ``model.pt`` holding such a payload under ``"backbone"``;
+    - an nnU-Net v2 checkpoint ``<results folder>/fold_K/checkpoint_final.pth`` (with ``backbone='nnunet'``, or
+      recognised by its ``fold_K`` folder beside ``plans.json``): loaded with nnU-Net's own code,
+      :func:`shapnas.networks.nnunet.load_nnunet_backbone` (name ``nnunet``).
 
     Args:
         path: the checkpoint file.
         expected_in: the dataset's image channels, checked against ``in_channels`` when given.
         expected_out: the dataset's classes, checked against ``out_channels`` when given.
+        backbone: the configured backbone name; ``nnunet`` reads ``path`` as an nnU-Net checkpoint. Defaults to
+            None (recognised from the path).
 
     Returns:
         (net in eval mode on CPU, backbone name, init_args as plain types).
@@ -521,6 +472,11 @@ def load_backbone(path: str | Path, expected_in: int | None = None,
         ValueError: naming the file and what does not match.
     """
     path = Path(path)
+    if backbone == NNUNET or _looks_like_nnunet(path):
+        from shapnas.networks.nnunet import load_nnunet_backbone  # imports nnunetv2 only when used
+
+        net, name, init_args = load_nnunet_backbone(path, expected_in, expected_out)
+        return net.eval(), name, init_args
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the path

@@ -10,6 +10,12 @@ what the network was trained on. :class:`NnUNetAdapter` exposes the decoder's sk
 (``encode``/``up_feature``/``merge``/``head``) in exactly the order of nnU-Net's ``UNetDecoder.forward``, so a
 retrofit built on it computes, at implant time, exactly what the nnU-Net network computes.
 
+As the pipeline's backbone ``nnunet`` (``backbone_checkpoint=<results folder>/fold_K/checkpoint_final.pth``):
+:func:`load_nnunet_backbone` gives the network with ``init_args`` holding the plans, ``dataset.json``, the
+configuration and the normalisation, so that :func:`nnunet_from_init_args` rebuilds it from a stage's ``model.pt``
+alone; :func:`read_normalisation` gives the data layer the normalisation (and checks the slice size against the
+network's total stride); :func:`normalise_volume` normalises a whole case on its own grid.
+
 Only the 2D configurations are supported (shapnas retrofits 2D U-Nets); nnU-Net's own trainer variants are not
 imported (a custom trainer overriding ``build_network_architecture`` is not supported: the network is built from
 the plans, as ``nnUNetTrainer.build_network_architecture`` does).
@@ -17,6 +23,7 @@ the plans, as ``nnUNetTrainer.build_network_architecture`` does).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +33,12 @@ import torch
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from torch import nn
 
-from shapnas.networks.backbones import SkipAdapter
+from shapnas.networks.skip_adapter import SkipAdapter
 
 __all__ = ["NnUNetNormalisation", "NnUNetModel", "NnUNetAdapter", "load_nnunet_model", "normalise_case",
-           "nnunet_checkpoint_path"]
+           "nnunet_checkpoint_path", "split_checkpoint_path", "read_normalisation", "normalise_volume",
+           "load_nnunet_backbone", "nnunet_from_init_args", "total_stride", "check_slice_size",
+           "normalisation_to_dict", "normalisation_from_dict"]
 
 _RESULTS_LAYOUT = "an nnU-Net v2 results folder holding plans.json, dataset.json and fold_K/<checkpoint>"
 
@@ -48,6 +57,20 @@ class NnUNetNormalisation:
     schemes: tuple[str, ...]
     use_mask_for_norm: tuple[bool, ...]
     intensity_properties: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def normalisation_to_dict(normalisation: NnUNetNormalisation) -> dict[str, Any]:
+    """An :class:`NnUNetNormalisation` as plain types (lists, dicts), for checkpoints and cache keys."""
+    return {"schemes": list(normalisation.schemes), "use_mask_for_norm": list(normalisation.use_mask_for_norm),
+            "intensity_properties": {k: dict(v) for k, v in normalisation.intensity_properties.items()}}
+
+
+def normalisation_from_dict(values: dict[str, Any]) -> NnUNetNormalisation:
+    """The :class:`NnUNetNormalisation` of :func:`normalisation_to_dict`'s dict."""
+    return NnUNetNormalisation(tuple(str(s) for s in values["schemes"]),
+                               tuple(bool(m) for m in values["use_mask_for_norm"]),
+                               {str(k): {n: float(x) for n, x in v.items()}
+                                for k, v in values.get("intensity_properties", {}).items()})
 
 
 @dataclass
@@ -114,6 +137,191 @@ def nnunet_checkpoint_path(results_folder: str | Path, fold: int | str = 0,
     return path
 
 
+def split_checkpoint_path(checkpoint: str | Path) -> tuple[Path, int | str, str, str]:
+    """The parts of an nnU-Net checkpoint path ``<results folder>/fold_<K>/<file>``.
+
+    Args:
+        checkpoint: e.g. ``.../Dataset501_X/nnUNetTrainer__nnUNetPlans__2d/fold_0/checkpoint_final.pth``.
+
+    Returns:
+        (results folder, fold (an int, or ``"all"``), checkpoint file name, configuration: the part of the results
+        folder's name after its last ``__`` (nnU-Net names it ``<trainer>__<plans>__<configuration>``), ``2d`` when
+        the name has none).
+
+    Raises:
+        ValueError: when the file's folder is not named ``fold_<K>``.
+    """
+    path = Path(checkpoint)
+    if not path.parent.name.startswith("fold_"):
+        raise ValueError(f"{path}: expected an nnU-Net checkpoint <results folder>/fold_K/<checkpoint>.pth "
+                         f"({_RESULTS_LAYOUT}); its folder is {path.parent.name!r}, not fold_K")
+    fold_text = path.parent.name.removeprefix("fold_")
+    fold: int | str = int(fold_text) if fold_text.isdigit() else fold_text
+    folder = path.parent.parent
+    configuration = folder.name.rsplit("__", 1)[-1] if "__" in folder.name else "2d"
+    return folder, fold, path.name, configuration
+
+
+def _plans_of(checkpoint: str | Path) -> tuple[Any, Any, Path]:
+    """nnU-Net's ``PlansManager`` and ``ConfigurationManager`` of a checkpoint's results folder (files checked)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    folder, fold, name, configuration = split_checkpoint_path(checkpoint)
+    nnunet_checkpoint_path(folder, fold, name)
+    plans_manager = PlansManager(str(folder / "plans.json"))
+    if configuration not in plans_manager.available_configurations:
+        raise ValueError(f"{folder / 'plans.json'}: no configuration {configuration!r}; "
+                         f"available: {', '.join(plans_manager.available_configurations)}")
+    return plans_manager, plans_manager.get_configuration(configuration), folder
+
+
+def read_normalisation(checkpoint: str | Path, slice_size: int | None = None,
+                       num_channels: int | None = None) -> NnUNetNormalisation:
+    """The input normalisation of an nnU-Net checkpoint's configuration, read from its results folder's
+    ``plans.json`` (the weights are not read), with the data's slice size and channels checked against the plans.
+
+    Args:
+        checkpoint: ``<results folder>/fold_K/checkpoint_final.pth`` (:func:`split_checkpoint_path`).
+        slice_size: when given, checked to be a multiple of the network's total stride (:func:`check_slice_size`).
+        num_channels: the dataset's image channels, when given checked against the configuration's.
+
+    Returns:
+        The configuration's :class:`NnUNetNormalisation`.
+
+    Raises:
+        FileNotFoundError: a missing results folder, ``plans.json``, ``dataset.json`` or checkpoint.
+        ValueError: a configuration missing from the plans, a slice size the network cannot take, or a channel
+            count other than the model's (naming both).
+    """
+    plans_manager, configuration_manager, folder = _plans_of(checkpoint)
+    normalisation = _normalisation(plans_manager, configuration_manager)
+    if num_channels is not None and num_channels != len(normalisation.schemes):
+        channels = _read_json(folder / "dataset.json").get("channel_names", {})
+        raise ValueError(f"{checkpoint}: the nnU-Net model reads {len(normalisation.schemes)} channels "
+                         f"({folder / 'dataset.json'}: {channels}); the dataset has {num_channels}")
+    if slice_size is not None:
+        check_slice_size(slice_size, configuration_manager, checkpoint)
+    return normalisation
+
+
+def normalise_volume(image: np.ndarray, normalisation: NnUNetNormalisation) -> np.ndarray:
+    """nnU-Net's normalisation of a whole case, on its own grid: :func:`normalise_case` (nonzero crop, nnU-Net's
+    normaliser classes, statistics of the whole crop) pasted back into zeros, the value nnU-Net pads a cropped
+    case with in training and prediction.
+
+    The result does not depend on the axis order of ``image``: the crop is the bounding box of the nonzero voxels
+    and the statistics are per channel over the crop, so a case in shapnas's canonical order gets, voxel by voxel,
+    the values nnU-Net's preprocessing gives it.
+
+    Args:
+        image: (X, Y, Z, C) intensities, channels last (the canonical arrays of :mod:`shapnas.data.volumes`).
+        normalisation: the model's :class:`NnUNetNormalisation`.
+
+    Returns:
+        (X, Y, Z, C) float32, zero outside nnU-Net's nonzero crop.
+    """
+    channels_first = np.moveaxis(image, -1, 0)  # (C, X, Y, Z)
+    crop, _, bbox = normalise_case(channels_first, normalisation)
+    out = np.zeros(channels_first.shape, dtype=np.float32)
+    out[(slice(None), *(slice(a, b) for a, b in bbox))] = crop
+    return np.moveaxis(out, 0, -1)  # (X, Y, Z, C)
+
+
+def total_stride(configuration_manager: Any) -> tuple[int, ...]:
+    """The network's total down-sampling per spatial axis (the product of its stages' strides).
+
+    Args:
+        configuration_manager: nnU-Net's ``ConfigurationManager`` of the model's configuration.
+
+    Returns:
+        (2,) strides: an input's height and width must be multiples of them.
+    """
+    strides = [np.broadcast_to(np.asarray(s, dtype=np.int64), (2,))
+               for s in configuration_manager.network_arch_init_kwargs["strides"]]
+    return tuple(int(v) for v in np.prod(np.stack(strides), axis=0))  # (2,): an int stride applies to both axes
+
+
+def check_slice_size(slice_size: int, configuration_manager: Any, source: str | Path = "") -> None:
+    """Raise when ``slice_size`` is not a multiple of the nnU-Net network's total stride.
+
+    Args:
+        slice_size: shapnas's square slice size.
+        configuration_manager: nnU-Net's ``ConfigurationManager`` of the model's configuration.
+        source: the checkpoint, named in the message.
+
+    Raises:
+        ValueError: naming the slice size, the stride and the plan's patch size.
+    """
+    stride = total_stride(configuration_manager)
+    if any(slice_size % s for s in stride):
+        patch = [int(v) for v in configuration_manager.patch_size]
+        step = max(stride)
+        nearest = max(step, int(round(min(patch) / step)) * step)
+        raise ValueError(f"{source}: slice_size={slice_size} is not a multiple of the nnU-Net network's total stride "
+                         f"{'x'.join(map(str, stride))}; set slice_size to a multiple of it near the plan's patch "
+                         f"size {'x'.join(map(str, patch))} (e.g. --set slice_size={nearest})")
+
+
+def _plain_json(value: Any) -> Any:
+    """JSON-like data as dicts, lists and scalars only (tuples as lists), as ``weights_only`` loading reads."""
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    return value
+
+
+def load_nnunet_backbone(checkpoint: str | Path, expected_in: int | None = None, expected_out: int | None = None,
+                         ) -> tuple[nn.Module, str, dict[str, Any]]:
+    """A trained nnU-Net v2 2D model as a shapnas backbone (:func:`shapnas.networks.backbones.load_backbone`).
+
+    Args:
+        checkpoint: ``<results folder>/fold_K/checkpoint_final.pth`` (:func:`split_checkpoint_path`).
+        expected_in: the dataset's image channels, checked against ``dataset.json``'s ``channel_names``.
+        expected_out: the dataset's classes (background included), checked against ``dataset.json``'s labels.
+
+    Returns:
+        (network in eval mode, ``"nnunet"``, init_args): ``init_args`` holds what rebuilds the network without the
+        results folder (:func:`nnunet_from_init_args`): ``plans``, ``dataset_json``, ``configuration``,
+        ``normalisation`` (:func:`normalisation_to_dict`), ``source`` (the checkpoint path), all plain types.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_nnunet_model`; ValueError also for a region-based model
+            (sigmoid outputs, where shapnas trains softmax classes) and for channel or class counts other than
+            the dataset's (naming both).
+    """
+    folder, fold, name, configuration = split_checkpoint_path(checkpoint)
+    model = load_nnunet_model(folder, fold, name, configuration)
+    if any(isinstance(v, (list, tuple)) for v in model.labels.values()):
+        raise ValueError(f"{folder / 'dataset.json'}: a region-based nnU-Net model (labels {model.labels}); "
+                         "shapnas retrofits models trained on plain classes (softmax)")
+    for what, ours, theirs, names in (("channels", expected_in, model.num_input_channels, model.channel_names),
+                                      ("classes", expected_out, model.num_classes, model.labels)):
+        if ours is not None and ours != theirs:
+            raise ValueError(f"{checkpoint}: the nnU-Net model has {theirs} {what} ({folder / 'dataset.json'}: "
+                             f"{names}); the dataset has {ours}")
+    init_args = {"plans": _plain_json(_read_json(folder / "plans.json")),
+                 "dataset_json": _plain_json(_read_json(folder / "dataset.json")),
+                 "configuration": configuration, "normalisation": normalisation_to_dict(model.normalisation),
+                 "source": str(checkpoint)}
+    return model.network, "nnunet", init_args
+
+
+def nnunet_from_init_args(init_args: dict[str, Any]) -> nn.Module:
+    """The (untrained) network of :func:`load_nnunet_backbone`'s ``init_args``, built as nnU-Net builds it; the
+    global torch RNG is left untouched.
+
+    Returns:
+        The network (deep supervision off); load its state dict to get the trained one.
+    """
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(copy.deepcopy(init_args["plans"]))
+    configuration_manager = plans_manager.get_configuration(init_args["configuration"])
+    network, _, _ = _build_network(plans_manager, configuration_manager, copy.deepcopy(init_args["dataset_json"]))
+    return network
+
+
 def _numpy_safe_globals() -> list[Any]:
     """The numpy types nnU-Net's checkpoints pickle in their training log (scalars and dtypes): data, no code."""
     dtypes = {type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)}
@@ -157,10 +365,11 @@ def _build_network(plans_manager: Any, configuration_manager: Any, dataset_json:
 
     num_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     num_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-    network = get_network_from_plans(configuration_manager.network_arch_class_name,
-                                     configuration_manager.network_arch_init_kwargs,
-                                     configuration_manager.network_arch_init_kwargs_req_import,
-                                     num_in, num_out, allow_init=True, deep_supervision=False)
+    with torch.random.fork_rng(devices=[]):  # nnU-Net's weight init draws from the global RNG: leave it untouched
+        network = get_network_from_plans(configuration_manager.network_arch_class_name,
+                                         configuration_manager.network_arch_init_kwargs,
+                                         configuration_manager.network_arch_init_kwargs_req_import,
+                                         num_in, num_out, allow_init=True, deep_supervision=False)
     return network, int(num_in), int(num_out)
 
 

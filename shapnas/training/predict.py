@@ -1,10 +1,10 @@
 """Segment a whole NIfTI volume slice by slice with a trained stage's model, writing a label NIfTI.
 
 The input goes through the training preprocessing, :func:`shapnas.data.volumes.network_input` (closest-canonical
-RAS, slice axis, normalisation, resize to the checkpoint's slice size); the logits are resized back
-bilinearly to the input's in-plane size before the arg-max, classes are mapped back to the dataset's
-on-disk label values, and the volume is reoriented to the input's voxel order and written with the input's
-affine and shape.
+RAS, slice axis, normalisation (an nnU-Net backbone's own, stored in the checkpoint), resize to the checkpoint's
+slice size); the logits are resized back bilinearly to the input's in-plane size before the arg-max, classes are
+mapped back to the dataset's on-disk label values, and the volume is reoriented to the input's voxel order and
+written with the input's affine and shape.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 from shapnas.data.volumes import canonical_slice_axis, network_input, read_nifti
 from shapnas.training.evaluate import predict_volume
 
-__all__ = ["InputCase", "read_input", "model_slices", "from_slices", "load_stage_model", "predict_case",
-           "predict_nifti"]
+__all__ = ["InputCase", "read_input", "model_slices", "checkpoint_normalisation", "from_slices", "load_stage_model",
+           "predict_case", "predict_nifti"]
 
 _RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 
@@ -104,7 +104,7 @@ def read_input(paths: Sequence[str | Path], channel_names: Sequence[str]) -> Inp
 
 
 def model_slices(case: InputCase, spec: dict[str, Any], slice_size: int,
-                 slice_axis_hint: int | None = None) -> tuple[np.ndarray, int]:
+                 slice_axis_hint: int | None = None, normalisation: Any = None) -> tuple[np.ndarray, int]:
     """The model's input slices of a case: :func:`shapnas.data.volumes.network_input`, as in training.
 
     Args:
@@ -112,14 +112,27 @@ def model_slices(case: InputCase, spec: dict[str, Any], slice_size: int,
         spec: the checkpoint's spec (``modality``; ``name`` = ``brats`` forces the nonzero mask).
         slice_size: the checkpoint's slice size.
         slice_axis_hint: voxel axis of the file holding the slices (KiTS19: 0), or None (from the geometry).
+        normalisation: an nnU-Net backbone's ``NnUNetNormalisation`` (:func:`checkpoint_normalisation`), or None
+            for shapnas's. Defaults to None.
 
     Returns:
         (slices (S, C, slice_size, slice_size) float32, canonical slice axis).
     """
     axis, _ = canonical_slice_axis(case.affine, case.ornt, spec["modality"], slice_axis_hint)
     slices = network_input(case.data, axis, modality=spec["modality"], dataset=spec.get("name", ""),
-                           slice_size=slice_size)
+                           slice_size=slice_size, normalisation=normalisation)
     return slices, axis
+
+
+def checkpoint_normalisation(checkpoint: dict[str, Any]) -> Any:
+    """The input normalisation a ``model.pt``'s network was trained with: its nnU-Net backbone's
+    (``NnUNetNormalisation``, stored with the backbone), or None for shapnas's own."""
+    backbone = checkpoint.get("backbone") or {}
+    if backbone.get("name") != "nnunet":
+        return None
+    from shapnas.networks.nnunet import normalisation_from_dict  # imports nnunetv2 only for nnU-Net backbones
+
+    return normalisation_from_dict(backbone["init_args"]["normalisation"])
 
 
 def from_slices(slices: np.ndarray, axis: int) -> np.ndarray:
@@ -205,7 +218,7 @@ def predict_case(model: torch.nn.Module, checkpoint: dict[str, Any], inputs: str
     if label_values.max() > 255 or label_values.min() < 0:
         raise ValueError(f"{case.path}: label values {label_values.tolist()} do not fit a uint8 label file")
     hint = slice_axis_hint if slice_axis_hint is not None else _default_slice_axis(spec, checkpoint)
-    slices, axis = model_slices(case, spec, int(checkpoint["slice_size"]), hint)
+    slices, axis = model_slices(case, spec, int(checkpoint["slice_size"]), hint, checkpoint_normalisation(checkpoint))
     a, b = [k for k in range(3) if k != axis]
     height, width = case.data.shape[b], case.data.shape[a]  # in-plane size of the slices (to_slices)
     pred = predict_volume(model, slices, device, batch_size, output_size=(height, width))  # (S, H, W)
