@@ -214,6 +214,7 @@ def build_book(root: str | Path = ".", *, strict: bool = True, log: Callable[[st
         BookError: the build failed, or the HTML check found problems (all listed).
     """
     from shapnas.book.findings import ensure_findings
+    from shapnas.book.protocol_section import write_protocol_section
     from shapnas.book.transfer_section import write_transfer_section
     from shapnas.book.workshop_values import ensure_workshop_snippets
 
@@ -221,6 +222,7 @@ def build_book(root: str | Path = ".", *, strict: bool = True, log: Callable[[st
     ensure_findings(root)  # the introduction includes the run's findings (a placeholder before any run)
     ensure_workshop_snippets(root)  # and the workshop page the run's measured values
     write_transfer_section(root, root / "results")  # the transfer chapter's tables, from the transfer runs
+    write_protocol_section(root, root / "results")  # the training-protocol page's tables, from the protocol runs
     toc, missing = executed_toc(root)
     if missing:
         log(f"{len(missing)} page(s) not executed, left out of this build: {', '.join(missing)}")

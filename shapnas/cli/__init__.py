@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "book": "book_cmd",
     "matrix": "matrix_cmd",
     "ablations": "ablations_cmd",
+    "protocol": "protocol_cmd",
 }
 
 

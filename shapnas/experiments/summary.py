@@ -27,8 +27,8 @@ from shapnas.runs.identity import method_of_target, model_stage_name, parse_sett
 from shapnas.runs.records import finished_stages, select_profile, stage_profile
 from shapnas.training.evaluate import patient_scores
 
-__all__ = ["collect_summary", "method_name", "paired_bootstrap", "two_level_bootstrap", "pooled_summary",
-           "REFERENCES", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
+__all__ = ["collect_summary", "method_name", "paired_bootstrap", "paired_differences", "two_level_bootstrap",
+           "pooled_summary", "REFERENCES", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -277,7 +277,8 @@ def pooled_summary(records: list[dict[str, Any]], *, num_resamples: int = BOOTST
                 "source_drop": float(np.mean(drops)) if drops else None}
             if method != "backbone":
                 for reference in (r for r in REFERENCES if r != method):
-                    differences = {s: _paired(r["patient_dice"], by_key[(group, reference, s)]["patient_dice"])
+                    differences = {s: paired_differences(r["patient_dice"],
+                                                         by_key[(group, reference, s)]["patient_dice"])
                                    for s, r in runs.items() if (group, reference, s) in by_key}
                     row[f"dice_vs_{reference}"] = two_level_bootstrap(
                         differences, num_resamples=num_resamples, level=level) if differences else None
@@ -296,13 +297,14 @@ def _pooled_baselines(by_key: Mapping[tuple[Any, str, int], Mapping[str, Any]], 
     out = {}
     for other in others:
         reference = (group[0], other, *group[2:])
-        differences = {s: _paired(r["patient_dice"], by_key[(reference, "backbone", s)]["patient_dice"])
+        differences = {s: paired_differences(r["patient_dice"],
+                                             by_key[(reference, "backbone", s)]["patient_dice"])
                        for s, r in runs.items() if (reference, "backbone", s) in by_key}
         if differences:
             out[other] = two_level_bootstrap(differences, num_resamples=num_resamples, level=level)
     return out
 
 
-def _paired(scores: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
+def paired_differences(scores: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
     """Patient id -> ``scores − reference`` over the patients both scored."""
     return {p: scores[p] - reference[p] for p in sorted(set(scores) & set(reference))}

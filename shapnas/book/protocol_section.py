@@ -1,0 +1,60 @@
+"""The page "Training as the field does it", computed from the results folder: the protocol study's arms
+(augmentation × backbone family) pooled over seeds, with two-level bootstrap intervals.
+
+``python -m shapnas book`` writes ``book/datasets/protocol.md`` from ``results/ablations/protocol`` (the runs of
+``python -m shapnas protocol``), which ``book/protocol.md`` includes; without those runs it says how to make them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["PROTOCOL_FILE", "protocol_path", "protocol_markdown", "write_protocol_section"]
+
+PROTOCOL_FILE = "protocol.md"
+
+
+def protocol_path(root: str | Path) -> Path:
+    """``<root>/book/datasets/protocol.md`` (generated, not committed)."""
+    return Path(root) / "book" / "datasets" / PROTOCOL_FILE
+
+
+def protocol_markdown(results_root: str | Path) -> str:
+    """Per profile with protocol runs under ``results_root``: its plan in words and its tables.
+
+    Args:
+        results_root: the results folder (``<results_root>/ablations/protocol/augmentation-*/``).
+
+    Returns:
+        Markdown (a sentence with the command when nothing has run).
+    """
+    from shapnas.config.stage_configs import PROFILE_NAMES
+    from shapnas.experiments.protocol import format_protocol_table, protocol_plan, protocol_records
+
+    parts = []
+    for profile in PROFILE_NAMES:
+        plan = protocol_plan(profile)
+        pooled = protocol_records(results_root, plan)
+        if not pooled:
+            continue
+        parts += [f"**`{profile}` plan**: backbones {', '.join(f'`{b}`' for b in plan.backbones)}; augmentation "
+                  f"{' and '.join(f'`{a}`' for a in plan.augmentations)}; seeds {', '.join(map(str, plan.seeds))}"
+                  + (f"; every run at {', '.join(f'`{k}={v}`' for k, v in plan.scale.items())}" if plan.scale else "")
+                  + f" (`python -m shapnas protocol --profile {profile}`).", "",
+                  format_protocol_table(pooled, markdown=True), ""]
+    if not parts:
+        return ("*No protocol run in this book's results folder yet: `python -m shapnas protocol --profile workshop` "
+                "runs every arm, then `python -m shapnas book` shows them here.*\n")
+    return "\n".join(parts) + "\n"
+
+
+def write_protocol_section(root: str | Path, results_root: str | Path) -> Path:
+    """Write :func:`protocol_markdown` of ``results_root`` where ``book/protocol.md`` includes it.
+
+    Returns:
+        The file written.
+    """
+    path = protocol_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(protocol_markdown(results_root))
+    return path

@@ -1,0 +1,62 @@
+"""``python -m shapnas protocol``: the training-protocol study (augmentation × backbone family) on Dask workers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
+from shapnas.config.names import DATASET_NAMES
+from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig
+
+__all__ = ["add_parser", "run"]
+
+EXAMPLES = """Examples:
+  python -m shapnas protocol --profile smoke
+  python -m shapnas protocol --profile workshop --datasets kits
+  python -m shapnas protocol --profile paper --scheduler tcp://head:8786
+
+Runs land in <results>/ablations/protocol/augmentation-<none|standard>/<dataset>/<backbone>/seed-<k>/; the book's
+page "Training as the field does it" shows them. A finished job is not run again."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``protocol``."""
+    parser = subparsers.add_parser(
+        "protocol", help="augmentation x backbone family: backbone, fine-tuned and IAC arms over seeds, with intervals",
+        description="For every augmentation (none, standard), backbone family (e.g. basic_unet, attention_unet, "
+                    "basic_unet_plus_plus), dataset and seed of the profile's protocol plan "
+                    "(shapnas.experiments.protocol.protocol_plan): pre-train the backbone, fine-tune it, search and "
+                    "re-train the Shapley-pruned cell, and evaluate the three on the test patients; then print, per "
+                    "dataset, each arm's Dice pooled over seeds, IAC against the backbone and the fine-tuned one, and "
+                    "the effect of augmentation on each arm, with 95% two-level bootstrap intervals (seeds, then "
+                    "patients).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="workshop", choices=PROFILE_NAMES, help="profile and plan (default: workshop)")
+    parser.add_argument("--datasets", default=None,
+                        help=f"comma-separated subset of the plan's datasets ({', '.join(DATASET_NAMES)}; default: the plan's)")
+    parser.add_argument("--results", default="results", help="results folder (default: results)")
+    add_data_dir_argument(parser)
+    add_set_argument(parser, " in every run")
+    parser.add_argument("--scheduler", default=None, help="existing Dask scheduler address (default: a local cluster)")
+    parser.add_argument("--workers", type=int, default=None, help="local workers (default: the matrix default)")
+    parser.add_argument("--table-only", action="store_true", help="print the table of what has run; run nothing")
+    parser.add_argument("--json", action="store_true", help="print the pooled records as one JSON list")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the plan (unless ``--table-only``) and print the table (or JSON)."""
+    from shapnas.config.overrides import parse_overrides
+    from shapnas.experiments.protocol import format_protocol_table, protocol_plan, protocol_records, run_protocol
+    from shapnas.runs.files import json_safe
+
+    plan = protocol_plan(args.profile)
+    datasets = parse_names(args.datasets, plan.datasets, "--datasets") if args.datasets else None
+    if not args.table_only:
+        run_protocol(plan, results=args.results, scheduler=args.scheduler, workers=args.workers,
+                     datasets=datasets, data_dirs=parse_data_dirs(args.data_dirs, datasets or plan.datasets),
+                     overrides=parse_overrides(args.overrides, RetrainConfig))
+    records = [r for r in protocol_records(args.results, plan) if datasets is None or r["dataset"] in datasets]
+    print(json.dumps(json_safe(records)) if args.json else format_protocol_table(records))
+    return 0
