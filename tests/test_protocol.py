@@ -57,7 +57,7 @@ def test_protocol_records_pool_seeds_and_pair_the_augmentations(tmp_path, capsys
     assert by[("none", "backbone")]["augmentation_effect"] is None
     table = format_protocol_table(pooled)
     assert "+3.0 [+3.0, +3.0]" in table and "+2.0 [+2.0, +2.0]" in table
-    assert format_protocol_table(pooled, markdown=True).count("| basic_unet |") == 2
+    assert format_protocol_table(pooled, markdown=True).count("| basic_unet |") == 3  # two arms rows, one effect row
 
     from shapnas.book.protocol_section import protocol_markdown, write_protocol_section
 

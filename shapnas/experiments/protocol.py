@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shapnas.config.names import dataset_label, method_label
+from shapnas.config.names import dataset_label
 from shapnas.experiments.intervals import dice_points, interval_bracket
 from shapnas.experiments.matrix import Job, JobResult, build_jobs
 from shapnas.experiments.summary import collect_summary, paired_differences, pooled_summary, two_level_bootstrap
@@ -204,14 +204,24 @@ def augmentation_effects(records: Sequence[Mapping[str, Any]],
     return {key: two_level_bootstrap(per_seed) for key, per_seed in differences.items()}
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> list[str]:
+    """A Markdown table, or right-aligned text columns."""
+    if markdown:
+        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                *("| " + " | ".join(row) + " |" for row in rows)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    return ["  ".join(f"{c:>{w}}" for c, w in zip(row, widths)) for row in (header, *rows)]
+
+
 def format_protocol_table(pooled: Sequence[Mapping[str, Any]], markdown: bool = False) -> str:
-    """One table per dataset: a row per (backbone, augmentation) with the three arms' Dice (points, mean over
-    seeds), IAC against the backbone and against the fine-tuned backbone, and the effect of augmentation on the
-    backbone and on IAC, each with its 95 % two-level interval.
+    """Two tables per dataset: the arms (a row per backbone and augmentation: the backbone's, the fine-tuned
+    backbone's and IAC's Dice in points, mean over seeds, and IAC against the backbone and against the fine-tuned
+    backbone), then what augmentation changes in each arm (a row per backbone; the arm with minus without), each
+    difference with its 95 % two-level interval.
 
     Args:
         pooled: :func:`protocol_records`.
-        markdown: a Markdown table (the book) instead of text columns (the command line).
+        markdown: Markdown tables (the book) instead of text columns (the command line).
 
     Returns:
         The tables, or a line saying there is nothing yet.
@@ -219,24 +229,33 @@ def format_protocol_table(pooled: Sequence[Mapping[str, Any]], markdown: bool = 
     if not pooled:
         return "no finished protocol runs"
     lines: list[str] = []
-    header = ("backbone", "augmentation", "seeds", "backbone Dice", "fine-tuned", "IAC", "IAC vs backbone",
-              "IAC vs fine-tuned", "augmentation: backbone", "augmentation: IAC")
     for dataset in sorted({r["dataset"] for r in pooled}):
         rows = [r for r in pooled if r["dataset"] == dataset]
-        lines += [f"### {dataset_label(dataset)}" if markdown else dataset_label(dataset), ""]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] if markdown else [
-            "  ".join(f"{h:>18}" for h in header)]
-        for backbone, augmentation in sorted({(r["backbone"], r["augmentation"]) for r in rows}):
-            arm = {r["method"]: r for r in rows if (r["backbone"], r["augmentation"]) == (backbone, augmentation)}
-            iac = arm.get("iac-shapley", {})
-            cells = (backbone, augmentation, str(len(iac.get("seeds", arm.get("backbone", {}).get("seeds", [])))),
-                     *(dice_points(arm[m]["dice_patient_mean"]) if m in arm else "–" for m in PROTOCOL_METHODS),
-                     interval_bracket(iac.get("dice_vs_backbone")), interval_bracket(iac.get("dice_vs_finetune")),
-                     interval_bracket(arm.get("backbone", {}).get("augmentation_effect")),
-                     interval_bracket(iac.get("augmentation_effect")))
-            lines.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(f"{c:>18}" for c in cells))
+        arms = {(r["backbone"], r["augmentation"], r["method"]): r for r in rows}
+        pairs = sorted({(r["backbone"], r["augmentation"]) for r in rows})
+        seeds = sorted({s for r in rows for s in r["seeds"]})
+        arm_rows = [(backbone, augmentation,
+                     *(dice_points(arms[(backbone, augmentation, m)]["dice_patient_mean"])
+                       if (backbone, augmentation, m) in arms else "–" for m in PROTOCOL_METHODS),
+                     interval_bracket(arms.get((backbone, augmentation, "iac-shapley"), {}).get("dice_vs_backbone")),
+                     interval_bracket(arms.get((backbone, augmentation, "iac-shapley"), {}).get("dice_vs_finetune")))
+                    for backbone, augmentation in pairs]
+        effect_rows = [(backbone, augmentation, *(interval_bracket(arms.get((backbone, augmentation, m), {}).get(
+                        "augmentation_effect")) for m in PROTOCOL_METHODS))
+                       for backbone, augmentation in pairs
+                       if any(arms.get((backbone, augmentation, m), {}).get("augmentation_effect") for m in
+                              PROTOCOL_METHODS)]
+        title = f"{dataset_label(dataset)} (seeds {', '.join(map(str, seeds))})"
+        lines += [f"### {title}" if markdown else title, ""]
+        lines += _table(("backbone", "augmentation", "backbone Dice", "fine-tuned", "IAC", "IAC vs backbone",
+                         "IAC vs fine-tuned"), arm_rows, markdown)
+        if effect_rows:
+            lines += ["", "What augmentation changes (the arm with it minus without):" if not markdown else
+                      "*What augmentation changes*, the arm with it minus without:", ""]
+            lines += _table(("backbone", "augmentation", "in the backbone", "in the fine-tuned", "in IAC"),
+                            effect_rows, markdown)
         lines.append("")
-    lines.append(f"Dice: mean patient-level Dice (points) over seeds; {method_label('iac-shapley')} cells. "
+    lines.append("Dice: mean patient-level Dice (points) over seeds; IAC: the Shapley-pruned cells. "
                  "Differences: mean [95 % two-level bootstrap interval: seeds, then patients within a seed, paired by "
-                 "patient]; augmentation columns: the arm trained with this augmentation minus the same arm without.")
+                 "patient]; a difference counts only where its interval excludes 0.")
     return "\n".join(lines)
