@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from shapnas.cli.common import BACKBONE_HELP, add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
-from shapnas.config.names import DATASET_NAMES
-from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig
+from shapnas.cli.common import BACKBONE_HELP, add_plan_arguments, parse_data_dirs, parse_names
+from shapnas.config.stage_configs import RetrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -31,16 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "partial channels K), each re-using the main run's pre-trained backbone; then run them on a "
                     "local Dask cluster or an existing scheduler.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="workshop", choices=PROFILE_NAMES, help="profile and plan (default: workshop)")
-    parser.add_argument("--datasets", default=None,
-                        help=f"comma-separated subset of the plan's datasets ({', '.join(DATASET_NAMES)}; default: the plan's)")
-    parser.add_argument("--results", default="results", help="results folder (default: results)")
+    add_plan_arguments(parser)
     parser.add_argument("--backbone", default=None, help=BACKBONE_HELP)
-    add_data_dir_argument(parser)
-    add_set_argument(parser, " in every run")
-    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                        help="an existing Dask scheduler, e.g. tcp://head:8786 (default: a local cluster)")
-    parser.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per GPU, else one per core, at most 8; on CPUs each job gets cores/N threads)")
     parser.add_argument("--list", action="store_true",
                         help="write the job files and print one row per job (<id> TAB <command>); run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-job lines")

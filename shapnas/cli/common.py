@@ -11,7 +11,7 @@ from shapnas.config.names import BACKBONE_NAMES, DATASET_NAMES, LOADABLE_BACKBON
 from shapnas.config.overrides import parse_overrides
 from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig, resolve_config
 
-__all__ = ["add_run_arguments", "add_data_dir_argument", "add_set_argument", "add_setting_argument", "config_from_args",
+__all__ = ["add_plan_arguments", "add_run_arguments", "add_data_dir_argument", "add_set_argument", "add_setting_argument", "config_from_args",
            "parse_data_dirs", "parse_names", "setting_folder_arg", "BACKBONE_HELP"]
 
 BACKBONE_HELP = (f"backbone U-Net, one of {', '.join(BACKBONE_NAMES)} (default: basic_unet), or a trained model "
@@ -32,6 +32,20 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, policy: bool = True) -
         parser.add_argument("--policy", default=None, choices=POLICY_NAMES, help="pruning policy (default: none)")
     add_set_argument(parser, several=True)
     parser.add_argument("--device", default=None, help="auto (default: cuda when present), cpu or cuda:i")
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that runs a profile's plan on Dask (``ablations``, ``protocol``): ``--profile``,
+    ``--datasets``, ``--results``, ``--data-dir``, ``--set``, ``--scheduler``, ``--workers``."""
+    parser.add_argument("--profile", default="workshop", choices=PROFILE_NAMES, help="profile and plan (default: workshop)")
+    parser.add_argument("--datasets", default=None,
+                        help=f"comma-separated subset of the plan's datasets ({', '.join(DATASET_NAMES)}; default: the plan's)")
+    parser.add_argument("--results", default="results", help="results folder (default: results)")
+    add_data_dir_argument(parser)
+    add_set_argument(parser, " in every run")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="an existing Dask scheduler, e.g. tcp://head:8786 (default: a local cluster)")
+    parser.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per GPU, else one per core, at most 8; on CPUs each job gets cores/N threads)")
 
 
 def add_setting_argument(parser: argparse.ArgumentParser) -> None:

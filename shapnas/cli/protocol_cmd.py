@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from shapnas.cli.common import add_data_dir_argument, add_set_argument, parse_data_dirs, parse_names
-from shapnas.config.names import DATASET_NAMES
-from shapnas.config.stage_configs import PROFILE_NAMES, RetrainConfig
+from shapnas.cli.common import add_plan_arguments, parse_data_dirs, parse_names
+from shapnas.config.stage_configs import RetrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -32,31 +31,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "the effect of augmentation on each arm, with 95% two-level bootstrap intervals (seeds, then "
                     "patients).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="workshop", choices=PROFILE_NAMES, help="profile and plan (default: workshop)")
-    parser.add_argument("--datasets", default=None,
-                        help=f"comma-separated subset of the plan's datasets ({', '.join(DATASET_NAMES)}; default: the plan's)")
-    parser.add_argument("--results", default="results", help="results folder (default: results)")
-    add_data_dir_argument(parser)
-    add_set_argument(parser, " in every run")
-    parser.add_argument("--scheduler", default=None, help="existing Dask scheduler address (default: a local cluster)")
-    parser.add_argument("--workers", type=int, default=None, help="local workers (default: the matrix default)")
+    add_plan_arguments(parser)
     parser.add_argument("--table-only", action="store_true", help="print the table of what has run; run nothing")
     parser.add_argument("--json", action="store_true", help="print the pooled records as one JSON list")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the plan (unless ``--table-only``) and print the table (or JSON)."""
+    """Run the plan (unless ``--table-only``) and print the table (or JSON); 1 if any job failed or was skipped."""
     from shapnas.config.overrides import parse_overrides
     from shapnas.experiments.protocol import format_protocol_table, protocol_plan, protocol_records, run_protocol
     from shapnas.runs.files import json_safe
 
     plan = protocol_plan(args.profile)
     datasets = parse_names(args.datasets, plan.datasets, "--datasets") if args.datasets else None
+    failed = False
     if not args.table_only:
-        run_protocol(plan, results=args.results, scheduler=args.scheduler, workers=args.workers,
-                     datasets=datasets, data_dirs=parse_data_dirs(args.data_dirs, datasets or plan.datasets),
-                     overrides=parse_overrides(args.overrides, RetrainConfig))
+        results = run_protocol(plan, results=args.results, scheduler=args.scheduler, workers=args.workers,
+                               datasets=datasets, data_dirs=parse_data_dirs(args.data_dirs, datasets or plan.datasets),
+                               overrides=parse_overrides(args.overrides, RetrainConfig))
+        failed = any(r.status in ("failed", "skipped") for r in results)
     records = [r for r in protocol_records(args.results, plan) if datasets is None or r["dataset"] in datasets]
     print(json.dumps(json_safe(records)) if args.json else format_protocol_table(records))
-    return 0
+    return 1 if failed else 0
