@@ -25,7 +25,6 @@ only what is missing.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 
 from shapnas.config.names import POLICY_NAMES
 from shapnas.experiments.dask_runner import open_client, run_jobs
-from shapnas.experiments.matrix import Job, JobResult, build_jobs
+from shapnas.experiments.matrix import Job, JobResult, build_jobs, pretrainings_after
 from shapnas.experiments.summary import collect_summary
 from shapnas.runs.files import load_json, save_json
 
@@ -193,7 +192,7 @@ def _main_jobs(plan: AblationPlan, chosen: Sequence[str], main_root: Path, backb
                               backbone=backbone,
                               overrides={**overrides, "backbone_checkpoint": str(pretrain.output.parent / "model.pt")},
                               data_dirs={dataset: data_dir}, chained=True, baselines=False, python=python)
-            main += [dataclasses.replace(j, deps=(*j.deps, pretrain.id)) if j.kind == "pretrain" else j for j in jobs]
+            main += pretrainings_after(jobs, pretrain.id)
     return main
 
 

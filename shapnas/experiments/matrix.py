@@ -30,7 +30,7 @@ from shapnas.runs.files import save_json
 from shapnas.runs.identity import JOB_KINDS, check_reuse, parse_stage_name, stage_key, stage_name
 
 __all__ = ["Job", "JobResult", "JobFailed", "STAGE_KINDS", "RESERVED_OVERRIDES", "build_jobs", "dependency_order",
-           "write_job_spec", "format_rows", "format_summary"]
+           "pretrainings_after", "write_job_spec", "format_rows", "format_summary"]
 
 STAGE_KINDS = JOB_KINDS  # the job kinds of the stage registry (shapnas.runs.identity)
 RESERVED_OVERRIDES = ("dataset", "seed", "policy", "results_root", "data_dir")  # set by the matrix itself
@@ -211,6 +211,20 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
         keep = {j.id for j in jobs if j.kind in stages}
         jobs = [dataclasses.replace(j, deps=tuple(d for d in j.deps if d in keep)) for j in jobs if j.id in keep]
     return jobs
+
+
+def pretrainings_after(jobs: Sequence[Job], job_id: str) -> list[Job]:
+    """``jobs`` with every pre-training made to wait for the job ``job_id`` as well (the one that writes the
+    phantom data, or the backbone, that they read); the other jobs already wait for their pre-training.
+
+    Args:
+        jobs: chained jobs of :func:`build_jobs`.
+        job_id: the job to wait for.
+
+    Returns:
+        The jobs, in the same order.
+    """
+    return [dataclasses.replace(job, deps=(*job.deps, job_id)) if job.kind == "pretrain" else job for job in jobs]
 
 
 def format_rows(jobs: Sequence[Job]) -> str:

@@ -16,7 +16,6 @@ its seeds (:func:`shapnas.experiments.summary.pooled_summary`) and adds the effe
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 
 from shapnas.config.names import dataset_label
 from shapnas.experiments.intervals import dice_points, interval_bracket
-from shapnas.experiments.matrix import Job, JobResult, build_jobs
+from shapnas.experiments.matrix import Job, JobResult, build_jobs, pretrainings_after
 from shapnas.experiments.summary import collect_summary, paired_differences, pooled_summary, two_level_bootstrap
 
 __all__ = ["ProtocolPlan", "protocol_plan", "protocol_root", "build_protocol_jobs", "run_protocol",
@@ -121,8 +120,7 @@ def build_protocol_jobs(plan: ProtocolPlan, *, results: str | Path, datasets: Se
                                  data_dirs={dataset: given or phantoms} if (given or phantoms) else {},
                                  chained=True, baselines=True, id_prefix=f"protocol-{augmentation}-", python=python)
                 if phantoms:  # wait for the phantom data
-                    run = [dataclasses.replace(j, deps=(*j.deps, writers[dataset])) if j.kind == "pretrain" else j
-                           for j in run]
+                    run = pretrainings_after(run, writers[dataset])
                 elif not given:
                     writers[dataset] = next(j.id for j in run if j.kind == "pretrain")
                 jobs += run

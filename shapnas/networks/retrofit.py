@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapnas.networks.backbones import SkipAdapter
+from shapnas.networks.skip_adapter import SkipAdapter
 from shapnas.networks.cells import DiscreteCell, SearchCell
 from shapnas.networks.genotype import Genotype, derive_genotype, num_edges
 from shapnas.networks.ops import PRIMITIVES
@@ -297,7 +297,7 @@ def build_supernet(adapter: SkipAdapter, *, channels: int = 0, k: int = 4, num_n
     """Implant a PC-DARTS search cell on every skip of ``adapter``'s backbone.
 
     Args:
-        adapter: the backbone adapter (:func:`shapnas.networks.backbones.adapt`).
+        adapter: the backbone adapter (:func:`shapnas.networks.monai_adapters.adapt`).
         channels: cell width C (multiple of ``k``); 0: :func:`cell_width` per level. Defaults to 0.
         k: partial-channel ratio K. Defaults to 4.
         num_nodes: intermediate nodes. Defaults to 4.

@@ -1,6 +1,6 @@
 """The skip adapter: a U-Net seen as ``encode(x) -> (skips, bottom)`` and ``decode_with(skips, bottom, transform)``.
 
-Every backbone's adapter subclasses :class:`SkipAdapter` (MONAI's in :mod:`shapnas.networks.backbones`, nnU-Net's
+Every backbone's adapter subclasses :class:`SkipAdapter` (MONAI's in :mod:`shapnas.networks.monai_adapters`, nnU-Net's
 in :mod:`shapnas.networks.nnunet`); it lives apart from both so that neither imports the other at import time.
 """
 
