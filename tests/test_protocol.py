@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shapnas.experiments.protocol import (build_protocol_jobs, format_protocol_table, protocol_plan, protocol_records,
-                                          protocol_root)
+from shapnas.experiments.protocol import (build_protocol_jobs, format_protocol_table, protocol_findings, protocol_plan,
+                                          protocol_records, protocol_root)
 from shapnas.runs.files import save_json
 
 
@@ -58,11 +58,20 @@ def test_protocol_records_pool_seeds_and_pair_the_augmentations(tmp_path, capsys
     table = format_protocol_table(pooled)
     assert "+3.0 [+3.0, +3.0]" in table and "+2.0 [+2.0, +2.0]" in table
     assert format_protocol_table(pooled, markdown=True).count("| basic_unet |") == 3  # two arms rows, one effect row
+    (findings,) = protocol_findings(pooled)  # every difference is a constant shift: each interval excludes 0
+    assert findings.startswith("ACDC: IAC against its own backbone higher in 2, lower in 0, cannot tell in 0 of 2")
+    assert "the backbone scores higher in 1, lower in 0, cannot tell in 0 of 1 families" in findings
 
     from shapnas.book.protocol_section import protocol_markdown, write_protocol_section
 
     assert "`smoke` plan" in protocol_markdown(tmp_path)
     assert "python -m shapnas protocol" in write_protocol_section(tmp_path, tmp_path / "none").read_text()
+    page = write_protocol_section(tmp_path / "site", tmp_path)
+    assert (page.parent / "protocol-smoke.png").stat().st_size > 0 and "protocol-smoke.png" in page.read_text()
+    from shapnas.plots.protocol import protocol_alt, protocol_differences
+
+    assert len(protocol_differences(pooled)) == 4  # two augmentations × two comparisons
+    assert "ACDC · basic_unet · standard against the fine-tuned backbone: +1.0 points" in protocol_alt(pooled)
 
     from shapnas.cli import main
 

@@ -19,17 +19,21 @@ def protocol_path(root: str | Path) -> Path:
     return Path(root) / "book" / "datasets" / PROTOCOL_FILE
 
 
-def protocol_markdown(results_root: str | Path) -> str:
-    """Per profile with protocol runs under ``results_root``: its plan in words and its tables.
+def protocol_markdown(results_root: str | Path, figure: Path | None = None) -> str:
+    """Per profile with protocol runs under ``results_root``: its plan in words, what it says, its figure and its
+    tables.
 
     Args:
         results_root: the results folder (``<results_root>/ablations/protocol/augmentation-*/``).
+        figure: the folder of the generated page, where each profile's figure (``protocol-<profile>.png``) is
+            written; None leaves the figures out.
 
     Returns:
         Markdown (a sentence with the command when nothing has run).
     """
     from shapnas.config.stage_configs import PROFILE_NAMES
-    from shapnas.experiments.protocol import format_protocol_table, protocol_plan, protocol_records
+    from shapnas.experiments.protocol import (format_protocol_table, protocol_findings, protocol_plan,
+                                              protocol_records)
 
     parts = []
     for profile in PROFILE_NAMES:
@@ -41,7 +45,17 @@ def protocol_markdown(results_root: str | Path) -> str:
                   f"{' and '.join(f'`{a}`' for a in plan.augmentations)}; seeds {', '.join(map(str, plan.seeds))}"
                   + (f"; every run at {', '.join(f'`{k}={v}`' for k, v in plan.scale.items())}" if plan.scale else "")
                   + f" (`python -m shapnas protocol --profile {profile}`).", "",
-                  format_protocol_table(pooled, markdown=True), ""]
+                  "**What it says.** " + " ".join(protocol_findings(pooled)), ""]
+        if figure is not None:
+            from shapnas.plots.protocol import plot_protocol_arms, protocol_alt
+
+            name = f"protocol-{profile}.png"
+            plot_protocol_arms(pooled).savefig(figure / name, dpi=110)
+            parts += [f"```{{figure}} datasets/{name}", f":alt: {protocol_alt(pooled)}", ":width: 100%", "",
+                      "IAC's Shapley-pruned cells against their own backbone (left) and against the fine-tuned "
+                      "backbone (right), per dataset, backbone family and augmentation: mean over seeds and its 95 % "
+                      "two-level interval; green above 0, red below, grey includes 0.", "```", ""]
+        parts += [format_protocol_table(pooled, markdown=True), ""]
     if not parts:
         return ("*No protocol run in this book's results folder yet: `python -m shapnas protocol --profile workshop` "
                 "runs every arm, then `python -m shapnas book` shows them here.*\n")
@@ -56,5 +70,7 @@ def write_protocol_section(root: str | Path, results_root: str | Path) -> Path:
     """
     path = protocol_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(protocol_markdown(results_root))
+    for stale in path.parent.glob("protocol-*.png"):
+        stale.unlink()
+    path.write_text(protocol_markdown(results_root, figure=path.parent))
     return path

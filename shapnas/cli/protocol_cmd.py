@@ -40,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the plan (unless ``--table-only``) and print the table (or JSON); 1 if any job failed or was skipped."""
     from shapnas.config.overrides import parse_overrides
-    from shapnas.experiments.protocol import format_protocol_table, protocol_plan, protocol_records, run_protocol
+    from shapnas.experiments.protocol import (format_protocol_table, protocol_findings, protocol_plan,
+                                              protocol_records, run_protocol)
     from shapnas.runs.files import json_safe
 
     plan = protocol_plan(args.profile)
@@ -52,5 +53,10 @@ def run(args: argparse.Namespace) -> int:
                                overrides=parse_overrides(args.overrides, RetrainConfig))
         failed = any(r.status in ("failed", "skipped") for r in results)
     records = [r for r in protocol_records(args.results, plan) if datasets is None or r["dataset"] in datasets]
-    print(json.dumps(json_safe(records)) if args.json else format_protocol_table(records))
+    if args.json:
+        print(json.dumps(json_safe(records)))
+    else:
+        print(format_protocol_table(records))
+        for sentence in protocol_findings(records):
+            print(sentence)
     return 1 if failed else 0

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from shapnas.config.names import dataset_label
-from shapnas.experiments.intervals import dice_points, interval_bracket
+from shapnas.experiments.intervals import dice_points, interval_bracket, interval_verdict
 from shapnas.experiments.matrix import Job, JobResult, build_jobs, pretrainings_after
 from shapnas.experiments.summary import collect_summary, paired_differences, pooled_summary, two_level_bootstrap
 
 __all__ = ["ProtocolPlan", "protocol_plan", "protocol_root", "build_protocol_jobs", "run_protocol",
-           "protocol_records", "augmentation_effects", "format_protocol_table"]
+           "protocol_records", "augmentation_effects", "format_protocol_table", "protocol_findings"]
 
 PROTOCOL_FOLDER = "protocol"
 PROTOCOL_METHODS = ("backbone", "finetune", "iac-shapley")  # the arms of every (augmentation, backbone)
@@ -257,3 +257,44 @@ def format_protocol_table(pooled: Sequence[Mapping[str, Any]], markdown: bool = 
                  "Differences: mean [95 % two-level bootstrap interval: seeds, then patients within a seed, paired by "
                  "patient]; a difference counts only where its interval excludes 0.")
     return "\n".join(lines)
+
+
+_VERDICT_WORDS = {"improves": "higher", "worse": "lower", "matches": "cannot tell"}
+
+
+def _tally(intervals: Sequence[Mapping[str, Any] | None]) -> str:
+    """``"higher in 1, lower in 0, cannot tell in 5 of 6"``: the verdicts of the intervals that exist."""
+    verdicts = [interval_verdict(i) for i in intervals if i]
+    counts = ", ".join(f"{word} in {verdicts.count(v)}" for v, word in _VERDICT_WORDS.items())
+    return f"{counts} of {len(verdicts)}"
+
+
+def protocol_findings(pooled: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One sentence per dataset: how many of its comparisons each verdict takes.
+
+    Counts the verdicts (:func:`~shapnas.experiments.intervals.interval_verdict`: a difference counts only where
+    its 95 % two-level interval excludes 0) of IAC against its backbone and against the fine-tuned backbone, over
+    every (backbone, augmentation) pair, and of what augmentation changes in each arm, over the backbones.
+
+    Args:
+        pooled: :func:`protocol_records`.
+
+    Returns:
+        The sentences (empty without records).
+    """
+    sentences = []
+    for dataset in sorted({r["dataset"] for r in pooled}):
+        rows = [r for r in pooled if r["dataset"] == dataset]
+        iac = [r for r in rows if r["method"] == "iac-shapley"]
+        compared = [r.get(key) for r in iac for key in ("dice_vs_backbone", "dice_vs_finetune") if r.get(key)]
+        sentence = (f"{dataset_label(dataset)}: IAC against its own backbone "
+                    f"{_tally([r.get('dice_vs_backbone') for r in iac])} (backbone, augmentation) pairs; against the "
+                    f"fine-tuned backbone {_tally([r.get('dice_vs_finetune') for r in iac])} (with no effect at all, "
+                    f"about {0.05 * len(compared):.1f} of these {len(compared)} intervals would exclude 0 by chance).")
+        effects = {m: [r["augmentation_effect"] for r in rows if r["method"] == m and r.get("augmentation_effect")]
+                   for m in PROTOCOL_METHODS}
+        if any(effects.values()):
+            sentence += (f" With augmentation the backbone scores {_tally(effects['backbone'])} families, the "
+                         f"fine-tuned backbone {_tally(effects['finetune'])}, IAC {_tally(effects['iac-shapley'])}.")
+        sentences.append(sentence)
+    return sentences

@@ -15,12 +15,13 @@ from matplotlib.figure import Figure
 
 from shapnas.config.names import method_label
 
-__all__ = ["COMPARISONS", "paired_differences", "plot_paired_differences", "paired_differences_alt"]
+__all__ = ["COMPARISONS", "VERDICT_COLOURS", "paired_differences", "plot_paired_differences", "paired_differences_alt"]
 
 # field of a summary record -> what the difference is taken against
 COMPARISONS = {"dice_vs_backbone": "the pre-trained backbone", "dice_vs_finetune": "the fine-tuned backbone"}
 CLAIM_POINTS = 5.0  # the paper's average gain over the pre-trained backbone, drawn as a reference line
-_VERDICT_COLOURS = {"above 0": "#2a7f3f", "includes 0": "#555555", "below 0": "#b2182b"}
+# the reading of an interval -> its colour in every forest plot
+VERDICT_COLOURS = {"above 0": "#2a7f3f", "includes 0": "#555555", "below 0": "#b2182b"}
 
 
 def paired_differences(records: Sequence[Mapping[str, Any]], *, dataset: str | None = None,
@@ -87,7 +88,7 @@ def plot_paired_differences(records: Sequence[Mapping[str, Any]], *, dataset: st
         part = frame[frame["against"] == against]
         for _, row in part.iterrows():
             y = labels.index(_row_label(row, seeds))
-            colour = _VERDICT_COLOURS[row["reading"]]
+            colour = VERDICT_COLOURS[row["reading"]]
             ax.errorbar(row["mean"], y, xerr=[[row["mean"] - row["low"]], [row["high"] - row["mean"]]], fmt="o",
                         color=colour, ecolor=colour, elinewidth=2.2, capsize=4, markersize=6)
         ax.axvline(0, color="black", linewidth=1)
