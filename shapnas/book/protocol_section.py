@@ -45,7 +45,8 @@ def protocol_markdown(results_root: str | Path, figure: Path | None = None) -> s
                   f"{' and '.join(f'`{a}`' for a in plan.augmentations)}; seeds {', '.join(map(str, plan.seeds))}"
                   + (f"; every run at {', '.join(f'`{k}={v}`' for k, v in plan.scale.items())}" if plan.scale else "")
                   + f" (`python -m shapnas protocol --profile {profile}`).", "",
-                  "**What it says.** " + " ".join(protocol_findings(pooled)), ""]
+                  "**What it says**, counting each comparison's verdict:", "",
+                  *(f"- {sentence}" for sentence in protocol_findings(pooled)), ""]
         if figure is not None:
             from shapnas.plots.protocol import plot_protocol_arms, protocol_alt
 
