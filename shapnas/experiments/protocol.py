@@ -264,7 +264,7 @@ _VERDICT_WORDS = {"improves": "higher", "worse": "lower", "matches": "cannot tel
 
 def _tally(intervals: Sequence[Mapping[str, Any] | None]) -> str:
     """``"higher in 1, lower in 0, cannot tell in 5 of 6"``: the verdicts of the intervals that exist."""
-    verdicts = [interval_verdict(i) for i in intervals if i]
+    verdicts = [v for v in map(interval_verdict, intervals) if v is not None]
     counts = ", ".join(f"{word} in {verdicts.count(v)}" for v, word in _VERDICT_WORDS.items())
     return f"{counts} of {len(verdicts)}"
 
@@ -286,7 +286,8 @@ def protocol_findings(pooled: Sequence[Mapping[str, Any]]) -> list[str]:
     for dataset in sorted({r["dataset"] for r in pooled}):
         rows = [r for r in pooled if r["dataset"] == dataset]
         iac = [r for r in rows if r["method"] == "iac-shapley"]
-        compared = [r.get(key) for r in iac for key in ("dice_vs_backbone", "dice_vs_finetune") if r.get(key)]
+        compared = [r.get(key) for r in iac for key in ("dice_vs_backbone", "dice_vs_finetune")
+                    if interval_verdict(r.get(key)) is not None]
         sentence = (f"{dataset_label(dataset)}: IAC against its own backbone "
                     f"{_tally([r.get('dice_vs_backbone') for r in iac])} (backbone, augmentation) pairs; against the "
                     f"fine-tuned backbone {_tally([r.get('dice_vs_finetune') for r in iac])} (with no effect at all, "
