@@ -14,14 +14,40 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from shapnas.config.names import method_label
+from shapnas.experiments.intervals import interval_verdict
 
-__all__ = ["COMPARISONS", "VERDICT_COLOURS", "paired_differences", "plot_paired_differences", "paired_differences_alt"]
+__all__ = ["COMPARISONS", "VERDICT_COLOURS", "interval_points", "draw_interval", "paired_differences",
+           "plot_paired_differences", "paired_differences_alt"]
 
 # field of a summary record -> what the difference is taken against
 COMPARISONS = {"dice_vs_backbone": "the pre-trained backbone", "dice_vs_finetune": "the fine-tuned backbone"}
 CLAIM_POINTS = 5.0  # the paper's average gain over the pre-trained backbone, drawn as a reference line
 # the reading of an interval -> its colour in every forest plot
 VERDICT_COLOURS = {"above 0": "#2a7f3f", "includes 0": "#555555", "below 0": "#b2182b"}
+_READINGS = {"improves": "above 0", "matches": "includes 0", "worse": "below 0"}  # interval_verdict -> reading
+
+
+def interval_points(interval: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A paired Dice interval in points with its reading, or None without bounds.
+
+    Args:
+        interval: ``{"mean", "ci_low", "ci_high"}`` as fractions (a summary record's ``dice_vs_*``).
+
+    Returns:
+        ``{"mean", "low", "high"}`` in Dice points and ``reading`` (``above 0``, ``includes 0``, ``below 0``).
+    """
+    verdict = interval_verdict(interval)
+    if verdict is None:
+        return None
+    return {"mean": 100 * float(interval["mean"]), "low": 100 * float(interval["ci_low"]),
+            "high": 100 * float(interval["ci_high"]), "reading": _READINGS[verdict]}
+
+
+def draw_interval(ax: Any, row: Mapping[str, Any], y: float) -> None:
+    """One forest-plot row: the mean as a dot and its interval as a bar, coloured by :data:`VERDICT_COLOURS`."""
+    colour = VERDICT_COLOURS[row["reading"]]
+    ax.errorbar(row["mean"], y, xerr=[[row["mean"] - row["low"]], [row["high"] - row["mean"]]], fmt="o",
+                color=colour, ecolor=colour, elinewidth=2.2, capsize=4, markersize=6)
 
 
 def paired_differences(records: Sequence[Mapping[str, Any]], *, dataset: str | None = None,
@@ -44,13 +70,10 @@ def paired_differences(records: Sequence[Mapping[str, Any]], *, dataset: str | N
                for key, want in (("dataset", dataset), ("backbone", backbone), ("seed", seed))):
             continue
         for field, against in COMPARISONS.items():
-            interval = record.get(field)
-            if not interval or interval.get("ci_low") is None:
-                continue
-            low, high = 100 * float(interval["ci_low"]), 100 * float(interval["ci_high"])
-            rows.append({"dataset": record["dataset"], "seed": record["seed"], "arm": method_label(record["method"]),
-                         "against": against, "mean": 100 * float(interval["mean"]), "low": low, "high": high,
-                         "reading": "above 0" if low > 0 else "below 0" if high < 0 else "includes 0"})
+            points = interval_points(record.get(field))
+            if points is not None:
+                rows.append({"dataset": record["dataset"], "seed": record["seed"],
+                             "arm": method_label(record["method"]), "against": against, **points})
     return pd.DataFrame(rows, columns=["dataset", "seed", "arm", "against", "mean", "low", "high", "reading"])
 
 
@@ -87,10 +110,7 @@ def plot_paired_differences(records: Sequence[Mapping[str, Any]], *, dataset: st
     for ax, against in zip(np.atleast_1d(axes), COMPARISONS.values()):
         part = frame[frame["against"] == against]
         for _, row in part.iterrows():
-            y = labels.index(_row_label(row, seeds))
-            colour = VERDICT_COLOURS[row["reading"]]
-            ax.errorbar(row["mean"], y, xerr=[[row["mean"] - row["low"]], [row["high"] - row["mean"]]], fmt="o",
-                        color=colour, ecolor=colour, elinewidth=2.2, capsize=4, markersize=6)
+            draw_interval(ax, row, labels.index(_row_label(row, seeds)))
         ax.axvline(0, color="black", linewidth=1)
         span = [0.0, *part["low"], *part["high"]]
         if against == COMPARISONS["dice_vs_backbone"]:

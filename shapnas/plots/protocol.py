@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from shapnas.config.names import dataset_label
-from shapnas.plots.paired import COMPARISONS, VERDICT_COLOURS
+from shapnas.plots.paired import COMPARISONS, draw_interval, interval_points
 
 __all__ = ["protocol_differences", "plot_protocol_arms", "protocol_alt"]
 
@@ -34,14 +34,10 @@ def protocol_differences(pooled: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         if record.get("method") != "iac-shapley":
             continue
         for field, against in COMPARISONS.items():
-            interval = record.get(field)
-            if not interval or interval.get("ci_low") is None:
-                continue
-            low, high = 100 * float(interval["ci_low"]), 100 * float(interval["ci_high"])
-            rows.append({"row": f"{dataset_label(record['dataset'])} · {record['backbone']} · "
-                                f"{record['augmentation']}",
-                         "against": against, "mean": 100 * float(interval["mean"]), "low": low, "high": high,
-                         "reading": "above 0" if low > 0 else "below 0" if high < 0 else "includes 0"})
+            points = interval_points(record.get(field))
+            if points is not None:
+                rows.append({"row": f"{dataset_label(record['dataset'])} · {record['backbone']} · "
+                                    f"{record['augmentation']}", "against": against, **points})
     frame = pd.DataFrame(rows, columns=["row", "against", "mean", "low", "high", "reading"])
     return frame.sort_values("row", kind="stable").reset_index(drop=True)
 
@@ -70,10 +66,7 @@ def plot_protocol_arms(pooled: Sequence[Mapping[str, Any]]) -> Figure:
     axes = np.atleast_1d(fig.subplots(1, len(COMPARISONS), sharey=True, sharex=True))
     for ax, against in zip(axes, COMPARISONS.values()):
         for _, row in frame[frame["against"] == against].iterrows():
-            colour = VERDICT_COLOURS[row["reading"]]
-            ax.errorbar(row["mean"], labels.index(row["row"]), xerr=[[row["mean"] - row["low"]],
-                                                                      [row["high"] - row["mean"]]],
-                        fmt="o", color=colour, ecolor=colour, elinewidth=2.2, capsize=4, markersize=6)
+            draw_interval(ax, row, labels.index(row["row"]))
         ax.axvline(0, color="black", linewidth=1)
         ax.set_title(f"IAC against {against}")
         ax.grid(axis="x", alpha=0.3)
