@@ -622,6 +622,8 @@ def test_book_builds_strictly_and_passes_the_html_check(built_book, smoke_book):
     assert (smoke_book / "_toc.yml").read_text() == (ROOT / "_toc.yml").read_text()
     page = (html / "book" / "datasets" / "acdc" / "02_retrofit.html").read_text()
     assert page.count("<img") >= 3 and "largest |backbone - retrofit| at implant" in page
+    transfer = " ".join(_text((html / "book" / "transfer.html").read_text()).split())
+    assert "Runs of the smoke transfer plan" in transfer and "IAC, Shapley-pruned" in transfer  # run by the runner
     assert "tag_remove-cell" not in page and "smoke_book" not in page  # parameters removed; no machine paths
     results = (html / "book" / "datasets" / "results.html").read_text()
     assert "Shapley pruning speeds up the search" in results and "Phantom data for acdc" in results

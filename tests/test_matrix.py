@@ -305,7 +305,10 @@ def test_ablation_plan_fixes_one_backbone_per_dataset(tmp_path):
     variant = plan.variants[0]
     mine = [j for j in variants if j.id.startswith(f"{variant.name}-")]
     assert mine and all(j.config[k] == v for j in mine for k, v in variant.overrides.items())
-    assert all(j.kind == "evaluate" and j.target == "shapley" and j.deps == () for j in mine)
+    # a variant reads the main run's backbone: it waits for that pre-training (one queue with the main runs)
+    assert all(j.kind == "evaluate" and j.target == "shapley" and
+               j.deps == (f"{j.config['dataset']}-basic_unet-seed{j.config['seed']}-pretrain",) for j in mine)
+    assert {d for j in mine for d in j.deps} <= {j.id for j in main}
 
 
 def test_local_cpu_cluster_splits_the_cores(monkeypatch):

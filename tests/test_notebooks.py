@@ -361,6 +361,14 @@ def test_experiment_chapters_present_the_smoke_ablation_plan(smoke_book):
                  for c in nb.cells for o in c.get("outputs", [])]
         assert any("ablation plan was run for acdc" in t for t in texts), stem
         assert any(expected in t for t in texts), stem
+    from shapnas.experiments.summary import collect_summary
+    from shapnas.experiments.transfer import transfer_plan, transfer_plan_root
+
+    transfer = transfer_plan("smoke")  # run on the same cluster: every arm of every seed and N
+    records = collect_summary(transfer_plan_root(results), setting=None)
+    assert len([r for r in records if r["setting"] == "transfer"]) == \
+        len(transfer.arms) * len(transfer.seeds) * len(transfer.ns)
+    assert all(r["source_drop"] is not None for r in records if r["setting"] == "transfer")
 
 
 def test_kernels_start_without_the_plain_tcp_warning(tmp_path, capfd):
@@ -383,3 +391,37 @@ def test_kernels_start_without_the_plain_tcp_warning(tmp_path, capfd):
     assert nbformat.read(out, as_version=4).cells[0].outputs[0]["text"].strip() == "42"
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
+
+
+def test_notebook_lanes_give_each_core_a_dataset_on_a_cpu_and_one_dataset_on_a_gpu(monkeypatch):
+    from shapnas.book import run_notebooks as runner
+    from shapnas.experiments import dask_runner
+
+    monkeypatch.setattr(dask_runner, "usable_cores", lambda: 2)
+    assert runner.notebook_lanes(None, "cpu", 4) == 2 and runner.lane_threads(2) == 1
+    assert runner.notebook_lanes(None, "cpu", 1) == 1 and runner.lane_threads(1) == 2
+    assert runner.notebook_lanes(3, "cpu", 4) == 3 and runner.lane_threads(3) == 1
+    assert runner.notebook_lanes(8, "cpu", 2) == 2  # never more lanes than datasets
+    monkeypatch.setattr("shapnas.runtime.pick_device", lambda device: __import__("torch").device("cuda"))
+    assert runner.notebook_lanes(None, "auto", 4) == 1  # a GPU runs one dataset at a time
+    with pytest.raises(ValueError, match="workers=0; expected at least 1"):
+        runner.notebook_lanes(0, "cpu", 4)
+
+
+@pytest.mark.slow
+def test_two_datasets_side_by_side_write_every_page(tmp_path):
+    """Two lanes, each in its own process with single-threaded kernels: every page of both datasets is written and
+    copied to its run folder, as one after the other would."""
+    root = tmp_path / "book-root"
+    root.mkdir()
+    _copy_book_sources(root)
+    lines: list[str] = []
+    written = run_notebooks(["acdc", "kits"], profile="smoke", notebooks="01", root=root,
+                            results_root=tmp_path / "results", device="cpu", results_page=False, workers=2,
+                            log=lines.append)
+    assert sorted(p.relative_to(root / "book" / "datasets").as_posix() for p in written) == [
+        "acdc/01_data.ipynb", "kits/01_data.ipynb"]
+    assert "2 side by side" in lines[0]
+    for dataset in ("acdc", "kits"):
+        copy = tmp_path / "results" / dataset / "basic_unet" / "seed-0" / "executed" / "01_data.ipynb"
+        assert copy.exists()

@@ -202,3 +202,33 @@ def test_signal_and_stability_text_compares_with_the_threshold_and_chance():
     assert "Shapley-pruned: modal-op agreement of the cells over 3 seeds 0.70, above" in text
     assert text.count("modal-op agreement") == 2  # one seed: no agreement to report
     assert signal_and_stability_text([], []) == ""
+
+
+def test_transfer_plan_shares_each_seeds_source_backbone_and_runs_every_arm(tmp_path):
+    from shapnas.experiments.matrix import dependency_order
+    from shapnas.experiments.transfer import build_transfer_jobs, transfer_plan, transfer_plan_root
+
+    plan = transfer_plan("workshop")
+    assert set(plan.datasets) >= {"acdc", "kits"} and len(plan.seeds) >= 3 and plan.arms == TRANSFER_ARMS
+    jobs = build_transfer_jobs(plan, results=tmp_path)
+    dependency_order(jobs)  # unique ids, known prerequisites, no cycle
+    root = transfer_plan_root(tmp_path.resolve())
+    assert all(root in job.output.parents for job in jobs)
+    pretrains = {j.id: j for j in jobs if j.kind == "pretrain"}
+    assert len(pretrains) == len(plan.datasets) * len(plan.seeds)  # one source backbone per seed, shared by every N
+    assert all(j.config["setting"] == "same_site" and j.config["slice_size"] == 32 for j in pretrains.values())
+    for dataset in plan.datasets:
+        for seed in plan.seeds:
+            mine = [j for j in jobs if (j.config["dataset"], j.config["seed"]) == (dataset, seed)]
+            (pretrain,) = [j for j in mine if j.kind == "pretrain"]
+            source = [j for j in mine if j.kind == "evaluate" and j.config["setting"] == "same_site"]
+            assert [j.target for j in source] == ["backbone"]  # the source site's test patients: source_drop
+            for n in plan.ns:
+                arms = [j for j in mine if j.config["setting"] == "transfer" and j.config["target_train_patients"] == n]
+                assert tuple(j.target for j in arms) == TRANSFER_ARMS
+                assert all(pretrain.id in j.deps for j in arms)
+                (joint,) = [j for j in arms if j.target.endswith("-joint")]
+                (searched,) = [j for j in arms if j.target == "shapley"]
+                assert searched.id in joint.deps  # one worker runs the Shapley search, the joint arm re-trains it
+    with pytest.raises(ValueError, match="expected smoke, workshop or paper"):
+        transfer_plan("laptop")

@@ -17,6 +17,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,6 +62,7 @@ NOTEBOOKS: dict[str, type[BaseConfig]] = {
     "05_ablations": RetrainConfig,
     "06_stability": RetrainConfig,
 }
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what sets a kernel's PyTorch CPU threads
 RESULTS_NOTEBOOK = "results"  # book/results.ipynb: the cross-dataset page, run after the per-dataset ones
 EXPERIMENT_NOTEBOOKS = ("05_ablations", "06_stability")  # they present the ablation plan's runs
 BASE_PARAMETERS = ("dataset", "seed", "data_dir", "results_root", "device", "profile")
@@ -321,6 +323,7 @@ def _run_experiments(datasets: Sequence[str], profile: str, base: Mapping[str, A
     """
     from shapnas.experiments.ablations import ablation_plan, run_ablations
     from shapnas.experiments.matrix import format_summary
+    from shapnas.experiments.transfer import build_transfer_jobs, transfer_plan
 
     plan = ablation_plan(profile)
     chosen = [d for d in datasets if d in plan.datasets]
@@ -330,11 +333,20 @@ def _run_experiments(datasets: Sequence[str], profile: str, base: Mapping[str, A
     overrides = {k: v for k, v in base.items() if k not in {"seed", "results_root", "device"}}
     log(f"ablations ({profile} plan): {', '.join(chosen)}, seeds {list(plan.seeds)}, policies "
         f"{', '.join(plan.policies)}, {len(plan.variants)} variants ...")
+    transfer = transfer_plan(profile)
+    # a user's data folder holds one site; its transfer runs need their target site's folder (the Real data page)
+    on_phantoms = [d for d in datasets if d in transfer.datasets and d not in data_dirs]
+    also = build_transfer_jobs(transfer, results=base["results_root"], datasets=on_phantoms,
+                               overrides=overrides) if on_phantoms else []
+    if on_phantoms:
+        log(f"transfer ({profile} plan, on the same cluster): {', '.join(on_phantoms)}, seeds {list(transfer.seeds)}, "
+            f"N = {', '.join(map(str, transfer.ns))}, {len(transfer.arms)} arms ...")
     start = time.perf_counter()
     results = run_ablations(plan, results=base["results_root"], datasets=chosen, overrides=overrides,
-                            data_dirs={d: data_dirs[d] for d in chosen if d in data_dirs}, progress=False, log=log)
+                            data_dirs={d: data_dirs[d] for d in chosen if d in data_dirs}, progress=False, log=log,
+                            also=also)
     failed = [r for r in results if r.status in ("failed", "skipped")]
-    log(f"ablations: {len(results)} jobs in {time.perf_counter() - start:.1f} s"
+    log(f"ablation and transfer plans: {len(results)} jobs in {time.perf_counter() - start:.1f} s"
         + (f"; {len(failed)} failed or skipped:\n{format_summary(failed)}" if failed else ""))
 
 
@@ -356,6 +368,95 @@ def plan_note(profile: str) -> str:
     return (f"the runs of the `{profile}` ablation plan (seeds {', '.join(map(str, plan.seeds))}; policies "
             f"{', '.join(plan.policies)}), not the single run configured below; {own}. "
             f"`python -m shapnas ablations --profile {profile}` runs the plan on its own.")
+
+
+def _execute(job: _Job, number: int, total: int, *, timeout_s: int | None, root: Path, profile: str,
+             log: Callable[[str], None]) -> float:
+    """Execute one page (:func:`execute_notebook`), copy it to the run's ``executed/`` folder and log it; returns
+    its seconds."""
+    start = time.perf_counter()
+    execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s, root=root,
+                     dataset=job.dataset, profile=profile, failed_copy=job.failed_copy, command=job.command,
+                     note=job.note)
+    job.copy_to.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(job.output, job.copy_to)
+    job.failed_copy.unlink(missing_ok=True)  # an earlier failure of this page is superseded
+    elapsed = time.perf_counter() - start
+    log(f"[{number}/{total}] {job.label}: done in {elapsed:.1f} s -> {job.output}")
+    return elapsed
+
+
+def notebook_lanes(workers: int | None, device: str, datasets: int) -> int:
+    """How many datasets' notebooks 01–04 run side by side.
+
+    A small CPU model gains little from a second thread (a workshop ACDC pre-training: 72.5 s with one thread,
+    59.4 s with two, on 2 cores), and much from a second process: on a CPU every core gets a dataset, each
+    kernel single-threaded. On a GPU one dataset runs at a time.
+
+    Args:
+        workers: the number asked for (None: the default above).
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
+        datasets: datasets to run.
+
+    Returns:
+        Between 1 and ``max(datasets, 1)``.
+
+    Raises:
+        ValueError: ``workers < 1``.
+    """
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"workers={workers}; expected at least 1")
+        return min(workers, max(datasets, 1))
+    from shapnas.runtime import pick_device
+
+    if pick_device(device).type != "cpu":
+        return 1
+    from shapnas.experiments.dask_runner import usable_cores
+
+    return max(1, min(usable_cores(), datasets))
+
+
+def lane_threads(lanes: int) -> int:
+    """Threads of each side-by-side kernel: the usable cores shared out (at least 1)."""
+    from shapnas.experiments.dask_runner import usable_cores
+
+    return max(1, usable_cores() // lanes)
+
+
+def _log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _run_dataset(jobs: Sequence[tuple[int, _Job]], total: int, threads: int, timeout_s: int | None, root: Path,
+                 profile: str) -> list[Path]:
+    """One dataset's pages in order, in a lane's process whose kernels run ``threads`` threads."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)  # the kernels papermill starts from here inherit it
+    for number, job in jobs:
+        _log_to_stderr(f"[{number}/{total}] {job.label}: running {job.source.name} ...")
+        _execute(job, number, total, timeout_s=timeout_s, root=root, profile=profile, log=_log_to_stderr)
+    return [job.output for _, job in jobs]
+
+
+def _run_lanes(jobs: Sequence[tuple[int, _Job]], total: int, lanes: int, *, timeout_s: int | None, root: Path,
+               profile: str) -> list[Path]:
+    """Every dataset's pages on a pool of ``lanes`` processes, a dataset at a time per process; the first failure
+    is raised once the other lanes have finished the dataset they were running."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    by_dataset: dict[str, list[tuple[int, _Job]]] = {}
+    for number, job in jobs:
+        by_dataset.setdefault(str(job.dataset), []).append((number, job))
+    threads = lane_threads(lanes)
+    with ProcessPoolExecutor(lanes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_dataset, chain, total, threads, timeout_s, root, profile)
+                   for chain in by_dataset.values()]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+        return [path for f in futures for path in f.result()]
 
 
 def _time_left(seconds: Sequence[float], remaining: int) -> str:
@@ -385,12 +486,13 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
                   data_dirs: Mapping[str, str] | None = None, results_root: str | Path = "results", device: str = "auto",
                   notebooks: str | Sequence[str] | None = None, overrides: dict[str, Any] | None = None,
                   results_page: bool = True, timeout_s: int | None = None, experiments: bool = True,
-                  log: Callable[[str], None] = print) -> list[Path]:
+                  workers: int | None = None, log: Callable[[str], None] = print) -> list[Path]:
     """Execute the notebooks for each dataset in order, then the cross-dataset results page.
 
-    Notebooks 01–04 run for every dataset first; when 05/06 are selected, the profile's ablation plan
-    (:func:`shapnas.experiments.ablations.ablation_plan`: seeds, policies and ablation variants, run on Dask) is run for
-    the datasets it covers before them, so they present measured runs; 05/06 of the datasets the plan does
+    Notebooks 01–04 run for every dataset first (side by side on a CPU: ``workers``); when 05/06 are selected, the
+    profile's ablation plan (:func:`shapnas.experiments.ablations.ablation_plan`: seeds, policies and ablation
+    variants) and its transfer plan (:func:`shapnas.experiments.transfer.transfer_plan`, phantom data only) run on one
+    Dask cluster for the datasets they cover before them, so they present measured runs; 05/06 of the datasets the plan does
     not cover are not executed (and so left out of the book). Each executed page gets a dataset-prefixed
     title and a provenance line (:func:`shapnas.book.pages.tag_for_book`).
 
@@ -409,6 +511,9 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
             values (:mod:`shapnas.book.workshop_values`).
         timeout_s: per-cell time limit.
         experiments: run the ablation plan before notebooks 05/06 (False: they show what exists).
+        workers: datasets whose notebooks 01–04 run side by side (:func:`notebook_lanes`; None: one per core on a
+            CPU, each kernel single-threaded on 2 cores, and one at a time on a GPU). A figure depends on its
+            kernel's thread count in its last digits.
         log: where progress lines go (a count, and the time left estimated from the notebooks so far).
 
     Returns:
@@ -445,24 +550,24 @@ def run_notebooks(datasets: Sequence[str], *, profile: str = "smoke", seed: int 
         command = reproduce_command(datasets, profile=profile, seed=seed, overrides=overrides, data_dirs=list(data_dirs))
         jobs.append(_Job("all datasets results", source, output, Path(base["results_root"]) / "executed" /
                          f"{RESULTS_NOTEBOOK}.ipynb", values, command=command))
+    numbered = list(enumerate(jobs, start=1))
+    per_dataset = [(n, j) for n, j in numbered if j.dataset is not None and j.source.stem not in EXPERIMENT_NOTEBOOKS]
+    lanes = notebook_lanes(workers, device, len({j.dataset for _, j in per_dataset}))
     written: list[Path] = []
     seconds: list[float] = []
+    if lanes > 1:  # 01–04 of several datasets side by side, each kernel with its share of the cores
+        log(f"notebooks 01–04 of {len({j.dataset for _, j in per_dataset})} datasets, {lanes} side by side, "
+            f"{lane_threads(lanes)} thread(s) each (their lines go to standard error) ...")
+        written += _run_lanes(per_dataset, len(jobs), lanes, timeout_s=timeout_s, root=root, profile=profile)
+        numbered = [(n, j) for n, j in numbered if (n, j) not in per_dataset]
     ran_experiments = not experiments
-    for number, job in enumerate(jobs, start=1):
+    for number, job in numbered:
         if not ran_experiments and job.source.stem in EXPERIMENT_NOTEBOOKS:
             _run_experiments(datasets, profile, base, data_dirs, log)
             ran_experiments = True
         log(f"[{number}/{len(jobs)}] {job.label}: running {job.source.name}{_time_left(seconds, len(jobs) - number + 1)}"
             " ...")
-        start = time.perf_counter()
-        execute_notebook(job.source, job.output, job.parameters, label=job.label, timeout_s=timeout_s, root=root,
-                         dataset=job.dataset, profile=profile, failed_copy=job.failed_copy, command=job.command,
-                         note=job.note)
-        job.copy_to.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(job.output, job.copy_to)
-        job.failed_copy.unlink(missing_ok=True)  # an earlier failure of this page is superseded
-        seconds.append(time.perf_counter() - start)
-        log(f"[{number}/{len(jobs)}] {job.label}: done in {seconds[-1]:.1f} s -> {job.output}")
+        seconds.append(_execute(job, number, len(jobs), timeout_s=timeout_s, root=root, profile=profile, log=log))
         written.append(job.output)
     if results_page:
         from shapnas.book.findings import write_findings

@@ -64,8 +64,10 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "",
 
     rows = [r for r in pooled if r["setting"] == "transfer"]
     if not rows:
-        return ("*No transfer run in this book's results folder yet: `python -m shapnas transfer --dataset acdc "
-                "--profile workshop --seeds 0 1 2` runs every arm, then `python -m shapnas book` shows them here.*\n")
+        return ("*No transfer run in this book's results folder yet: `make book` runs the workshop profile's transfer "
+                "plan (`python -m shapnas run` with notebooks 05 and 06), and `python -m shapnas transfer --dataset acdc "
+                "--profile workshop --seeds 0 1 2` runs every arm at the profile's own size; then `python -m shapnas "
+                "book` shows them here.*\n")
     lines: list[str] = []
     for g, group in pooled_groups(rows):
         drop = next((r["source_drop"] for r in group if r.get("source_drop") is not None), None)
@@ -167,6 +169,26 @@ def transfer_findings(pooled: Sequence[Mapping[str, Any]]) -> str:
             "[95 % interval over seeds and patients]: " + "; ".join(parts) + ".\n")
 
 
+def plan_text(profile: str) -> str:
+    """Where a group of the transfer plan comes from: the plan's folder and the values its runs set.
+
+    Args:
+        profile: the runs' profile.
+
+    Returns:
+        One sentence for the group's table.
+    """
+    from shapnas.experiments.transfer import transfer_plan
+
+    scale = ", ".join(f"`{key}={value}`" for key, value in transfer_plan(profile).scale.items())
+    return (f"**Runs of the `{profile}` transfer plan** (`results/ablations/transfer`, run by `python -m shapnas run` "
+            f"with the ablation plan{'; its own values: ' + scale if scale else ''}).")
+
+
+def _group_key(record: Mapping[str, Any]) -> tuple[str, str, int, str]:
+    return record["dataset"], record["backbone"], record["target_train_patients"], record["profile"]
+
+
 def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
     """Compute the transfer tables from ``results_root`` and write them where ``book/transfer.md`` includes them.
 
@@ -177,13 +199,23 @@ def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
 
     from shapnas.config.stage_configs import PROFILE_NAMES
 
-    results_root = Path(results_root)
-    pooled, notes = [], {}
-    for profile in (*PROFILE_NAMES, "custom"):  # each profile pooled on its own, never mixed
-        records = collect_summary(results_root, profile=profile, setting=None) if results_root.exists() else []
-        pooled += pooled_summary([r for r in records if r["setting"] == "transfer"])
-        if results_root.exists():
-            notes.update(_group_notes(results_root, profile))
+    from shapnas.experiments.transfer import transfer_plan_root
+
+    pooled: list[dict[str, Any]] = []
+    notes: dict[tuple[str, str, int, str], str] = {}
+    # the transfer plan's runs (make book) and those of `python -m shapnas transfer` beside the main run; each folder
+    # and profile is pooled on its own, never mixed: a group the plan has is not shown again from the main run
+    for folder in (transfer_plan_root(results_root), Path(results_root)):
+        for profile in (*PROFILE_NAMES, "custom"):
+            records = collect_summary(folder, profile=profile, setting=None) if folder.exists() else []
+            shown = {_group_key(r) for r in pooled}
+            pooled += [r for r in pooled_summary([r for r in records if r["setting"] == "transfer"])
+                       if _group_key(r) not in shown]
+            if folder.exists():
+                found = _group_notes(folder, profile)
+                if folder != Path(results_root) and profile in PROFILE_NAMES:
+                    found = {key: f"{plan_text(profile)} {text}".strip() for key, text in found.items()}
+                notes = {**found, **notes}
     path = transfer_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = path.parent / FIGURE_FILE

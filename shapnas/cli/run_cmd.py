@@ -24,10 +24,12 @@ EXAMPLES = """Examples:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``run``."""
     parser = subparsers.add_parser(
-        "run", help="execute the notebooks (papermill) into the book, one dataset after another",
+        "run", help="execute the notebooks (papermill) into the book, datasets side by side on a CPU",
         description="Execute notebooks/01_data ... 04_shapley_pruning for each dataset with the profile's "
-                    "parameters, then the profile's ablation plan (seeds, policies, variants; on a local Dask "
-                    "cluster) for the datasets it covers, then 05_ablations and 06_stability, then the "
+                    "parameters (several datasets side by side on a CPU: --workers), then the profile's ablation "
+                    "plan (seeds, policies, variants) and transfer plan (every arm of a new site with few labelled "
+                    "patients, over seeds) on one local Dask cluster for the datasets they cover, then "
+                    "05_ablations and 06_stability, then the "
                     "cross-dataset results page. Executed copies go to book/datasets/<dataset>/ and to "
                     "the run directory's executed/ folder; finished pipeline stages are skipped. Data folders and "
                     "options are checked before anything runs; a notebook that fails leaves the book's page as it "
@@ -46,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--root", default=".", help="book root holding _config.yml, notebooks/ and book/ (default: .)")
     add_set_argument(parser, " (a notebook parameter)")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell time limit in seconds (default: none)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="datasets whose notebooks 01-04 run side by side (default: one per CPU core, the cores "
+                             "shared out as kernel threads; 1 on a GPU)")
     parser.set_defaults(handler=run)
 
 
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                       data_dirs=parse_data_dirs(args.data_dirs, datasets), results_root=args.results,
                       device=args.device, notebooks=args.notebooks,
                       overrides=parse_overrides(args.overrides, RetrainConfig), timeout_s=args.timeout,
+                      workers=args.workers,
                       log=lambda line: print(line, file=sys.stderr, flush=True))
     except NotebookError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -25,6 +25,8 @@ only what is missing.
 
 from __future__ import annotations
 
+import dataclasses
+
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -247,20 +249,27 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
     for dataset in (d for d in chosen if plan.covers_variants(d)):
         data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
         for seed in plan.variant_seeds:
-            checkpoint = _pretrain_job(main, dataset, seed).output.parent / "model.pt"
+            pretrain = _pretrain_job(main, dataset, seed)
+            checkpoint = pretrain.output.parent / "model.pt"
             for variant in applicable:
-                variants += build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
+                variants += _after(pretrain.id, build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
                                        results=ablation_root(results, variant.name), backbone=backbone,
                                        overrides={**overrides, **variant.overrides,
                                                   "backbone_checkpoint": str(checkpoint)},
                                        data_dirs={dataset: data_dir}, chained=True, baselines=False,
-                                       pretrain_jobs=False, id_prefix=f"{variant.name}-", python=python)
+                                       pretrain_jobs=False, id_prefix=f"{variant.name}-", python=python))
     return main, variants
+
+
+def _after(job_id: str, jobs: Sequence[Job]) -> list[Job]:
+    """``jobs``, each made to wait for the job ``job_id`` too (a variant reads the main run's backbone)."""
+    return [dataclasses.replace(job, deps=(*job.deps, job_id)) for job in jobs]
 
 
 def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
                   scheduler: str | None = None, workers: int | None = None, progress: bool = True,
-                  log: Callable[[str], None] | None = None, **job_options: Any) -> list[JobResult]:
+                  log: Callable[[str], None] | None = None, also: Sequence[Job] = (),
+                  **job_options: Any) -> list[JobResult]:
     """Run (what is missing of) ``plan`` on Dask and write ``<results>/ablations/plan.json``.
 
     Args:
@@ -271,26 +280,20 @@ def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence
         workers: local workers (None: the matrix default).
         progress: a progress bar and a line per finished job, with counts and the time left (stderr).
         log: instead of the bar, give each progress line to this callback.
+        also: further jobs run on the same cluster in the same queue (e.g. the transfer plan's,
+            :func:`shapnas.experiments.transfer.build_transfer_jobs`), so that no worker waits between plans.
         **job_options: ``backbone``, ``data_dirs``, ``overrides`` of :func:`build_ablation_jobs`.
 
     Returns:
-        The results of every job (main runs, then variants).
+        The results of every job (main runs, then variants, then ``also``).
     """
     main, variants = build_ablation_jobs(plan, results=results, datasets=datasets, **job_options)
+    jobs = [*main, *variants, *also]
     save_json(Path(results) / "ablations" / PLAN_FILE, plan.to_dict())
-    if all(job.done() for job in main + variants):
-        return [JobResult(j.id, "done", None, str(j.log), "output exists") for j in main + variants]
+    if all(job.done() for job in jobs):
+        return [JobResult(j.id, "done", None, str(j.log), "output exists") for j in jobs]
     with open_client(scheduler, workers) as (client, placement):
-        outcome = run_jobs(main, client, placement=placement, progress=progress,
-                           log=_prefixed(log, "ablations, main runs: "))
-        outcome += run_jobs(variants, client, placement=placement, progress=progress,
-                            log=_prefixed(log, "ablations, variants: "))
-    return outcome
-
-
-def _prefixed(log: Callable[[str], None] | None, prefix: str) -> Callable[[str], None] | None:
-    """``log`` with ``prefix`` before every line (None stays None)."""
-    return None if log is None else (lambda line: log(prefix + line))
+        return run_jobs(jobs, client, placement=placement, progress=progress, log=log)
 
 
 def load_plan(results: str | Path) -> AblationPlan | None:

@@ -132,7 +132,7 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
                results: str | Path, backbone: str | None = None, overrides: Mapping[str, Any] | None = None,
                data_dirs: Mapping[str, str] | None = None, stages: Sequence[str] | None = None,
                chained: bool = False, baselines: bool = True, pretrain_jobs: bool = True, id_prefix: str = "",
-               python: str = sys.executable) -> list[Job]:
+               targets: Sequence[str] | None = None, python: str = sys.executable) -> list[Job]:
     """Expand the matrix into stage jobs, in an order where every job follows its prerequisites.
 
     Args:
@@ -153,6 +153,8 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
         pretrain_jobs: with ``chained``, a job of its own for the pre-training (False: each evaluation job
             pre-trains itself, for runs whose pre-training is only a given checkpoint, so nothing races).
         id_prefix: put before every id (e.g. an ablation variant's name).
+        targets: with ``chained``, the evaluation targets of every (dataset, seed) instead of the baselines and
+            the policies (e.g. the transfer setting's arms, :data:`shapnas.config.names.TRANSFER_ARMS`).
         python: the interpreter of the commands.
 
     Returns:
@@ -189,14 +191,15 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
                                 deps=tuple(deps), kind=kind, config=config, target=target, spec=spec))
                 return job_id
 
+            chained_targets = tuple(targets) if targets is not None else _targets(policies, baselines)
             if chained and not pretrain_jobs:
-                for target in _targets(policies, baselines):
+                for target in chained_targets:
                     job("evaluate", stage_name("eval", target), [], target=target)
                 continue
             pretrain = job("pretrain", "pretrain", [] if data_dir else first_pretrain)
             first_pretrain = first_pretrain or [pretrain]
             if chained:
-                for target in _targets(policies, baselines):
+                for target in chained_targets:
                     job("evaluate", stage_name("eval", target), [pretrain], target=target)
                 continue
             if baselines:

@@ -20,17 +20,119 @@ carries the site shift it starts from (``source_drop``).
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from shapnas.config.names import TRANSFER_ARMS, method_label
+from shapnas.config.names import JOINT_SUFFIX, TRANSFER_ARMS, method_label
 from shapnas.config.stage_configs import RetrainConfig
 from shapnas.experiments.intervals import dice_points, interval_bracket
+from shapnas.experiments.matrix import Job, build_jobs
 from shapnas.experiments.summary import collect_summary, pooled_summary
 from shapnas.runs.identity import method_of_target, setting_folder
 
-__all__ = ["TRANSFER_ARMS", "PooledGroup", "run_transfer", "transfer_records", "pooled_groups",
+__all__ = ["TRANSFER_ARMS", "TransferPlan", "transfer_plan", "transfer_plan_root", "build_transfer_jobs",
+           "PooledGroup", "run_transfer", "transfer_records", "pooled_groups",
            "format_transfer_table"]
+
+
+TRANSFER_PLAN_FOLDER = "transfer"
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """What the transfer setting's seed plan of a profile runs (on Dask, beside the ablation plan in ``make book``).
+
+    Args:
+        profile: the parameter profile of every run.
+        datasets: datasets of the plan (phantom data: their second acquisition site is the target site).
+        seeds: training seeds of every arm (at least 3 for intervals that carry the seed variance).
+        ns: numbers of labelled target-site training patients (``target_train_patients``).
+        arms: the evaluation targets of every (dataset, seed, N) (:data:`TRANSFER_ARMS`).
+        scale: config overrides of every run (its size, when smaller than the profile's).
+    """
+
+    profile: str
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    ns: tuple[int, ...]
+    arms: tuple[str, ...] = TRANSFER_ARMS
+    scale: dict[str, Any] = field(default_factory=dict)
+
+
+def transfer_plan(profile: str) -> TransferPlan:
+    """The transfer plan of a profile.
+
+    ``smoke`` (tests): ACDC, seed 0, N = 4. ``workshop`` (``make book`` on a 2-core CPU): ACDC and KiTS,
+    seeds 0, 1, 2, N = 8, every run at the ablation plan's 32-px scale (one seed's seven arms of one dataset took
+    3 min with one thread: ``python -m shapnas transfer --dataset acdc --profile workshop --seeds 0`` with that
+    scale's ``--set`` values; the book's Dice-against-N figure needs the other N from ``python -m shapnas
+    transfer``). ``paper``: the four datasets, five seeds, N = 4, 8 and 16 from one target cohort of 48 patients.
+
+    Args:
+        profile: ``smoke``, ``workshop`` or ``paper``.
+
+    Returns:
+        The plan.
+    """
+    from shapnas.experiments.ablations import WORKSHOP_SCALE
+
+    if profile == "smoke":
+        return TransferPlan(profile, ("acdc",), (0,), (4,), scale={"target_patients": 34, "target_train_patients": 4})
+    if profile == "workshop":
+        return TransferPlan(profile, ("acdc", "kits"), (0, 1, 2), (8,), scale=dict(WORKSHOP_SCALE))
+    if profile == "paper":
+        return TransferPlan(profile, ("acdc", "brats", "kits", "amos"), (0, 1, 2, 3, 4), (4, 8, 16),
+                            scale={"target_patients": 48})
+    raise ValueError(f"profile={profile!r}; expected smoke, workshop or paper")
+
+
+def transfer_plan_root(results: str | Path) -> Path:
+    """``<results>/ablations/transfer``: the transfer plan's results folder."""
+    return Path(results) / "ablations" / TRANSFER_PLAN_FOLDER
+
+
+def build_transfer_jobs(plan: TransferPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
+                        overrides: Mapping[str, Any] | None = None, python: str = sys.executable) -> list[Job]:
+    """The chained jobs of ``plan`` under :func:`transfer_plan_root`: per dataset and seed the source backbone's
+    pre-training and its evaluation on the source site (for ``source_drop``), then per N one job per arm, each
+    running the stages it needs after that pre-training (the source backbone is shared by every N).
+
+    Args:
+        plan: the transfer plan.
+        results: the book's results folder.
+        datasets: restrict to these datasets of the plan (None: all of the plan's).
+        overrides: config field -> value of every run (after the plan's ``scale``).
+        python: interpreter of the commands.
+
+    Returns:
+        The jobs (ids ``transfer-source-…`` and ``transfer-n<N>-…``), every arm after its seed's pre-training.
+    """
+    root = transfer_plan_root(Path(results).resolve())
+    chosen = [d for d in plan.datasets if datasets is None or d in datasets]
+    base = {**plan.scale, **(overrides or {})}
+    common = {"profile": plan.profile, "results": root, "chained": True, "python": python}
+    jobs = build_jobs(chosen, plan.seeds, [], overrides=base, targets=("backbone",), id_prefix="transfer-source-",
+                      **common)
+    pretrain_of = {job.output.parent: job.id for job in jobs if job.kind == "pretrain"}
+    for n in plan.ns:
+        arms = build_jobs(chosen, plan.seeds, [], overrides={**base, "setting": "transfer", "target_train_patients": n},
+                          targets=plan.arms, id_prefix=f"transfer-n{n}-", **common)
+        pretrains = {job.id: pretrain_of[job.output.parent] for job in arms if job.kind == "pretrain"}
+        jobs += [dataclasses.replace(job, deps=tuple(pretrains.get(dep, dep) for dep in job.deps) + _searched_by(job))
+                 for job in arms if job.kind != "pretrain"]
+    return jobs
+
+
+def _searched_by(job: Job) -> tuple[str, ...]:
+    """A joint fine-tune arm re-trains the cell its policy's arm searched: it waits for that arm's job, so that two
+    workers never run the same search (``()`` for every other arm)."""
+    if not job.target.endswith(JOINT_SUFFIX):
+        return ()
+    return (job.id[: -len(job.target)] + job.target[: -len(JOINT_SUFFIX)],)
 
 
 class PooledGroup(NamedTuple):
