@@ -302,6 +302,9 @@ def test_ablation_plan_fixes_one_backbone_per_dataset(tmp_path):
             assert all(j.config["slice_size"] == plan.scale["slice_size"] for j in jobs)  # the plan's scale
             (pretrain,) = [j for j in jobs if j.kind == "pretrain"]
             assert first in pretrain.deps
+    assert not variants and set(plan.policies) == {"none", "shapley"}  # the workshop plan: the seed plan only
+    plan = ablation_plan("smoke")
+    main, variants = build_ablation_jobs(plan, results=tmp_path)
     variant = plan.variants[0]
     mine = [j for j in variants if j.id.startswith(f"{variant.name}-")]
     assert mine and all(j.config[k] == v for j in mine for k, v in variant.overrides.items())

@@ -362,12 +362,12 @@ def test_experiment_chapters_present_the_smoke_ablation_plan(smoke_book):
         assert any("ablation plan was run for acdc" in t for t in texts), stem
         assert any(expected in t for t in texts), stem
     from shapnas.experiments.summary import collect_summary
-    from shapnas.experiments.transfer import transfer_plan, transfer_plan_root
+    from shapnas.experiments.transfer import TRANSFER_ARMS, transfer_plan, transfer_plan_root
 
     transfer = transfer_plan("smoke")  # run on the same cluster: every arm of every seed and N
     records = collect_summary(transfer_plan_root(results), setting=None)
     assert len([r for r in records if r["setting"] == "transfer"]) == \
-        len(transfer.arms) * len(transfer.seeds) * len(transfer.ns)
+        len(TRANSFER_ARMS) * len(transfer.seeds) * len(transfer.ns)
     assert all(r["source_drop"] is not None for r in records if r["setting"] == "transfer")
 
 

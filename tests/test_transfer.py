@@ -206,29 +206,42 @@ def test_signal_and_stability_text_compares_with_the_threshold_and_chance():
 
 def test_transfer_plan_shares_each_seeds_source_backbone_and_runs_every_arm(tmp_path):
     from shapnas.experiments.matrix import dependency_order
-    from shapnas.experiments.transfer import build_transfer_jobs, transfer_plan, transfer_plan_root
+    from shapnas.experiments.transfer import ARMS_JOB, build_transfer_jobs, transfer_plan, transfer_plan_root
 
     plan = transfer_plan("workshop")
-    assert set(plan.datasets) >= {"acdc", "kits"} and len(plan.seeds) >= 3 and plan.arms == TRANSFER_ARMS
+    assert set(plan.datasets) >= {"acdc", "kits"} and len(plan.seeds) >= 3
     jobs = build_transfer_jobs(plan, results=tmp_path)
     dependency_order(jobs)  # unique ids, known prerequisites, no cycle
     root = transfer_plan_root(tmp_path.resolve())
-    assert all(root in job.output.parents for job in jobs)
-    pretrains = {j.id: j for j in jobs if j.kind == "pretrain"}
+    assert all(root in job.output.parents and root in job.spec.parents for job in jobs)
+    pretrains = [j for j in jobs if j.kind == "pretrain"]
     assert len(pretrains) == len(plan.datasets) * len(plan.seeds)  # one source backbone per seed, shared by every N
-    assert all(j.config["setting"] == "same_site" and j.config["slice_size"] == 32 for j in pretrains.values())
-    for dataset in plan.datasets:
-        for seed in plan.seeds:
-            mine = [j for j in jobs if (j.config["dataset"], j.config["seed"]) == (dataset, seed)]
-            (pretrain,) = [j for j in mine if j.kind == "pretrain"]
-            source = [j for j in mine if j.kind == "evaluate" and j.config["setting"] == "same_site"]
-            assert [j.target for j in source] == ["backbone"]  # the source site's test patients: source_drop
-            for n in plan.ns:
-                arms = [j for j in mine if j.config["setting"] == "transfer" and j.config["target_train_patients"] == n]
-                assert tuple(j.target for j in arms) == TRANSFER_ARMS
-                assert all(pretrain.id in j.deps for j in arms)
-                (joint,) = [j for j in arms if j.target.endswith("-joint")]
-                (searched,) = [j for j in arms if j.target == "shapley"]
-                assert searched.id in joint.deps  # one worker runs the Shapley search, the joint arm re-trains it
+    assert all(j.config["setting"] == "same_site" and j.config["slice_size"] == 32 for j in pretrains)
+    arms = [j for j in jobs if j.kind == ARMS_JOB]
+    assert len(arms) == len(pretrains) * len(plan.ns) and len(jobs) == len(pretrains) + len(arms)
+    for job in arms:
+        (pretrain,) = [p for p in pretrains if p.id in job.deps]
+        assert {k: v for k, v in job.config.items() if k not in ("setting", "target_train_patients")} == \
+            {k: v for k, v in pretrain.config.items() if k not in ("setting", "target_train_patients")}
+        assert job.config["setting"] == "transfer" and job.config["target_train_patients"] in plan.ns
+        assert job.output.parent.name == f"eval-{TRANSFER_ARMS[-1]}"  # done once its last arm is evaluated
+        assert job.output.parent.parent.name == f"transfer-n{job.config['target_train_patients']}"
+    paper = build_transfer_jobs(transfer_plan("paper"), results=tmp_path)  # several N: the first one of a seed
+    later = [j for j in paper if j.kind == ARMS_JOB and j.config["target_train_patients"] != 4]  # runs first
+    assert later and all(len(j.deps) == 2 and "-n4-" in j.deps[1] for j in later)
     with pytest.raises(ValueError, match="expected smoke, workshop or paper"):
         transfer_plan("laptop")
+
+
+def test_an_arms_job_runs_the_source_evaluation_and_every_arm(tmp_path):
+    """The job entry's ``arms`` kind: one process evaluates the source backbone on its site, then every arm."""
+    from shapnas.experiments.job_entry import run_job_spec
+    from shapnas.experiments.transfer import ARMS_JOB
+
+    cfg = _cfg(tmp_path, setting="transfer", target_train_patients=4, target_patients=34)
+    stage = run_job_spec({"id": "x", "kind": ARMS_JOB, "target": "", "config": cfg.to_dict()})
+    assert stage == stage_key(cfg, "eval", TRANSFER_ARMS[-1]).path(tmp_path)
+    seed = tmp_path / "acdc" / "basic_unet" / "seed-0"
+    assert (seed / "eval-backbone" / "metrics.json").exists()  # the source site: source_drop
+    assert sorted(p.name for p in (seed / "transfer-n4").glob("eval-*")) == sorted(
+        stage_name("eval", arm) for arm in TRANSFER_ARMS)

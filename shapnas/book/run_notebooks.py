@@ -1,4 +1,5 @@
-"""Execute the companion notebooks with papermill, one dataset after another, into the book's source tree.
+"""Execute the companion notebooks with papermill into the book's source tree; on a CPU several datasets side by
+side, each kernel with its share of the cores (a second process gains far more than a second thread).
 
 Each notebook's ``parameters`` cell holds smoke-sized defaults whose names equal the fields of its config
 (``01_data`` → ``DataConfig`` … ``04_shapley_pruning`` → ``RetrainConfig``); a run injects a profile's values
@@ -312,7 +313,8 @@ def _jobs(datasets: Sequence[str], stems: Sequence[str], root: Path, cfg_for: Ca
 
 def _run_experiments(datasets: Sequence[str], profile: str, base: Mapping[str, Any],
                      data_dirs: Mapping[str, str], log: Callable[[str], None]) -> None:
-    """Run (what is missing of) the profile's ablation plan for ``datasets`` on a local Dask cluster.
+    """Run (what is missing of) the profile's ablation plan and transfer plan for ``datasets`` on one local Dask
+    cluster (one queue: no worker waits between the plans).
 
     Args:
         datasets: the selected datasets (those the plan covers run).
@@ -340,7 +342,7 @@ def _run_experiments(datasets: Sequence[str], profile: str, base: Mapping[str, A
                                overrides=overrides) if on_phantoms else []
     if on_phantoms:
         log(f"transfer ({profile} plan, on the same cluster): {', '.join(on_phantoms)}, seeds {list(transfer.seeds)}, "
-            f"N = {', '.join(map(str, transfer.ns))}, {len(transfer.arms)} arms ...")
+            f"N = {', '.join(map(str, transfer.ns))}, every arm ...")
     start = time.perf_counter()
     results = run_ablations(plan, results=base["results_root"], datasets=chosen, overrides=overrides,
                             data_dirs={d: data_dirs[d] for d in chosen if d in data_dirs}, progress=False, log=log,

@@ -185,6 +185,11 @@ def plan_text(profile: str) -> str:
             f"with the ablation plan{'; its own values: ' + scale if scale else ''}).")
 
 
+def _several_n(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some dataset among ``rows`` has runs with more than one N (a Dice-against-N curve)."""
+    return any(len({r["target_train_patients"] for r in rows if r["dataset"] == d}) > 1 for d in {r["dataset"] for r in rows})
+
+
 def _group_key(record: Mapping[str, Any]) -> tuple[str, str, int, str]:
     return record["dataset"], record["backbone"], record["target_train_patients"], record["profile"]
 
@@ -195,37 +200,39 @@ def write_transfer_section(root: str | Path, results_root: str | Path) -> Path:
     Returns:
         The file written.
     """
-    from shapnas.experiments.summary import collect_summary, pooled_summary
-
     from shapnas.config.stage_configs import PROFILE_NAMES
-
+    from shapnas.experiments.summary import collect_summary, pooled_summary
     from shapnas.experiments.transfer import transfer_plan_root
 
     pooled: list[dict[str, Any]] = []
     notes: dict[tuple[str, str, int, str], str] = {}
+    figure_rows: list[dict[str, Any]] = []  # one folder and profile: a curve never joins two scales
     # the transfer plan's runs (make book) and those of `python -m shapnas transfer` beside the main run; each folder
     # and profile is pooled on its own, never mixed: a group the plan has is not shown again from the main run
     for folder in (transfer_plan_root(results_root), Path(results_root)):
         for profile in (*PROFILE_NAMES, "custom"):
             records = collect_summary(folder, profile=profile, setting=None) if folder.exists() else []
             shown = {_group_key(r) for r in pooled}
-            pooled += [r for r in pooled_summary([r for r in records if r["setting"] == "transfer"])
-                       if _group_key(r) not in shown]
+            found = [r for r in pooled_summary([r for r in records if r["setting"] == "transfer"])
+                     if _group_key(r) not in shown]
+            pooled += found
+            if not figure_rows and _several_n(found):
+                figure_rows = found
             if folder.exists():
-                found = _group_notes(folder, profile)
+                texts = _group_notes(folder, profile)
                 if folder != Path(results_root) and profile in PROFILE_NAMES:
-                    found = {key: f"{plan_text(profile)} {text}".strip() for key, text in found.items()}
-                notes = {**found, **notes}
+                    texts = {key: f"{plan_text(profile)} {text}".strip() for key, text in texts.items()}
+                notes = {**texts, **notes}
     path = transfer_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = path.parent / FIGURE_FILE
     figure.unlink(missing_ok=True)
     alt = ""
-    if any(len({r["target_train_patients"] for r in pooled if r["dataset"] == d}) > 1 for d in {r["dataset"] for r in pooled}):
+    if figure_rows:
         from shapnas.plots.transfer import plot_transfer_arms, transfer_alt
 
-        plot_transfer_arms(pooled).savefig(figure, dpi=110)
-        alt = transfer_alt(pooled)
+        plot_transfer_arms(figure_rows).savefig(figure, dpi=110)
+        alt = transfer_alt(figure_rows)
     path.write_text(transfer_markdown(pooled, alt, notes))
     (path.parent / FINDINGS_FILE).write_text(transfer_findings(pooled))
     return path

@@ -22,7 +22,9 @@ def run_stage(kind: str, cfg: RetrainConfig, target: str = "") -> Path:
     """Run one stage.
 
     Args:
-        kind: ``pretrain``, ``finetune``, ``normtune``, ``scratch``, ``search``, ``retrain`` or ``evaluate``.
+        kind: ``pretrain``, ``finetune``, ``normtune``, ``scratch``, ``search``, ``retrain``, ``evaluate``, or
+            ``arms``: every arm of the transfer setting for ``cfg``'s seed and N
+            (:func:`shapnas.experiments.transfer.run_arms`).
         cfg: the stage's config.
         target: for ``evaluate``: an eval target (``backbone``, ``finetune``, ``normtune``, ``scratch`` or a
             policy, ``-joint`` for the joint fine-tune).
@@ -42,8 +44,12 @@ def run_stage(kind: str, cfg: RetrainConfig, target: str = "") -> Path:
         return stages[kind](cfg)
     if kind == "evaluate" and target:
         return pipeline.run_evaluate(cfg, target)
-    raise ValueError(f"job kind={kind!r}, target={target!r}; expected one of {', '.join(stages)} or evaluate "
-                     "with a target")
+    from shapnas.experiments.transfer import ARMS_JOB, run_arms
+
+    if kind == ARMS_JOB:
+        return run_arms(cfg)
+    raise ValueError(f"job kind={kind!r}, target={target!r}; expected one of {', '.join(stages)}, evaluate "
+                     f"with a target or {ARMS_JOB}")
 
 
 def run_job_spec(spec: Mapping[str, Any]) -> Path:

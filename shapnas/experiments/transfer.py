@@ -20,26 +20,27 @@ carries the site shift it starts from (``source_drop``).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from shapnas.config.names import JOINT_SUFFIX, TRANSFER_ARMS, method_label
+from shapnas.config.names import TRANSFER_ARMS, method_label
 from shapnas.config.stage_configs import RetrainConfig
 from shapnas.experiments.intervals import dice_points, interval_bracket
-from shapnas.experiments.matrix import Job, build_jobs
+from shapnas.experiments.matrix import STAGE_ENTRY, Job, build_jobs
 from shapnas.experiments.summary import collect_summary, pooled_summary
-from shapnas.runs.identity import method_of_target, setting_folder
+from shapnas.runs.identity import method_of_target, setting_folder, stage_key
 
-__all__ = ["TRANSFER_ARMS", "TransferPlan", "transfer_plan", "transfer_plan_root", "build_transfer_jobs",
+__all__ = ["TRANSFER_ARMS", "ARMS_JOB", "TransferPlan", "transfer_plan", "transfer_plan_root", "build_transfer_jobs",
+           "run_arms",
            "PooledGroup", "run_transfer", "transfer_records", "pooled_groups",
            "format_transfer_table"]
 
 
 TRANSFER_PLAN_FOLDER = "transfer"
+ARMS_JOB = "arms"  # the job kind that runs every arm of one (dataset, seed, N): python -m shapnas.experiments.job_entry
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class TransferPlan:
         profile: the parameter profile of every run.
         datasets: datasets of the plan (phantom data: their second acquisition site is the target site).
         seeds: training seeds of every arm (at least 3 for intervals that carry the seed variance).
-        ns: numbers of labelled target-site training patients (``target_train_patients``).
-        arms: the evaluation targets of every (dataset, seed, N) (:data:`TRANSFER_ARMS`).
+        ns: numbers of labelled target-site training patients (``target_train_patients``); every (dataset, seed,
+            N) runs every arm of :data:`TRANSFER_ARMS`.
         scale: config overrides of every run (its size, when smaller than the profile's).
     """
 
@@ -59,7 +60,6 @@ class TransferPlan:
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
     ns: tuple[int, ...]
-    arms: tuple[str, ...] = TRANSFER_ARMS
     scale: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,9 +97,9 @@ def transfer_plan_root(results: str | Path) -> Path:
 
 def build_transfer_jobs(plan: TransferPlan, *, results: str | Path, datasets: Sequence[str] | None = None,
                         overrides: Mapping[str, Any] | None = None, python: str = sys.executable) -> list[Job]:
-    """The chained jobs of ``plan`` under :func:`transfer_plan_root`: per dataset and seed the source backbone's
-    pre-training and its evaluation on the source site (for ``source_drop``), then per N one job per arm, each
-    running the stages it needs after that pre-training (the source backbone is shared by every N).
+    """The jobs of ``plan`` under :func:`transfer_plan_root`: per dataset and seed the source backbone's pre-training,
+    then per N one job that runs every arm in one process (:func:`run_arms`: the source backbone on the source site,
+    then each arm; an interpreter start and a data load per arm cost a fifth of an arm's time at this size).
 
     Args:
         plan: the transfer plan.
@@ -109,30 +109,51 @@ def build_transfer_jobs(plan: TransferPlan, *, results: str | Path, datasets: Se
         python: interpreter of the commands.
 
     Returns:
-        The jobs (ids ``transfer-source-…`` and ``transfer-n<N>-…``), every arm after its seed's pre-training.
+        The jobs (ids ``transfer-…-pretrain`` and ``transfer-n<N>-…-arms``), every arms job after its seed's
+        pre-training (the source backbone is shared by every N) and after its seed's first N (which evaluates the
+        source backbone on its own site), every pre-training after the one that writes the phantom data.
     """
     root = transfer_plan_root(Path(results).resolve())
     chosen = [d for d in plan.datasets if datasets is None or d in datasets]
     base = {**plan.scale, **(overrides or {})}
-    common = {"profile": plan.profile, "results": root, "chained": True, "python": python}
-    jobs = build_jobs(chosen, plan.seeds, [], overrides=base, targets=("backbone",), id_prefix="transfer-source-",
-                      **common)
-    pretrain_of = {job.output.parent: job.id for job in jobs if job.kind == "pretrain"}
+    jobs = build_jobs(chosen, plan.seeds, [], profile=plan.profile, results=root, overrides=base, chained=True,
+                      targets=(), id_prefix="transfer-", python=python)
+    first_arms: dict[str, str] = {}  # pre-training id -> its first N's arms job (which evaluates the source site)
     for n in plan.ns:
-        arms = build_jobs(chosen, plan.seeds, [], overrides={**base, "setting": "transfer", "target_train_patients": n},
-                          targets=plan.arms, id_prefix=f"transfer-n{n}-", **common)
-        pretrains = {job.id: pretrain_of[job.output.parent] for job in arms if job.kind == "pretrain"}
-        jobs += [dataclasses.replace(job, deps=tuple(pretrains.get(dep, dep) for dep in job.deps) + _searched_by(job))
-                 for job in arms if job.kind != "pretrain"]
+        for pretrain in [job for job in jobs if job.kind == "pretrain"]:
+            cfg = RetrainConfig.from_dict({**pretrain.config, "setting": "transfer", "target_train_patients": n})
+            job_id = pretrain.id.replace("transfer-", f"transfer-n{n}-", 1).removesuffix("-pretrain") + "-arms"
+            deps = (pretrain.id, *([first_arms[pretrain.id]] if pretrain.id in first_arms else []))
+            first_arms.setdefault(pretrain.id, job_id)
+            jobs.append(Job(id=job_id, argv=(python, "-m", STAGE_ENTRY, str(root / "jobs" / f"{job_id}.json")),
+                            log=root / "logs" / f"{job_id}.log", deps=deps, kind=ARMS_JOB,
+                            output=stage_key(cfg, "eval", TRANSFER_ARMS[-1]).path(root) / "metrics.json",
+                            config=cfg.to_dict(), spec=root / "jobs" / f"{job_id}.json"))
     return jobs
 
 
-def _searched_by(job: Job) -> tuple[str, ...]:
-    """A joint fine-tune arm re-trains the cell its policy's arm searched: it waits for that arm's job, so that two
-    workers never run the same search (``()`` for every other arm)."""
-    if not job.target.endswith(JOINT_SUFFIX):
-        return ()
-    return (job.id[: -len(job.target)] + job.target[: -len(JOINT_SUFFIX)],)
+def run_arms(cfg: RetrainConfig, arms: Sequence[str] = TRANSFER_ARMS, *,
+             report: Callable[[str], None] = print) -> Path:
+    """Run (or reuse) the source backbone's evaluation on its own site, then every arm of ``cfg``'s seed and N.
+
+    Args:
+        cfg: a transfer-setting config (its ``seed`` and ``target_train_patients``).
+        arms: eval targets, in order.
+        report: called with one line as each stage finishes.
+
+    Returns:
+        The last arm's evaluation folder.
+    """
+    from shapnas.pipeline import run_evaluate
+
+    run_evaluate(cfg.source_site(), "backbone")
+    report(f"seed {cfg.seed}: source backbone on the source site done")
+    stage = None
+    for arm in arms:
+        stage = run_evaluate(cfg, arm)
+        report(f"seed {cfg.seed}: {method_label(method_of_target(arm))} done")
+    assert stage is not None, "at least one arm"
+    return stage
 
 
 class PooledGroup(NamedTuple):
@@ -157,16 +178,9 @@ def run_transfer(cfg: RetrainConfig, seeds: Sequence[int], arms: Sequence[str] =
     Returns:
         :func:`transfer_records` of ``cfg``'s results folder.
     """
-    from shapnas.pipeline import run_evaluate
-
     cfg = cfg.replace(setting="transfer")
     for seed in seeds:
-        run = cfg.replace(seed=seed)
-        run_evaluate(run.source_site(), "backbone")
-        report(f"seed {seed}: source backbone on the source site done")
-        for arm in arms:
-            run_evaluate(run, arm)
-            report(f"seed {seed}: {method_label(method_of_target(arm))} done")
+        run_arms(cfg.replace(seed=seed), arms, report=report)
     return transfer_records(cfg)
 
 
