@@ -182,3 +182,11 @@ def test_variants_the_backbone_refuses_are_left_out_of_the_plan():
     assert not variant_applies("paper", decoder_input, {"backbone": "basic_unet_plus_plus"})
     assert all(variant_applies("paper", v, {"backbone": "basic_unet_plus_plus"})
                for v in plan.variants if v is not decoder_input)
+
+
+def test_ablation_plan_text_of_a_plan_without_variants_names_the_paper_plan(tmp_path, monkeypatch):
+    save_json(tmp_path / "ablations" / PLAN_FILE, ablation_plan("workshop").to_dict())
+    monkeypatch.setattr("shapnas.experiments.ablations.ablation_records", lambda results, dataset, profile=None: [{}])
+    text = ablation_plan_text(tmp_path, "acdc")
+    assert "policies none, shapley with seeds 0, 1, 2; no one-setting variants" in text
+    assert "`python -m shapnas ablations --profile paper`" in text and "variants: ," not in text

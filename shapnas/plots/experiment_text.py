@@ -110,13 +110,16 @@ def ablation_plan_text(results: str | Path, dataset: str) -> str:
         return (f"**No results yet:** the `{ran}` ablation plan covers {dataset}, but none of its evaluations has "
                 f"finished (the job logs are in the run folders); `python -m shapnas ablations --profile {ran} "
                 f"--datasets {dataset}` completes what is missing.")
-    variants = ", ".join(f"{v.setting} ({v.axis})" for v in plan.variants) or "none"
+    variants = ", ".join(f"{v.setting} ({v.axis})" for v in plan.variants)
     scale = ", ".join(f"`{key}={value}`" for key, value in plan.scale.items())
+    variant_text = (f"the Shapley search with one setting changed (variants: {variants}) with "
+                    f"{_seeds(plan.variant_seeds)} on {', '.join(plan.variant_datasets or plan.datasets)}, each "
+                    f"against the default Shapley search of the same {'seed' if len(plan.variant_seeds) == 1 else 'seeds'}"
+                    if variants and plan.variant_seeds else
+                    "no one-setting variants (the `paper` plan runs them, and every pruning rule: "
+                    "`python -m shapnas ablations --profile paper`)")
     return (f"The `{ran}` ablation plan was run for {', '.join(plan.datasets)}: policies "
-            f"{', '.join(plan.policies)} with {_seeds(plan.seeds)}; the Shapley search with one "
-            f"setting changed (variants: {variants}) with {_seeds(plan.variant_seeds)} on "
-            f"{', '.join(plan.variant_datasets or plan.datasets)}, each against the default Shapley search of "
-            f"the same {'seed' if len(plan.variant_seeds) == 1 else 'seeds'}. "
+            f"{', '.join(plan.policies)} with {_seeds(plan.seeds)}; {variant_text}. "
             + (f"Every run of the plan is smaller than this profile's main runs ({scale}), so its numbers are "
                "not those of chapters 2–4. " if scale else "") + f"Shown: {dataset}.")
 
