@@ -279,14 +279,15 @@ def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence
         progress: a progress bar and a line per finished job, with counts and the time left (stderr).
         log: instead of the bar, give each progress line to this callback.
         also: further jobs run on the same cluster in the same queue (e.g. the transfer plan's,
-            :func:`shapnas.experiments.transfer.build_transfer_jobs`), so that no worker waits between plans.
+            :func:`shapnas.experiments.transfer.build_transfer_jobs`), so that no worker waits between plans; they
+            are queued first (a worker takes the earliest ready job: long jobs first leave no long job for the end).
         **job_options: ``backbone``, ``data_dirs``, ``overrides`` of :func:`build_ablation_jobs`.
 
     Returns:
-        The results of every job (main runs, then variants, then ``also``).
+        The results of every job (``also``, then the main runs, then the variants).
     """
     main, variants = build_ablation_jobs(plan, results=results, datasets=datasets, **job_options)
-    jobs = [*main, *variants, *also]
+    jobs = [*also, *main, *variants]
     save_json(Path(results) / "ablations" / PLAN_FILE, plan.to_dict())
     if all(job.done() for job in jobs):
         return [JobResult(j.id, "done", None, str(j.log), "output exists") for j in jobs]
