@@ -25,8 +25,6 @@ only what is missing.
 
 from __future__ import annotations
 
-import dataclasses
-
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,7 +33,7 @@ from typing import Any
 
 from shapnas.config.names import POLICY_NAMES
 from shapnas.experiments.dask_runner import open_client, run_jobs
-from shapnas.experiments.matrix import Job, JobResult, build_jobs, pretrainings_after
+from shapnas.experiments.matrix import Job, JobResult, build_jobs, jobs_after, pretrainings_after
 from shapnas.experiments.summary import collect_summary
 from shapnas.runs.files import load_json, save_json
 
@@ -250,18 +248,14 @@ def build_ablation_jobs(plan: AblationPlan, *, results: str | Path, datasets: Se
             pretrain = _pretrain_job(main, dataset, seed)
             checkpoint = pretrain.output.parent / "model.pt"
             for variant in applicable:
-                variants += _after(pretrain.id, build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
+                variants += jobs_after(build_jobs([dataset], [seed], ["shapley"], profile=plan.profile,
                                        results=ablation_root(results, variant.name), backbone=backbone,
                                        overrides={**overrides, **variant.overrides,
                                                   "backbone_checkpoint": str(checkpoint)},
                                        data_dirs={dataset: data_dir}, chained=True, baselines=False,
-                                       pretrain_jobs=False, id_prefix=f"{variant.name}-", python=python))
+                                       pretrain_jobs=False, id_prefix=f"{variant.name}-", python=python),
+                                       pretrain.id)  # a variant reads the main run's backbone
     return main, variants
-
-
-def _after(job_id: str, jobs: Sequence[Job]) -> list[Job]:
-    """``jobs``, each made to wait for the job ``job_id`` too (a variant reads the main run's backbone)."""
-    return [dataclasses.replace(job, deps=(*job.deps, job_id)) for job in jobs]
 
 
 def run_ablations(plan: AblationPlan, *, results: str | Path, datasets: Sequence[str] | None = None,

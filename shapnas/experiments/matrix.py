@@ -27,10 +27,10 @@ from typing import Any
 
 from shapnas.config.stage_configs import RetrainConfig, resolve_config
 from shapnas.runs.files import save_json
-from shapnas.runs.identity import JOB_KINDS, check_reuse, parse_stage_name, stage_key, stage_name
+from shapnas.runs.identity import JOB_KINDS, StageKey, check_reuse, parse_stage_name, stage_key, stage_name
 
 __all__ = ["Job", "JobResult", "JobFailed", "STAGE_KINDS", "RESERVED_OVERRIDES", "build_jobs", "dependency_order",
-           "pretrainings_after", "write_job_spec", "format_rows", "format_summary"]
+           "pretrainings_after", "jobs_after", "stage_job", "write_job_spec", "format_rows", "format_summary"]
 
 STAGE_KINDS = JOB_KINDS  # the job kinds of the stage registry (shapnas.runs.identity)
 RESERVED_OVERRIDES = ("dataset", "seed", "policy", "results_root", "data_dir")  # set by the matrix itself
@@ -106,6 +106,30 @@ def write_job_spec(job: Job) -> Path | None:
     return save_json(job.spec, job.to_spec()) if job.spec is not None else None
 
 
+def stage_job(job_id: str, kind: str, cfg: RetrainConfig, key: StageKey, results: Path, *, deps: Sequence[str] = (),
+              target: str = "", python: str = sys.executable) -> Job:
+    """A job that runs the stage entry point on ``cfg``: its ``job.json`` in ``<results>/jobs``, its log in
+    ``<results>/logs``, done once the ``metrics.json`` of ``key``'s folder exists.
+
+    Args:
+        job_id: the job's id (file-name safe).
+        kind: what the entry point runs (a stage kind, ``evaluate``, or ``arms``: every transfer arm of a seed).
+        cfg: the run's config.
+        key: the stage whose ``metrics.json`` marks the job done.
+        results: the results folder (absolute).
+        deps: ids of the jobs that must finish first.
+        target: for ``evaluate``, the model it scores.
+        python: the interpreter of the command.
+
+    Returns:
+        The job.
+    """
+    spec = results / "jobs" / f"{job_id}.json"
+    return Job(id=job_id, argv=(python, "-m", STAGE_ENTRY, str(spec)), log=results / "logs" / f"{job_id}.log",
+               output=key.path(results) / "metrics.json", deps=tuple(deps), kind=kind, config=cfg.to_dict(),
+               target=target, spec=spec)
+
+
 # ---------------------------------------------------------------------------------------------- the matrix
 
 
@@ -179,17 +203,12 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
             prefix = f"{id_prefix}{dataset}-{cfg.backbone}-seed{seed}"
 
             def job(kind: str, stage: str, deps: Sequence[str], policy: str | None = None, target: str = "") -> str:
-                job_id = f"{prefix}-{stage}"
-                spec = results / "jobs" / f"{job_id}.json"
                 run_cfg = cfg.replace(policy=policy) if policy else cfg
                 key = stage_key(run_cfg, *parse_stage_name(stage))
                 check_reuse(run_cfg, key, results)  # a stage finished with another config is never counted as done
-                config = run_cfg.to_dict()
-                jobs.append(Job(id=job_id, argv=(python, "-m", STAGE_ENTRY, str(spec)),
-                                log=results / "logs" / f"{job_id}.log",
-                                output=key.path(results) / "metrics.json",
-                                deps=tuple(deps), kind=kind, config=config, target=target, spec=spec))
-                return job_id
+                jobs.append(stage_job(f"{prefix}-{stage}", kind, run_cfg, key, results, deps=deps, target=target,
+                                      python=python))
+                return jobs[-1].id
 
             chained_targets = tuple(targets) if targets is not None else _targets(policies, baselines)
             if chained and not pretrain_jobs:
@@ -216,6 +235,20 @@ def build_jobs(datasets: Sequence[str], seeds: Sequence[int], policies: Sequence
     return jobs
 
 
+def jobs_after(jobs: Sequence[Job], job_id: str, kind: str | None = None) -> list[Job]:
+    """``jobs``, each of them (or each of ``kind``) made to wait for the job ``job_id`` as well.
+
+    Args:
+        jobs: the jobs.
+        job_id: the job to wait for.
+        kind: only jobs of this kind wait (None: all).
+
+    Returns:
+        The jobs, in the same order.
+    """
+    return [dataclasses.replace(job, deps=(*job.deps, job_id)) if kind in (None, job.kind) else job for job in jobs]
+
+
 def pretrainings_after(jobs: Sequence[Job], job_id: str) -> list[Job]:
     """``jobs`` with every pre-training made to wait for the job ``job_id`` as well (the one that writes the
     phantom data, or the backbone, that they read); the other jobs already wait for their pre-training.
@@ -227,7 +260,7 @@ def pretrainings_after(jobs: Sequence[Job], job_id: str) -> list[Job]:
     Returns:
         The jobs, in the same order.
     """
-    return [dataclasses.replace(job, deps=(*job.deps, job_id)) if job.kind == "pretrain" else job for job in jobs]
+    return jobs_after(jobs, job_id, kind="pretrain")
 
 
 def format_rows(jobs: Sequence[Job]) -> str:

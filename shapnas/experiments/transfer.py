@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from shapnas.config.names import TRANSFER_ARMS, method_label
 from shapnas.config.stage_configs import RetrainConfig
 from shapnas.experiments.intervals import dice_points, interval_bracket
-from shapnas.experiments.matrix import STAGE_ENTRY, Job, build_jobs
+from shapnas.experiments.matrix import Job, build_jobs, stage_job
 from shapnas.experiments.summary import collect_summary, pooled_summary
 from shapnas.runs.identity import method_of_target, setting_folder, stage_key
 
@@ -125,10 +125,8 @@ def build_transfer_jobs(plan: TransferPlan, *, results: str | Path, datasets: Se
             job_id = pretrain.id.replace("transfer-", f"transfer-n{n}-", 1).removesuffix("-pretrain") + "-arms"
             deps = (pretrain.id, *([first_arms[pretrain.id]] if pretrain.id in first_arms else []))
             first_arms.setdefault(pretrain.id, job_id)
-            jobs.append(Job(id=job_id, argv=(python, "-m", STAGE_ENTRY, str(root / "jobs" / f"{job_id}.json")),
-                            log=root / "logs" / f"{job_id}.log", deps=deps, kind=ARMS_JOB,
-                            output=stage_key(cfg, "eval", TRANSFER_ARMS[-1]).path(root) / "metrics.json",
-                            config=cfg.to_dict(), spec=root / "jobs" / f"{job_id}.json"))
+            jobs.append(stage_job(job_id, ARMS_JOB, cfg, stage_key(cfg, "eval", TRANSFER_ARMS[-1]), root, deps=deps,
+                                  python=python))
     return jobs
 
 
