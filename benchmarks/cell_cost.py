@@ -2,8 +2,9 @@
 
 Times, on one batch, one SGD step of the backbone with all weights trained, and one weight step of the
 retrofitted supernet (frozen backbone, cells on every skip) with all ops active, with 2 ops and with 1 op
-per edge (ops kept at random, seeded), and one no-grad coalition evaluation from cached encoder features
-(what a Shapley round repeats). ``--naive`` also times the same supernet written with one PC-DARTS
+per edge (ops kept at random, seeded), one no-grad coalition evaluation from cached encoder features
+(what a Shapley round repeats), and one step of the re-training network (the discrete cell that the full
+supernet's initial α derive, on every skip of the frozen backbone: ``discrete_step_ms``, ``discrete_ratio``). ``--naive`` also times the same supernet written with one PC-DARTS
 ``MixedOp`` per edge, the unfused reference. Repetitions are interleaved and the minimum is reported
 (robust to other load on the machine; ``medians`` holds the medians). Prints a table; the last line is one
 JSON object.
@@ -38,8 +39,8 @@ from torch import nn
 
 from shapnas.networks.backbones import adapt, build_backbone
 from shapnas.networks.cells import SearchCell
-from shapnas.networks.genotype import edge_list
-from shapnas.networks.retrofit import RetrofitUNet, build_supernet
+from shapnas.networks.genotype import derive_genotype, edge_list
+from shapnas.networks.retrofit import RetrofitUNet, build_discrete, build_supernet
 
 
 class NaiveCell(nn.Module):
@@ -237,6 +238,19 @@ def main() -> None:
             model.gates.fill_(0.1)
         optimisers[name] = torch.optim.SGD(model.weight_parameters(), lr=1e-3)
 
+    arch = models["full"].arch[0]
+    genotype = derive_genotype(arch.op_probs().detach().cpu(), arch.edge_probs().detach().cpu())
+    discrete = build_discrete(adapt(copy.deepcopy(net)), genotype, generator=torch.Generator().manual_seed(1),
+                              residual="gate").to(device).freeze_backbone().train()
+    with torch.no_grad():
+        discrete.gates.fill_(0.1)
+    discrete_opt = torch.optim.SGD([p for p in discrete.parameters() if p.requires_grad], lr=1e-3)
+
+    def discrete_step() -> None:
+        discrete_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(discrete(images), labels).backward()
+        discrete_opt.step()
+
     def backbone_step() -> None:
         backbone_opt.zero_grad(set_to_none=True)
         F.cross_entropy(backbone(images), labels).backward()
@@ -261,7 +275,8 @@ def main() -> None:
 
     steps = {"backbone_step_ms": backbone_step, "supernet_step_ms": supernet_step("full"),
              "pruned2_step_ms": supernet_step("pruned2"), "pruned1_step_ms": supernet_step("pruned1"),
-             "eval_full_ms": coalition_eval("full"), "eval_pruned2_ms": coalition_eval("pruned2")}
+             "eval_full_ms": coalition_eval("full"), "eval_pruned2_ms": coalition_eval("pruned2"),
+             "discrete_step_ms": discrete_step}
     if args.naive:
         naive = copy.deepcopy(models["full"])
         naive.cells = nn.ModuleList(NaiveCell(cell) for cell in naive.cells)
@@ -285,6 +300,7 @@ def main() -> None:
     result["ratio"] = round(best["supernet_step_ms"] / best["backbone_step_ms"], 2)
     result["pruned2_ratio"] = round(best["pruned2_step_ms"] / best["backbone_step_ms"], 2)
     result["full_over_pruned2"] = round(best["supernet_step_ms"] / best["pruned2_step_ms"], 2)
+    result["discrete_ratio"] = round(best["discrete_step_ms"] / best["backbone_step_ms"], 2)
     if args.naive:
         result["naive_ratio"] = round(best["naive_step_ms"] / best["backbone_step_ms"], 2)
     result["medians"] = {key: round(value, 2) for key, value in medians.items()}
@@ -295,7 +311,7 @@ def main() -> None:
         result["cell_kernels"] = cell_kernels(models["full"], images)
     result.update(backbone=args.backbone, size=args.size, slice=args.slice, batch=args.batch,
                   threads=torch.get_num_threads(), device=str(device), torch=torch.__version__,
-                  cell_widths=models["full"].cell_widths)
+                  cell_widths=models["full"].cell_widths, discrete_genotype=str(genotype).replace("\n", "; "))
     for key, value in result.items():
         print(f"{key:22} {value}")
     print(json.dumps(result))

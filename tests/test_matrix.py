@@ -302,6 +302,9 @@ def test_ablation_plan_fixes_one_backbone_per_dataset(tmp_path):
             assert all(j.config["slice_size"] == plan.scale["slice_size"] for j in jobs)  # the plan's scale
             (pretrain,) = [j for j in jobs if j.kind == "pretrain"]
             assert first in pretrain.deps
+        for seed in plan.seeds:  # every seed evaluates the backbone and fine-tunes it: intervals over the seeds
+            targets = {j.target for j in main if j.id.startswith(f"{dataset}-basic_unet-seed{seed}-") and j.target}
+            assert targets == {"backbone", "finetune", *plan.policies}
     assert not variants and set(plan.policies) == {"none", "shapley"}  # the workshop plan: the seed plan only
     plan = ablation_plan("smoke")
     main, variants = build_ablation_jobs(plan, results=tmp_path)

@@ -361,13 +361,24 @@ def test_experiment_chapters_present_the_smoke_ablation_plan(smoke_book):
                  for c in nb.cells for o in c.get("outputs", [])]
         assert any("ablation plan was run for acdc" in t for t in texts), stem
         assert any(expected in t for t in texts), stem
+    # chapter 5 compares the cells with the backbone and the fine-tuned backbone over the plan's seeds
+    from shapnas.experiments.ablations import seed_plan_pooled
+
+    pooled = seed_plan_pooled(results, "acdc")
+    assert [r["method"] for r in pooled][:2] == ["backbone", "finetune"]
+    cells = [r for r in pooled if r["method"].startswith("iac-")]
+    assert cells and all(r["seeds"] == list(plan.seeds) and r["dice_vs_finetune"] and r["dice_vs_backbone"]
+                         for r in cells)
+    nb = nbformat.read(str(smoke_book / "book" / "datasets" / "acdc" / "05_ablations.ipynb"), as_version=4)
+    texts = [o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", [])]
+    assert any("| method | seeds | Dice | vs backbone | vs fine-tuned |" in t for t in texts)
     from shapnas.experiments.summary import collect_summary
     from shapnas.experiments.transfer import TRANSFER_ARMS, transfer_plan, transfer_plan_root
 
     transfer = transfer_plan("smoke")  # run on the same cluster: every arm of every seed and N
     records = collect_summary(transfer_plan_root(results), setting=None)
     assert len([r for r in records if r["setting"] == "transfer"]) == \
-        len(TRANSFER_ARMS) * len(transfer.seeds) * len(transfer.ns)
+        len(TRANSFER_ARMS) * len(transfer.seeds) * len(transfer.ns_for("acdc"))
     assert all(r["source_drop"] is not None for r in records if r["setting"] == "transfer")
 
 

@@ -171,6 +171,20 @@ def test_interval_text_has_one_writer_and_no_negative_zero():
     assert interval_verdict({"mean": 0.02, "ci_low": 0.001, "ci_high": 0.03}) == "improves"
 
 
+def test_pooled_table_marks_few_seeds_and_states_verdicts():
+    from shapnas.experiments.intervals import pooled_table_lines
+
+    better = {"mean": 0.02, "ci_low": 0.01, "ci_high": 0.03}
+    unclear = {"mean": -0.004, "ci_low": -0.02, "ci_high": 0.01}
+    rows = [{"method": "backbone", "seeds": [0, 1, 2], "dice_patient_mean": 0.8},
+            {"method": "iac-shapley", "seeds": [0, 1], "dice_patient_mean": 0.82, "dice_vs_backbone": better,
+             "dice_vs_finetune": unclear}]
+    header, rule, backbone, cell = pooled_table_lines(rows, first="method", backbone_column="vs backbone")
+    assert header == "| method | seeds | Dice | vs backbone | vs fine-tuned |" and rule.count("|") == 6
+    assert backbone.endswith("| 3 | 80.0 | – | – |")
+    assert "(fewer than 3 seeds) | 2 | 82.0 | +2.0 [+1.0, +3.0] (better) | -0.4 [-2.0, +1.0] (cannot tell) |" in cell
+
+
 def test_pooled_groups_keep_settings_apart_and_arms_in_order():
     from shapnas.experiments.transfer import pooled_groups
 

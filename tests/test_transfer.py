@@ -154,7 +154,7 @@ def test_the_transfer_chapter_reads_verdicts_from_the_intervals(tmp_path):
                "dice_vs_finetune": {"mean": -0.02, "ci_low": -0.05, "ci_high": 0.004}}]
     text = transfer_markdown(pooled)
     assert "### KiTS, N = 4 labelled target patients" in text and "loses 13.1 Dice points" in text
-    assert "| IAC, Shapley-pruned (fewer than 3 seeds) | 38.0 | +5.0 [+2.0, +8.0] (better) | " \
+    assert "| IAC, Shapley-pruned (fewer than 3 seeds) | 2 | 38.0 | +5.0 [+2.0, +8.0] (better) | " \
            "-2.0 [-5.0, +0.4] (cannot tell) |" in text
     assert text.index("backbone fine-tuned") < text.index("IAC, Shapley-pruned")  # the arms' order
     assert "No transfer run" in transfer_markdown([{**base, "setting": "same_site", "method": "finetune"}])
@@ -218,12 +218,19 @@ def test_transfer_plan_shares_each_seeds_source_backbone_and_runs_every_arm(tmp_
     assert len(pretrains) == len(plan.datasets) * len(plan.seeds)  # one source backbone per seed, shared by every N
     assert all(j.config["setting"] == "same_site" and j.config["slice_size"] == 32 for j in pretrains)
     arms = [j for j in jobs if j.kind == ARMS_JOB]
-    assert len(arms) == len(pretrains) * len(plan.ns) and len(jobs) == len(pretrains) + len(arms)
+    assert len(arms) == len(plan.seeds) * sum(len(plan.ns_for(d)) for d in plan.datasets)
+    assert len(jobs) == len(pretrains) + len(arms)
+    assert any(len(plan.ns_for(d)) > 1 for d in plan.datasets)  # the book's Dice-against-N figure
+    for dataset in plan.datasets:  # a second N of a seed waits for its first (which evaluates the source site)
+        for job in (j for j in arms if j.config["dataset"] == dataset
+                    and j.config["target_train_patients"] != plan.ns_for(dataset)[0]):
+            assert len(job.deps) == 2 and f"-n{plan.ns_for(dataset)[0]}-" in job.deps[1]
     for job in arms:
         (pretrain,) = [p for p in pretrains if p.id in job.deps]
         assert {k: v for k, v in job.config.items() if k not in ("setting", "target_train_patients")} == \
             {k: v for k, v in pretrain.config.items() if k not in ("setting", "target_train_patients")}
-        assert job.config["setting"] == "transfer" and job.config["target_train_patients"] in plan.ns
+        assert job.config["setting"] == "transfer" and \
+            job.config["target_train_patients"] in plan.ns_for(job.config["dataset"])
         assert job.output.parent.name == f"eval-{TRANSFER_ARMS[-1]}"  # done once its last arm is evaluated
         assert job.output.parent.parent.name == f"transfer-n{job.config['target_train_patients']}"
     paper = build_transfer_jobs(transfer_plan("paper"), results=tmp_path)  # several N: the first one of a seed

@@ -342,7 +342,7 @@ def _run_experiments(datasets: Sequence[str], profile: str, base: Mapping[str, A
                                overrides=overrides) if on_phantoms else []
     if on_phantoms:
         log(f"transfer ({profile} plan, on the same cluster): {', '.join(on_phantoms)}, seeds {list(transfer.seeds)}, "
-            f"N = {', '.join(map(str, transfer.ns))}, every arm ...")
+            f"N = {'; '.join(f'{d} ' + ', '.join(map(str, transfer.ns_for(d))) for d in on_phantoms)}, every arm ...")
     start = time.perf_counter()
     results = run_ablations(plan, results=base["results_root"], datasets=chosen, overrides=overrides,
                             data_dirs={d: data_dirs[d] for d in chosen if d in data_dirs}, progress=False, log=log,

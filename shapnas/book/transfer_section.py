@@ -18,7 +18,6 @@ __all__ = ["TRANSFER_FILE", "FIGURE_FILE", "FINDINGS_FILE", "transfer_path", "ve
 TRANSFER_FILE = "transfer.md"
 FIGURE_FILE = "transfer-dice-vs-n.png"
 FINDINGS_FILE = "transfer-findings.md"  # the introduction's paragraph on the transfer setting  # beside the generated markdown; referenced relative to book/transfer.md
-MIN_SEEDS = 3  # an interval over fewer training seeds is shown but marked: it cannot carry the seeds' variance
 
 
 def transfer_path(root: str | Path) -> Path:
@@ -26,21 +25,17 @@ def transfer_path(root: str | Path) -> Path:
     return Path(root) / "book" / "datasets" / TRANSFER_FILE
 
 
-VERDICT_WORDS = {"improves": "better", "worse": "worse", "matches": "cannot tell", None: "–"}
-
-
 def verdict(interval: Mapping[str, float] | None) -> str:
-    """``better`` / ``worse`` when the 95 % interval excludes 0, ``cannot tell`` when it includes it, ``–`` without
-    (:func:`shapnas.experiments.intervals.interval_verdict` in the chapter's words)."""
-    from shapnas.experiments.intervals import interval_verdict
+    """:func:`shapnas.experiments.intervals.verdict_word`: ``better``, ``worse``, ``cannot tell`` or ``–``."""
+    from shapnas.experiments.intervals import verdict_word
 
-    return VERDICT_WORDS[interval_verdict(interval)]
+    return verdict_word(interval)
 
 
 def _interval(value: Mapping[str, float] | None) -> str:
-    from shapnas.experiments.intervals import interval_bracket
+    from shapnas.experiments.intervals import bracket_with_verdict
 
-    return f"{interval_bracket(value)} ({verdict(value)})" if value else "–"
+    return bracket_with_verdict(value)
 
 
 def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "",
@@ -58,8 +53,8 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "",
         Markdown: per group a heading, the site shift, the arms table (Dice in points, differences with their
         intervals and verdicts) and the number of seeds and test patients behind them.
     """
-    from shapnas.config.names import dataset_label, method_label
-    from shapnas.experiments.intervals import dice_points
+    from shapnas.config.names import dataset_label
+    from shapnas.experiments.intervals import dice_points, pooled_table_lines
     from shapnas.experiments.transfer import pooled_groups
 
     rows = [r for r in pooled if r["setting"] == "transfer"]
@@ -77,12 +72,7 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "",
                   f"The source backbone loses {dice_points(drop)} Dice points between its own site's test patients and "
                   f"the target site's. Seeds {', '.join(map(str, seeds))}; {min(r['test_patients'] for r in group)} "
                   "target test patients.", "",
-                  "| arm | Dice | vs source backbone | vs fine-tuned |", "|---|---|---|---|"]
-        for r in group:
-            few = " (fewer than 3 seeds)" if len(r["seeds"]) < MIN_SEEDS else ""
-            lines.append(f"| {method_label(r['method'])}{few} | {dice_points(r['dice_patient_mean'])} | "
-                         f"{_interval(r.get('dice_vs_backbone'))} | {_interval(r.get('dice_vs_finetune'))} |")
-        lines.append("")
+                  *pooled_table_lines(group), ""]
         note = (notes or {}).get((g.dataset, g.backbone, g.n, g.profile))
         if note:
             lines += [note, ""]

@@ -38,7 +38,7 @@ from shapnas.experiments.summary import collect_summary
 from shapnas.runs.files import load_json, save_json
 
 __all__ = ["Variant", "AblationPlan", "ablation_plan", "ablation_root", "build_ablation_jobs", "run_ablations",
-           "load_plan", "ablation_records", "stability_records", "PLAN_FILE"]
+           "load_plan", "ablation_records", "seed_plan_pooled", "stability_records", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"
 ALL_POLICIES = POLICY_NAMES  # every policy of the registry (shapnas.config.names)
@@ -82,8 +82,9 @@ PAPER_VARIANTS = BASE_VARIANTS + (
 
 
 # The workshop plan's runs: 4× fewer pixels, shorter training and one antithetic permutation pair per
-# Shapley round (a round costs ~4× less), so that its 18 jobs (6 pre-trainings, 12 searches) fit make book's time
-# target on a 2-core laptop beside the transfer plan (shapnas.experiments.transfer.transfer_plan, the same scale).
+# Shapley round (a round costs ~4× less), so that its 30 jobs (per dataset and seed a pre-training and the
+# evaluations of the backbone, the fine-tuned backbone and both searches' cells) fit make book's time target on a
+# 2-core laptop beside the transfer plan (shapnas.experiments.transfer.transfer_plan, the same scale).
 WORKSHOP_SCALE = {"slice_size": 32, "pretrain_epochs": 12, "search_epochs": 6, "warmup_epochs": 2,
                   "finetune_epochs": 3, "retrain_epochs": 3, "shapley_permutations": 1,
                   # step budgets (the profile's are sized for 64 px): backbone until V plateaus, capped
@@ -178,10 +179,12 @@ def _pretrain_job(jobs: Sequence[Job], dataset: str, seed: int) -> Job:
 def _main_jobs(plan: AblationPlan, chosen: Sequence[str], main_root: Path, backbone: str | None,
                data_dirs: dict[str, str], overrides: dict[str, Any], python: str) -> list[Job]:
     """The main runs: the first seed pre-trains the dataset's backbone, every other seed takes it as its
-    ``backbone_checkpoint``, so across seeds only the search varies (a study of the search)."""
+    ``backbone_checkpoint``, so across seeds only the adaptation varies (a study of the search). Every seed also
+    evaluates the backbone and fine-tunes it with its own seed, so that the cells are compared with both over the
+    seeds (:func:`seed_plan_pooled`)."""
     first, *others = plan.seeds
     main = build_jobs(chosen, [first], plan.policies, profile=plan.profile, results=main_root, backbone=backbone,
-                      overrides=overrides, data_dirs=data_dirs, chained=True, baselines=False, python=python)
+                      overrides=overrides, data_dirs=data_dirs, chained=True, python=python)
     for dataset in chosen:
         pretrain = _pretrain_job(main, dataset, first)
         data_dir = data_dirs.get(dataset) or str(main_root / "phantoms" / dataset)
@@ -189,7 +192,7 @@ def _main_jobs(plan: AblationPlan, chosen: Sequence[str], main_root: Path, backb
             jobs = build_jobs([dataset], [seed], plan.policies, profile=plan.profile, results=main_root,
                               backbone=backbone,
                               overrides={**overrides, "backbone_checkpoint": str(pretrain.output.parent / "model.pt")},
-                              data_dirs={dataset: data_dir}, chained=True, baselines=False, python=python)
+                              data_dirs={dataset: data_dir}, chained=True, python=python)
             main += pretrainings_after(jobs, pretrain.id)
     return main
 
@@ -327,6 +330,31 @@ def ablation_records(results: str | Path, dataset: str, profile: str | None = No
                         if r["dataset"] == dataset and r["method"] == "iac-shapley"]
     return records
 
+
+
+def seed_plan_pooled(results: str | Path, dataset: str, profile: str | None = None) -> list[dict[str, Any]]:
+    """The plan's main runs of ``dataset`` pooled over its seeds: the backbone, the fine-tuned backbone and every
+    policy's cell, each IAC and fine-tuned record with its paired differences from the backbone and the fine-tuned
+    backbone and their two-level bootstrap intervals (seeds, then patients;
+    :func:`shapnas.experiments.summary.pooled_summary`).
+
+    Args:
+        results: the results folder.
+        dataset: the dataset.
+        profile: keep only runs of this profile (None: all).
+
+    Returns:
+        Pooled records, the baselines first; empty when the plan has not run for ``dataset``.
+    """
+    from shapnas.experiments.summary import pooled_summary
+
+    plan = load_plan(results)
+    if plan is None or dataset not in plan.datasets:
+        return []
+    runs = [r for r in collect_summary(ablation_root(results), profile)
+            if r["dataset"] == dataset and r["seed"] in plan.seeds and r.get("patient_dice")]
+    order = {"backbone": 0, "finetune": 1}
+    return sorted(pooled_summary(runs), key=lambda r: (r["backbone"], order.get(r["method"], 2), r["method"]))
 
 
 def stability_records(results: str | Path, dataset: str, backbone: str,

@@ -10,12 +10,17 @@ reads these verdicts against that claim).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-__all__ = ["Verdict", "points", "dice_points", "interval_text", "interval_bracket", "interval_verdict"]
+__all__ = ["Verdict", "MIN_SEEDS", "VERDICT_WORDS", "points", "dice_points", "interval_text", "interval_bracket",
+           "interval_verdict", "verdict_word", "bracket_with_verdict", "pooled_table_lines"]
 
 Verdict = Literal["improves", "matches", "worse"]
+
+MIN_SEEDS = 3  # an interval over fewer training seeds is shown but marked: it cannot carry the seeds' variance
+VERDICT_WORDS = {"improves": "better", "worse": "worse", "matches": "cannot tell", None: "–"}
+"""The tables' words for a verdict of :func:`interval_verdict`."""
 
 
 def points(value: float) -> str:
@@ -72,3 +77,39 @@ def interval_verdict(interval: Mapping[str, float] | None) -> Verdict | None:
     if interval["ci_high"] < 0:
         return "worse"
     return "matches"
+
+
+def verdict_word(interval: Mapping[str, float] | None) -> str:
+    """``better`` / ``worse`` when the 95 % interval excludes 0, ``cannot tell`` when it includes it, ``–`` without
+    (:func:`interval_verdict` in the tables' words)."""
+    return VERDICT_WORDS[interval_verdict(interval)]
+
+
+def bracket_with_verdict(interval: Mapping[str, float] | None) -> str:
+    """``+1.9 [+1.1, +2.6] (better)``: :func:`interval_bracket` and :func:`verdict_word`, or ``–`` without one."""
+    return f"{interval_bracket(interval)} ({verdict_word(interval)})" if interval else "–"
+
+
+def pooled_table_lines(rows: Sequence[Mapping[str, Any]], first: str = "arm",
+                       backbone_column: str = "vs source backbone") -> list[str]:
+    """A Markdown table of pooled records (:func:`shapnas.experiments.summary.pooled_summary`): per method its
+    Dice over seeds and its paired differences from the backbone and from the fine-tuned backbone, each with its
+    95 % two-level interval and verdict; a method with fewer than :data:`MIN_SEEDS` seeds is marked.
+
+    Args:
+        rows: pooled records of one group (one dataset, backbone, setting, N and profile), in display order.
+        first: the first column's heading.
+        backbone_column: the heading of the differences from the backbone.
+
+    Returns:
+        The table's lines (header, rule, one line per record).
+    """
+    from shapnas.config.names import method_label
+
+    lines = [f"| {first} | seeds | Dice | {backbone_column} | vs fine-tuned |", "|---|---|---|---|---|"]
+    for r in rows:
+        few = f" (fewer than {MIN_SEEDS} seeds)" if len(r["seeds"]) < MIN_SEEDS else ""
+        lines.append(f"| {method_label(r['method'])}{few} | {len(r['seeds'])} | {dice_points(r['dice_patient_mean'])} | "
+                     f"{bracket_with_verdict(r.get('dice_vs_backbone'))} | "
+                     f"{bracket_with_verdict(r.get('dice_vs_finetune'))} |")
+    return lines

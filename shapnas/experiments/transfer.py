@@ -54,6 +54,7 @@ class TransferPlan:
         ns: numbers of labelled target-site training patients (``target_train_patients``); every (dataset, seed,
             N) runs every arm of :data:`TRANSFER_ARMS`.
         scale: config overrides of every run (its size, when smaller than the profile's).
+        extra_ns: dataset -> more N for that dataset only (a Dice-against-N curve where the budget allows one).
     """
 
     profile: str
@@ -61,16 +62,22 @@ class TransferPlan:
     seeds: tuple[int, ...]
     ns: tuple[int, ...]
     scale: dict[str, Any] = field(default_factory=dict)
+    extra_ns: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def ns_for(self, dataset: str) -> tuple[int, ...]:
+        """The N of ``dataset``: :attr:`ns` and its :attr:`extra_ns`, ascending."""
+        return tuple(sorted({*self.ns, *self.extra_ns.get(dataset, ())}))
 
 
 def transfer_plan(profile: str) -> TransferPlan:
     """The transfer plan of a profile.
 
     ``smoke`` (tests): ACDC, seed 0, N = 4. ``workshop`` (``make book`` on a 2-core CPU): ACDC and KiTS,
-    seeds 0, 1, 2, N = 8, every run at the ablation plan's 32-px scale (one seed's seven arms of one dataset took
-    3 min with one thread: ``python -m shapnas transfer --dataset acdc --profile workshop --seeds 0`` with that
-    scale's ``--set`` values; the book's Dice-against-N figure needs the other N from ``python -m shapnas
-    transfer``). ``paper``: the four datasets, five seeds, N = 4, 8 and 16 from one target cohort of 48 patients.
+    seeds 0, 1, 2, N = 8, and ACDC also N = 4 (the book's Dice-against-N figure), every run at the ablation plan's
+    32-px scale (one seed's seven arms of one dataset took 3 min with one thread: ``python -m shapnas transfer
+    --dataset acdc --profile workshop --seeds 0`` with that scale's ``--set`` values; a second N for KiTS too
+    would take ``make book`` past its 45-minute target). ``paper``: the four datasets, five seeds, N = 4, 8 and 16
+    from one target cohort of 48 patients.
 
     Args:
         profile: ``smoke``, ``workshop`` or ``paper``.
@@ -83,7 +90,8 @@ def transfer_plan(profile: str) -> TransferPlan:
     if profile == "smoke":
         return TransferPlan(profile, ("acdc",), (0,), (4,), scale={"target_patients": 34, "target_train_patients": 4})
     if profile == "workshop":
-        return TransferPlan(profile, ("acdc", "kits"), (0, 1, 2), (8,), scale=dict(WORKSHOP_SCALE))
+        return TransferPlan(profile, ("acdc", "kits"), (0, 1, 2), (8,), scale=dict(WORKSHOP_SCALE),
+                            extra_ns={"acdc": (4,)})
     if profile == "paper":
         return TransferPlan(profile, ("acdc", "brats", "kits", "amos"), (0, 1, 2, 3, 4), (4, 8, 16),
                             scale={"target_patients": 48})
@@ -119,8 +127,8 @@ def build_transfer_jobs(plan: TransferPlan, *, results: str | Path, datasets: Se
     jobs = build_jobs(chosen, plan.seeds, [], profile=plan.profile, results=root, overrides=base, chained=True,
                       targets=(), id_prefix="transfer-", python=python)
     first_arms: dict[str, str] = {}  # pre-training id -> its first N's arms job (which evaluates the source site)
-    for n in plan.ns:
-        for pretrain in [job for job in jobs if job.kind == "pretrain"]:
+    for n in sorted({n for dataset in chosen for n in plan.ns_for(dataset)}):
+        for pretrain in [job for job in jobs if job.kind == "pretrain" and n in plan.ns_for(job.config["dataset"])]:
             cfg = RetrainConfig.from_dict({**pretrain.config, "setting": "transfer", "target_train_patients": n})
             job_id = pretrain.id.replace("transfer-", f"transfer-n{n}-", 1).removesuffix("-pretrain") + "-arms"
             deps = (pretrain.id, *([first_arms[pretrain.id]] if pretrain.id in first_arms else []))
