@@ -4,8 +4,8 @@ Times, on one batch, one SGD step of the backbone with all weights trained, and 
 retrofitted supernet (frozen backbone, cells on every skip) with all ops active, with 2 ops and with 1 op
 per edge (ops kept at random, seeded), one no-grad coalition evaluation from cached encoder features
 (what a Shapley round repeats), and one step of the re-training network (the discrete cell that the full
-supernet's initial α derive, on every skip of the frozen backbone: ``discrete_step_ms``, ``discrete_ratio``). ``--naive`` also times the same supernet written with one PC-DARTS
-``MixedOp`` per edge, the unfused reference. Repetitions are interleaved and the minimum is reported
+supernet's initial α derive, on every skip of the frozen backbone: ``discrete_step_ms``, ``discrete_ratio``).
+``--naive`` also times the same supernet written with one PC-DARTS ``MixedOp`` per edge, the unfused reference. Repetitions are interleaved and the minimum is reported
 (robust to other load on the machine; ``medians`` holds the medians). Prints a table; the last line is one
 JSON object.
 

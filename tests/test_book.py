@@ -151,7 +151,9 @@ def test_the_fine_tuned_comparison_over_seeds_carries_the_seed_variance():
                     "target_train_patients": None, "profile": "workshop", "test_patients": 30, "source_drop": None}
             finetune = {f"p{i}": 0.5 + 0.01 * (i % 5) for i in range(30)}
             cell = {p: d + shift + 0.002 * (i % 3) for i, (p, d) in enumerate(finetune.items())}
+            backbone = {p: d - 0.01 for p, d in finetune.items()}
             records += [{**base, "method": "finetune", "patient_dice": finetune, "dice_patient_mean": 0.52},
+                        {**base, "method": "backbone", "patient_dice": backbone, "dice_patient_mean": 0.51},
                         {**base, "method": "iac-shapley", "patient_dice": cell, "dice_patient_mean": 0.52 + shift}]
         return records
 
@@ -162,6 +164,10 @@ def test_the_fine_tuned_comparison_over_seeds_carries_the_seed_variance():
     assert spread.loc[row, "agreement"] == "Cannot tell"
     one = claims_table(pooled_records([0.02]))
     assert one.loc[row, "agreement"] == "Not measured"  # one seed: no interval over seeds
+    # the claimed gain over the backbone, read over the seeds: +3.2 [+3.1, +3.3] rules out the claimed +5
+    gain = "IAC improves the pre-trained U-Net, over training seeds (Dice)"
+    assert steady.loc[gain, "agreement"] == "Disagrees" and "kits, 3 seeds: +3.2" in steady.loc[gain, "measured"]
+    assert one.loc[gain, "agreement"] == "Not measured"
 
 
 # ------------------------------------------------------------------ plots: training, search, Shapley
@@ -409,9 +415,10 @@ def _write_history(run: Path, policy: str, train: float, shapley: float) -> None
 def test_claims_verdicts_are_decided_by_the_intervals(tmp_path):
     gain_claim = "IAC improves the pre-trained U-Net (Dice)"
     agree = claims_table(_records(tmp_path / "a", seeds=(0, 1, 2), gain=0.07, speed=(400.0, 100.0)))
-    assert agree.loc[gain_claim, "verdict"].startswith("Agrees: in every run the 95 % interval lies above 0")
-    assert agree["agreement"].tolist() == ["Agrees", "Agrees", "Agrees", "Not measured", "Agrees", "Disagrees",
-                                           "Agrees"]  # the synthetic records carry no patient scores to pool
+    assert agree.loc[gain_claim, "verdict"].startswith("Agrees: in every one of the 3 run(s) the 95 % interval lies "
+                                                       "above 0")
+    assert agree["agreement"].tolist() == ["Agrees", "Not measured", "Agrees", "Agrees", "Not measured", "Agrees",
+                                           "Disagrees", "Agrees"]  # the synthetic records carry no patient scores to pool
     measured = agree.loc[gain_claim, "measured"]
     assert "acdc seed 0: +7.0 points (95 % CI +5.0 to +9.0), improves" in measured
     assert agree.loc["More stable operation choices", "verdict"].startswith("Disagrees")  # equal Jaccard (1 = 1)
@@ -448,9 +455,9 @@ def test_claims_verdicts_are_decided_by_the_intervals(tmp_path):
     assert no_interval.loc[gain_claim, "agreement"] == "Cannot tell"
     assert no_interval.loc["Improves or matches strong baselines", "agreement"] == "Cannot tell"
     assert set(claims_table([])["agreement"]) <= {"Not measured", "Not yet measurable"}
-    assert (claims_table([])["measured"] == "not run yet").sum() == 6
+    assert (claims_table([])["measured"] == "not run yet").sum() == 7
     text = claims_text(short)
-    assert text.count("\n- **") == 6 and "**Shapley pruning speeds up the search.** Disagrees" in text
+    assert text.count("\n- **") == 7 and "**Shapley pruning speeds up the search.** Disagrees" in text
     assert data_sources(_records(tmp_path / "d", data_dir="x")) == {"acdc": "real"}
     assert claim_reading({"mean": 0.07, "ci_low": 0.05, "ci_high": 0.09}, 5.0) == "agrees"
 
@@ -880,7 +887,7 @@ def test_findings_table_is_computed_from_the_run_and_included_by_the_introductio
     text = findings_markdown(_records(tmp_path / "r", gain=0.02, half=0.015), profile="smoke")
     assert "the `smoke` profile's run" in text and "{doc}`results page </book/datasets/results>`" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 7  # one per claim
+    assert len(rows) == 8  # one per claim
     gain = next(r for r in rows if r.startswith("| IAC improves the pre-trained U-Net"))
     assert "+2.0 points (95 % CI +0.5 to +3.5)" in gain and gain.endswith("**Disagrees** |")
     assert "Phantom data for acdc" in text

@@ -109,7 +109,7 @@ def pooled_table_lines(rows: Sequence[Mapping[str, Any]], first: str = "arm",
     lines = [f"| {first} | seeds | Dice | {backbone_column} | vs fine-tuned |", "|---|---|---|---|---|"]
     for r in rows:
         few = f" (fewer than {MIN_SEEDS} seeds)" if len(r["seeds"]) < MIN_SEEDS else ""
-        lines.append(f"| {method_label(r['method'])}{few} | {len(r['seeds'])} | {dice_points(r['dice_patient_mean'])} | "
-                     f"{bracket_with_verdict(r.get('dice_vs_backbone'))} | "
+        lines.append(f"| {method_label(r['method'])}{few} | {len(r['seeds'])} | "
+                     f"{dice_points(r['dice_patient_mean'])} | {bracket_with_verdict(r.get('dice_vs_backbone'))} | "
                      f"{bracket_with_verdict(r.get('dice_vs_finetune'))} |")
     return lines

@@ -71,8 +71,9 @@ def plot_transfer_arms(pooled: Sequence[Mapping[str, Any]]) -> Figure:
         dice_ax.set_title(f"{dataset_label(dataset)}: mean over seeds")
         diff_ax.set_ylabel("minus fine-tuned (Dice points)")
         diff_ax.set_title(f"{dataset_label(dataset)}: against the fine-tuned backbone, 95 % interval")
-    if datasets:
-        axes[0][0].legend(fontsize=8, loc="best")
+    if datasets:  # one legend under the panels: inside an axis it hid points (a low Dice at the smallest N)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=8)
     return fig
 
 
