@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 __all__ = ["Verdict", "MIN_SEEDS", "VERDICT_WORDS", "points", "dice_points", "interval_text", "interval_bracket",
-           "interval_verdict", "verdict_word", "bracket_with_verdict", "pooled_table_lines"]
+           "interval_verdict", "verdict_word", "bracket_with_verdict", "pooled_table_rows", "pooled_table_lines"]
 
 Verdict = Literal["improves", "matches", "worse"]
 
@@ -90,9 +90,9 @@ def bracket_with_verdict(interval: Mapping[str, float] | None) -> str:
     return f"{interval_bracket(interval)} ({verdict_word(interval)})" if interval else "–"
 
 
-def pooled_table_lines(rows: Sequence[Mapping[str, Any]], first: str = "arm",
-                       backbone_column: str = "vs source backbone") -> list[str]:
-    """A Markdown table of pooled records (:func:`shapnas.experiments.summary.pooled_summary`): per method its
+def pooled_table_rows(rows: Sequence[Mapping[str, Any]], first: str = "arm",
+                      backbone_column: str = "vs source backbone") -> list[dict[str, str]]:
+    """Pooled records (:func:`shapnas.experiments.summary.pooled_summary`) as table rows: per method its seeds, its
     Dice over seeds and its paired differences from the backbone and from the fine-tuned backbone, each with its
     95 % two-level interval and verdict; a method with fewer than :data:`MIN_SEEDS` seeds is marked.
 
@@ -102,14 +102,24 @@ def pooled_table_lines(rows: Sequence[Mapping[str, Any]], first: str = "arm",
         backbone_column: the heading of the differences from the backbone.
 
     Returns:
-        The table's lines (header, rule, one line per record).
+        One mapping per record, the columns in order: ``first``, seeds, Dice, ``backbone_column``, vs fine-tuned.
     """
     from shapnas.config.names import method_label
 
-    lines = [f"| {first} | seeds | Dice | {backbone_column} | vs fine-tuned |", "|---|---|---|---|---|"]
+    table = []
     for r in rows:
         few = f" (fewer than {MIN_SEEDS} seeds)" if len(r["seeds"]) < MIN_SEEDS else ""
-        lines.append(f"| {method_label(r['method'])}{few} | {len(r['seeds'])} | "
-                     f"{dice_points(r['dice_patient_mean'])} | {bracket_with_verdict(r.get('dice_vs_backbone'))} | "
-                     f"{bracket_with_verdict(r.get('dice_vs_finetune'))} |")
-    return lines
+        table.append({first: f"{method_label(r['method'])}{few}", "seeds": str(len(r["seeds"])),
+                      "Dice": dice_points(r["dice_patient_mean"]),
+                      backbone_column: bracket_with_verdict(r.get("dice_vs_backbone")),
+                      "vs fine-tuned": bracket_with_verdict(r.get("dice_vs_finetune"))})
+    return table
+
+
+def pooled_table_lines(rows: Sequence[Mapping[str, Any]], first: str = "arm",
+                       backbone_column: str = "vs source backbone") -> list[str]:
+    """:func:`pooled_table_rows` as the lines of a Markdown table (header, rule, one line per record)."""
+    table = pooled_table_rows(rows, first, backbone_column)
+    columns = [first, "seeds", "Dice", backbone_column, "vs fine-tuned"]
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + \
+        ["| " + " | ".join(row[c] for c in columns) + " |" for row in table]

@@ -17,7 +17,7 @@ import pandas as pd
 
 from shapnas.plots.experiment_stats import ablation_stats, one_group
 
-__all__ = ["ablation_text", "ablation_plan_text", "seed_intervals_text", "stability_text", "STABILITY_METRICS", "TIE"]
+__all__ = ["ablation_text", "ablation_plan_text", "seed_intervals_table", "seed_intervals_text", "stability_text", "STABILITY_METRICS", "TIE"]
 
 # measures of the chosen cells on which the stability verdict rests (1: higher is more stable)
 STABILITY_METRICS = (("jaccard", "genotype Jaccard", 1), ("modal_agreement", "modal-op agreement", 1))
@@ -124,10 +124,10 @@ def ablation_plan_text(results: str | Path, dataset: str) -> str:
                "not those of chapters 2–4. " if scale else "") + f"Shown: {dataset}.")
 
 
-def seed_intervals_text(results: str | Path, dataset: str, profile: str | None = None) -> str:
-    """The cells against the backbone and the fine-tuned backbone over the ablation plan's seeds (Markdown): a table
-    of :func:`shapnas.experiments.ablations.seed_plan_pooled` and one computed sentence per cell, a verdict only
-    where the 95 % two-level interval (seeds, then patients) excludes 0.
+def seed_intervals_table(results: str | Path, dataset: str, profile: str | None = None) -> pd.DataFrame:
+    """The backbone, the fine-tuned backbone and the cells of the ablation plan's main runs, pooled over its seeds
+    (:func:`shapnas.experiments.ablations.seed_plan_pooled`): Dice and the differences from the backbone and the
+    fine-tuned backbone with their 95 % two-level intervals and verdicts.
 
     Args:
         results: the results folder.
@@ -135,11 +135,34 @@ def seed_intervals_text(results: str | Path, dataset: str, profile: str | None =
         profile: keep only runs of this profile (None: all).
 
     Returns:
-        The table and the sentences, or a note saying that the plan has not run the baselines for ``dataset``.
+        One row per (backbone family, method), indexed by both; empty when the plan has not run ``dataset``.
+    """
+    from shapnas.experiments.ablations import seed_plan_pooled
+    from shapnas.experiments.intervals import pooled_table_rows
+
+    pooled = seed_plan_pooled(results, dataset, profile)
+    rows = [{"backbone": r["backbone"], **row} for r in pooled
+            for row in pooled_table_rows([r], first="method", backbone_column="vs backbone")]
+    return pd.DataFrame(rows).set_index(["backbone", "method"]) if rows else pd.DataFrame()
+
+
+def seed_intervals_text(results: str | Path, dataset: str, profile: str | None = None) -> str:
+    """The cells against the backbone and the fine-tuned backbone over the ablation plan's seeds, in words
+    (Markdown, beside :func:`seed_intervals_table`): one computed sentence per cell, a verdict only where the
+    95 % two-level interval (seeds, then patients) excludes 0.
+
+    Args:
+        results: the results folder.
+        dataset: the dataset of the notebook.
+        profile: keep only runs of this profile (None: all).
+
+    Returns:
+        The sentences and what the intervals carry, or a note saying that the plan has not run the baselines for
+        ``dataset``.
     """
     from shapnas.config.names import method_label
     from shapnas.experiments.ablations import seed_plan_pooled
-    from shapnas.experiments.intervals import MIN_SEEDS, interval_text, pooled_table_lines, verdict_word
+    from shapnas.experiments.intervals import MIN_SEEDS, interval_text, verdict_word
 
     pooled = seed_plan_pooled(results, dataset, profile)
     cells = [r for r in pooled if r["method"].startswith("iac-") and r.get("dice_vs_finetune")]
@@ -147,25 +170,19 @@ def seed_intervals_text(results: str | Path, dataset: str, profile: str | None =
         return (f"**Not measured yet:** no cell of {dataset} has the backbone and the fine-tuned backbone evaluated "
                 "beside it over the plan's seeds (`python -m shapnas ablations` runs them).")
     lines = []
-    for backbone in sorted({r["backbone"] for r in pooled}):
-        rows = [r for r in pooled if r["backbone"] == backbone]
-        seeds = sorted({s for r in rows for s in r["seeds"]})
-        lines += [f"`{backbone}`, seeds {', '.join(map(str, seeds))}, {min(r['test_patients'] for r in rows)} test "
-                  "patients:", "", *pooled_table_lines(rows, first="method", backbone_column="vs backbone"), ""]
-        for r in (r for r in rows if r["method"].startswith("iac-")):
-            few = len(r["seeds"]) < MIN_SEEDS
-            lines.append(f"- **{method_label(r['method'])}**: against the backbone "
-                         f"{interval_text(r['dice_vs_backbone']) if r.get('dice_vs_backbone') else '–'} "
-                         f"({verdict_word(r.get('dice_vs_backbone'))}); against the fine-tuned backbone "
-                         f"{interval_text(r['dice_vs_finetune']) if r.get('dice_vs_finetune') else '–'} "
-                         f"({verdict_word(r.get('dice_vs_finetune'))})"
-                         + (f"; over {len(r['seeds'])} seeds only, fewer than the {MIN_SEEDS} an interval needs to "
-                            "carry the seeds' variance." if few else "."))
-        lines.append("")
-    lines.append("*Dice: mean patient-level Dice (points) over seeds. Differences: mean paired difference in points "
-                 "[95 % two-level bootstrap interval: seeds, then patients within a seed]; better / worse only where "
-                 "the interval excludes 0. Every seed's backbone is the same pre-trained model; the seed changes the "
-                 "search, the re-training and the fine-tuning.*")
+    for r in cells:
+        few = len(r["seeds"]) < MIN_SEEDS
+        against = {ref: (f"{interval_text(r[f'dice_vs_{ref}'])} ({verdict_word(r[f'dice_vs_{ref}'])})"
+                         if r.get(f"dice_vs_{ref}") else "–") for ref in ("backbone", "finetune")}
+        lines.append(f"- **{method_label(r['method'])}** (`{r['backbone']}`, seeds {', '.join(map(str, r['seeds']))}, "
+                     f"{r['test_patients']} test patients): against the backbone {against['backbone']}; against the "
+                     f"fine-tuned backbone {against['finetune']}"
+                     + (f"; over {len(r['seeds'])} seeds only, fewer than the {MIN_SEEDS} an interval needs to "
+                        "carry the seeds' variance." if few else "."))
+    lines += ["", "*Dice: mean patient-level Dice (points) over seeds. Differences: mean paired difference in points "
+                  "[95 % two-level bootstrap interval: seeds, then patients within a seed]; better / worse only where "
+                  "the interval excludes 0. Every seed's backbone is the same pre-trained model; the seed changes the "
+                  "search, the re-training and the fine-tuning.*"]
     return "\n".join(lines)
 
 
