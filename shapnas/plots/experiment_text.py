@@ -135,7 +135,8 @@ def seed_intervals_table(results: str | Path, dataset: str, profile: str | None 
         profile: keep only runs of this profile (None: all).
 
     Returns:
-        One row per (backbone family, method), indexed by both; empty when the plan has not run ``dataset``.
+        One row per method (per backbone family and method when the plan ran several families, the sentences of
+        :func:`seed_intervals_text` name it); empty when the plan has not run ``dataset``.
     """
     from shapnas.experiments.ablations import seed_plan_pooled
     from shapnas.experiments.intervals import pooled_table_rows
@@ -143,7 +144,11 @@ def seed_intervals_table(results: str | Path, dataset: str, profile: str | None 
     pooled = seed_plan_pooled(results, dataset, profile)
     rows = [{"backbone": r["backbone"], **row} for r in pooled
             for row in pooled_table_rows([r], first="method", backbone_column="vs backbone")]
-    return pd.DataFrame(rows).set_index(["backbone", "method"]) if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    several = table["backbone"].nunique() > 1
+    return table.set_index(["backbone", "method"]) if several else table.drop(columns="backbone").set_index("method")
 
 
 def seed_intervals_text(results: str | Path, dataset: str, profile: str | None = None) -> str:
