@@ -75,8 +75,9 @@ def transfer_plan(profile: str) -> TransferPlan:
     ``smoke`` (tests): ACDC, seed 0, N = 4. ``workshop`` (``make book`` on a 2-core CPU): ACDC and KiTS,
     seeds 0, 1, 2, N = 8, and ACDC also N = 4 (the book's Dice-against-N figure), every run at the ablation plan's
     32-px scale (one seed's seven arms of one dataset took 3 min with one thread: ``python -m shapnas transfer
-    --dataset acdc --profile workshop --seeds 0`` with that scale's ``--set`` values; a second N for KiTS too
-    would take ``make book`` past its 45-minute target). ``paper``: the four datasets, five seeds, N = 4, 8 and 16
+    --dataset acdc --profile workshop --seeds 0`` with that scale's ``--set`` values; in ``make book`` an arms job
+    took 192–214 s, so a second N for KiTS too, three more of them on two workers, would take it from 43 to about
+    48 minutes, past its 45-minute target). ``paper``: the four datasets, five seeds, N = 4, 8 and 16
     from one target cohort of 48 patients.
 
     Args:
