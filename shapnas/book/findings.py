@@ -50,7 +50,8 @@ def findings_markdown(records: Sequence[Mapping[str, Any]], seed_records: Sequen
     where = "the {doc}`results page </book/datasets/results>`" if results_page else "the results page"
     ran = f"the `{profile}` profile's run" if profile else "this run"
     lines = [f"Computed from {ran} when the book's notebooks were executed; every verdict is read from the "
-             f"95 % paired intervals over test patients (the reasons are on {where}).", "",
+             "95 % paired intervals over test patients, or, in the rows *over training seeds*, from a two-level "
+             f"bootstrap over the seed plan's seeds and their patients (the reasons are on {where}).", "",
              "| claim | the paper | this run | verdict |", "|---|---|---|---|"]
     for claim, row in claims.iterrows():
         lines.append(f"| {_cell(claim)} | {_cell(row['paper'])} | {_cell(row['measured'])} | "

@@ -83,21 +83,26 @@ def _gain_row(records: Sequence[Mapping[str, Any]], method: str) -> dict[str, st
     return _gain_verdict(rows)
 
 
-def _pooled_gain_row(seed_records: Sequence[Mapping[str, Any]] | None, source: str = "") -> dict[str, str]:
-    """The Shapley-pruned cell against its backbone with intervals that carry the training seeds' variance (per
-    dataset, :func:`shapnas.experiments.summary.pooled_summary`), read against the claimed gain as
-    :func:`_gain_row` reads one run's."""
+def _pooled_rows(seed_records: Sequence[Mapping[str, Any]] | None, field: str, source: str) -> list[dict[str, Any]]:
+    """Per dataset, the Shapley-pruned cell's pooled interval ``field`` over at least two training seeds (a two-level
+    bootstrap over the seeds, then the patients: :func:`shapnas.experiments.summary.pooled_summary`), as
+    ``where`` / ``interval`` / ``verdict`` rows."""
     from shapnas.experiments.summary import pooled_summary
 
     usable = [r for r in seed_records or () if r.get("patient_dice")]
-    pooled = [r for r in pooled_summary(usable) if r["method"] == "iac-shapley" and r.get("dice_vs_backbone")
-              and len(r["seeds"]) >= 2]
-    if not pooled:
+    return [{"where": f"{r['dataset']}, {source}{len(r['seeds'])} seeds", "interval": r[field],
+             "verdict": interval_verdict(r[field])}
+            for r in pooled_summary(usable) if r["method"] == "iac-shapley" and r.get(field) and len(r["seeds"]) >= 2]
+
+
+def _pooled_gain_row(seed_records: Sequence[Mapping[str, Any]] | None, source: str = "") -> dict[str, str]:
+    """The Shapley-pruned cell against its backbone over the training seeds (:func:`_pooled_rows`), read against the
+    claimed gain as :func:`_gain_row` reads one run's."""
+    rows = _pooled_rows(seed_records, "dice_vs_backbone", source)
+    if not rows:
         return {"measured": "not run yet", "verdict": "Not measured: no dataset has the Shapley-pruned cell and its "
                                                       "backbone evaluated over several training seeds."}
-    return _gain_verdict([{"where": f"{r['dataset']}, {source}{len(r['seeds'])} seeds",
-                           "interval": r["dice_vs_backbone"], "verdict": interval_verdict(r["dice_vs_backbone"])}
-                          for r in pooled], "dataset(s), each over its seeds,")
+    return _gain_verdict(rows, "dataset(s), each over its seeds,")
 
 
 def _gain_verdict(rows: Sequence[Mapping[str, Any]], unit: str = "run(s)") -> dict[str, str]:
@@ -153,18 +158,12 @@ def _against_finetune(rows: Sequence[Mapping[str, Any]], unit: str) -> dict[str,
 
 
 def _pooled_finetune_row(seed_records: Sequence[Mapping[str, Any]] | None, source: str = "") -> dict[str, str]:
-    """The cell against the fine-tuned backbone with intervals that carry the training seeds' variance: per dataset,
-    a two-level bootstrap over the seeds, then the patients (:func:`shapnas.experiments.summary.pooled_summary`)."""
-    from shapnas.experiments.summary import pooled_summary
-
-    usable = [r for r in seed_records or () if r.get("patient_dice")]
-    pooled = [r for r in pooled_summary(usable) if r["method"] == "iac-shapley" and r.get("dice_vs_finetune")
-              and len(r["seeds"]) >= 2]
-    if not pooled:
+    """The cell against the fine-tuned backbone with intervals that carry the training seeds' variance
+    (:func:`_pooled_rows`)."""
+    rows = _pooled_rows(seed_records, "dice_vs_finetune", source)
+    if not rows:
         return {"measured": "not run yet", "verdict": "Not measured: no dataset has the Shapley-pruned cell and the "
                                                       "fine-tuned backbone evaluated over several training seeds."}
-    rows = [{"where": f"{r['dataset']}, {source}{len(r['seeds'])} seeds", "interval": r["dice_vs_finetune"],
-             "verdict": interval_verdict(r["dice_vs_finetune"])} for r in pooled]
     return _against_finetune(rows, "dataset(s), each over its seeds,")
 
 
