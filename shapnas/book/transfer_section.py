@@ -12,30 +12,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shapnas.experiments.intervals import bracket_with_verdict
+from shapnas.experiments.intervals import verdict_word as verdict  # better, worse, cannot tell or –
+
 __all__ = ["TRANSFER_FILE", "FIGURE_FILE", "FINDINGS_FILE", "transfer_path", "verdict", "transfer_markdown",
            "signal_and_stability_text", "transfer_findings", "write_transfer_section"]
 
 TRANSFER_FILE = "transfer.md"
 FIGURE_FILE = "transfer-dice-vs-n.png"
-FINDINGS_FILE = "transfer-findings.md"  # the introduction's paragraph on the transfer setting  # beside the generated markdown; referenced relative to book/transfer.md
+FINDINGS_FILE = "transfer-findings.md"  # the introduction's paragraph on the transfer setting, beside TRANSFER_FILE
 
 
 def transfer_path(root: str | Path) -> Path:
     """``<root>/book/datasets/transfer.md`` (generated, not committed)."""
     return Path(root) / "book" / "datasets" / TRANSFER_FILE
-
-
-def verdict(interval: Mapping[str, float] | None) -> str:
-    """:func:`shapnas.experiments.intervals.verdict_word`: ``better``, ``worse``, ``cannot tell`` or ``–``."""
-    from shapnas.experiments.intervals import verdict_word
-
-    return verdict_word(interval)
-
-
-def _interval(value: Mapping[str, float] | None) -> str:
-    from shapnas.experiments.intervals import bracket_with_verdict
-
-    return bracket_with_verdict(value)
 
 
 def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "",
@@ -152,8 +142,8 @@ def transfer_findings(pooled: Sequence[Mapping[str, Any]]) -> str:
         return ("**A new site with few patients** ({doc}`/book/transfer`): no transfer run in this book's results "
                 "folder yet.\n")
     parts = [f"{dataset_label(r['dataset'])}, N = {r['target_train_patients']} ({len(r['seeds'])} seeds): against the "
-             f"source backbone {_interval(r.get('dice_vs_backbone'))}, against the fine-tuned one "
-             f"{_interval(r.get('dice_vs_finetune'))}" for r in sorted(rows, key=lambda r: (
+             f"source backbone {bracket_with_verdict(r.get('dice_vs_backbone'))}, against the fine-tuned one "
+             f"{bracket_with_verdict(r.get('dice_vs_finetune'))}" for r in sorted(rows, key=lambda r: (
                  r["dataset"], r["target_train_patients"]))]
     return ("**A new site with few patients** ({doc}`/book/transfer`), Shapley-pruned cells in Dice points "
             "[95 % interval over seeds and patients]: " + "; ".join(parts) + ".\n")

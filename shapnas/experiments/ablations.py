@@ -331,7 +331,6 @@ def ablation_records(results: str | Path, dataset: str, profile: str | None = No
     return records
 
 
-
 def seed_plan_pooled(results: str | Path, dataset: str, profile: str | None = None) -> list[dict[str, Any]]:
     """The plan's main runs of ``dataset`` pooled over its seeds: the backbone, the fine-tuned backbone and every
     policy's cell, each IAC and fine-tuned record with its paired differences from the backbone and the fine-tuned
@@ -344,17 +343,18 @@ def seed_plan_pooled(results: str | Path, dataset: str, profile: str | None = No
         profile: keep only runs of this profile (None: all).
 
     Returns:
-        Pooled records, the baselines first; empty when the plan has not run for ``dataset``.
+        Pooled records per backbone family, in the arms' order (:func:`shapnas.experiments.transfer.pooled_groups`:
+        the baselines first); empty when the plan has not run for ``dataset``.
     """
     from shapnas.experiments.summary import pooled_summary
+    from shapnas.experiments.transfer import pooled_groups
 
     plan = load_plan(results)
     if plan is None or dataset not in plan.datasets:
         return []
     runs = [r for r in collect_summary(ablation_root(results), profile)
             if r["dataset"] == dataset and r["seed"] in plan.seeds and r.get("patient_dice")]
-    order = {"backbone": 0, "finetune": 1}
-    return sorted(pooled_summary(runs), key=lambda r: (r["backbone"], order.get(r["method"], 2), r["method"]))
+    return [r for _, group in pooled_groups(pooled_summary(runs)) for r in group]
 
 
 def stability_records(results: str | Path, dataset: str, backbone: str,

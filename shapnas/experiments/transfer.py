@@ -75,10 +75,10 @@ def transfer_plan(profile: str) -> TransferPlan:
     ``smoke`` (tests): ACDC, seed 0, N = 4. ``workshop`` (``make book`` on a 2-core CPU): ACDC and KiTS,
     seeds 0, 1, 2, N = 8, and ACDC also N = 4 (the book's Dice-against-N figure), every run at the ablation plan's
     32-px scale (one seed's seven arms of one dataset took 3 min with one thread: ``python -m shapnas transfer
-    --dataset acdc --profile workshop --seeds 0`` with that scale's ``--set`` values; in ``make book`` an arms job
-    took 192–214 s, so a second N for KiTS too, three more of them on two workers, would take it from 43 to about
-    48 minutes, past its 45-minute target). ``paper``: the four datasets, five seeds, N = 4, 8 and 16
-    from one target cohort of 48 patients.
+    --dataset acdc --profile workshop --seeds 0`` with that scale's ``--set`` values; in ``make book`` at b83129a
+    on a 2-core CPU an arms job took 192–214 s, so a second N for KiTS too, three more of them on two workers,
+    would take it from 43 to about 48 minutes, past its 45-minute target). ``paper``: the four datasets, five
+    seeds, N = 4, 8 and 16 from one target cohort of 48 patients.
 
     Args:
         profile: ``smoke``, ``workshop`` or ``paper``.
@@ -150,17 +150,21 @@ def run_arms(cfg: RetrainConfig, arms: Sequence[str] = TRANSFER_ARMS, *,
 
     Returns:
         The last arm's evaluation folder.
+
+    Raises:
+        ValueError: no arm.
     """
     from shapnas.pipeline import run_evaluate
 
+    if not arms:
+        raise ValueError("run_arms: no arm given; expected some of " + ", ".join(TRANSFER_ARMS))
     run_evaluate(cfg.source_site(), "backbone")
     report(f"seed {cfg.seed}: source backbone on the source site done")
-    stage = None
+    stages = []
     for arm in arms:
-        stage = run_evaluate(cfg, arm)
+        stages.append(run_evaluate(cfg, arm))
         report(f"seed {cfg.seed}: {method_label(method_of_target(arm))} done")
-    assert stage is not None, "at least one arm"
-    return stage
+    return stages[-1]
 
 
 class PooledGroup(NamedTuple):

@@ -142,8 +142,8 @@ def seed_intervals_table(results: str | Path, dataset: str, profile: str | None 
     from shapnas.experiments.intervals import pooled_table_rows
 
     pooled = seed_plan_pooled(results, dataset, profile)
-    rows = [{"backbone": r["backbone"], **row} for r in pooled
-            for row in pooled_table_rows([r], first="method", backbone_column="vs backbone")]
+    rows = [{"backbone": r["backbone"], **row}
+            for r, row in zip(pooled, pooled_table_rows(pooled, first="method", backbone_column="vs backbone"))]
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
