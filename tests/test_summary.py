@@ -186,7 +186,7 @@ def test_pooled_table_marks_few_seeds_and_states_verdicts():
 
 
 def test_pooled_groups_keep_settings_apart_and_arms_in_order():
-    from shapnas.experiments.transfer import pooled_groups
+    from shapnas.experiments.summary import pooled_groups
 
     def rec(method, setting="transfer", n=8):
         return {"dataset": "acdc", "backbone": "basic_unet", "setting": setting, "target_train_patients": n,

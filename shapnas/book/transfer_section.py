@@ -45,7 +45,7 @@ def transfer_markdown(pooled: Sequence[Mapping[str, Any]], figure_alt: str = "",
     """
     from shapnas.config.names import dataset_label
     from shapnas.experiments.intervals import dice_points, pooled_table_lines
-    from shapnas.experiments.transfer import pooled_groups
+    from shapnas.experiments.summary import pooled_groups
 
     rows = [r for r in pooled if r["setting"] == "transfer"]
     if not rows:

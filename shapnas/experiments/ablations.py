@@ -34,7 +34,7 @@ from typing import Any
 from shapnas.config.names import POLICY_NAMES
 from shapnas.experiments.dask_runner import open_client, run_jobs
 from shapnas.experiments.matrix import Job, JobResult, build_jobs, jobs_after, pretrainings_after
-from shapnas.experiments.summary import collect_summary
+from shapnas.experiments.summary import collect_summary, pooled_groups, pooled_summary
 from shapnas.runs.files import load_json, save_json
 
 __all__ = ["Variant", "AblationPlan", "ablation_plan", "ablation_root", "build_ablation_jobs", "run_ablations",
@@ -343,12 +343,9 @@ def seed_plan_pooled(results: str | Path, dataset: str, profile: str | None = No
         profile: keep only runs of this profile (None: all).
 
     Returns:
-        Pooled records per backbone family, in the arms' order (:func:`shapnas.experiments.transfer.pooled_groups`:
+        Pooled records per backbone family, in the arms' order (:func:`shapnas.experiments.summary.pooled_groups`:
         the baselines first); empty when the plan has not run for ``dataset``.
     """
-    from shapnas.experiments.summary import pooled_summary
-    from shapnas.experiments.transfer import pooled_groups
-
     plan = load_plan(results)
     if plan is None or dataset not in plan.datasets:
         return []

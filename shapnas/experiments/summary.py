@@ -15,20 +15,20 @@ interval that carries the training run's variance as well as the patients'.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from shapnas.config.names import BASELINE_METHODS, split_policy_variant
+from shapnas.config.names import BASELINE_METHODS, TRANSFER_ARMS, split_policy_variant
 from shapnas.runs.files import load_json
 from shapnas.runs.identity import method_of_target, model_stage_name, parse_setting_folder, stage_name
 from shapnas.runs.records import finished_stages, select_profile, stage_profile
 from shapnas.training.evaluate import patient_scores
 
 __all__ = ["collect_summary", "method_name", "paired_bootstrap", "paired_differences", "two_level_bootstrap",
-           "pooled_summary", "REFERENCES", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
+           "pooled_summary", "PooledGroup", "pooled_groups", "REFERENCES", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -308,3 +308,35 @@ def _pooled_baselines(by_key: Mapping[tuple[Any, str, int], Mapping[str, Any]], 
 def paired_differences(scores: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
     """Patient id -> ``scores − reference`` over the patients both scored."""
     return {p: scores[p] - reference[p] for p in sorted(set(scores) & set(reference))}
+
+
+class PooledGroup(NamedTuple):
+    """The runs pooled together: one dataset, backbone, setting, N (0 for the same site) and profile."""
+
+    dataset: str
+    backbone: str
+    setting: str
+    n: int
+    profile: str
+
+
+def pooled_groups(records: Sequence[Mapping[str, Any]]) -> list[tuple[PooledGroup, list[Mapping[str, Any]]]]:
+    """Pooled records grouped by (dataset, backbone, setting, N, profile), each group's arms in
+    :data:`~shapnas.config.names.TRANSFER_ARMS` order (the baselines first; other methods after them, by name).
+    Both settings' tables read it: the transfer page's and chapter 5's over the seed plan's seeds.
+
+    Args:
+        records: :func:`pooled_summary` records.
+
+    Returns:
+        ``[(group key, records of the group)]``, groups sorted by their key (N as a number); N is 0 for the same site.
+    """
+    order = {method_of_target(arm): i for i, arm in enumerate(TRANSFER_ARMS)}
+
+    def key(r: Mapping[str, Any]) -> PooledGroup:
+        return PooledGroup(r["dataset"], r["backbone"], r["setting"], r.get("target_train_patients") or 0,
+                           r.get("profile", ""))
+
+    groups = sorted({key(r) for r in records})
+    return [(g, sorted((r for r in records if key(r) == g),
+                       key=lambda r: (order.get(r["method"], len(order)), r["method"]))) for g in groups]

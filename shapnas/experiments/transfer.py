@@ -24,18 +24,18 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from shapnas.config.names import TRANSFER_ARMS, method_label
 from shapnas.config.stage_configs import RetrainConfig
 from shapnas.experiments.intervals import dice_points, interval_bracket
 from shapnas.experiments.matrix import Job, build_jobs, stage_job
-from shapnas.experiments.summary import collect_summary, pooled_summary
+from shapnas.experiments.summary import PooledGroup, collect_summary, pooled_groups, pooled_summary
 from shapnas.runs.identity import method_of_target, setting_folder, stage_key
 
 __all__ = ["TRANSFER_ARMS", "ARMS_JOB", "TransferPlan", "transfer_plan", "transfer_plan_root", "build_transfer_jobs",
            "run_arms",
-           "PooledGroup", "run_transfer", "transfer_records", "pooled_groups",
+           "PooledGroup", "run_transfer", "transfer_records", "pooled_groups",  # the last from experiments.summary
            "format_transfer_table"]
 
 
@@ -167,15 +167,6 @@ def run_arms(cfg: RetrainConfig, arms: Sequence[str] = TRANSFER_ARMS, *,
     return stages[-1]
 
 
-class PooledGroup(NamedTuple):
-    """The runs pooled together: one dataset, backbone, setting, N (0 for the same site) and profile."""
-
-    dataset: str
-    backbone: str
-    setting: str
-    n: int
-    profile: str
-
 def run_transfer(cfg: RetrainConfig, seeds: Sequence[int], arms: Sequence[str] = TRANSFER_ARMS, *,
                  report: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run (or reuse) every arm of the transfer setting of ``cfg`` for each seed; return the pooled records.
@@ -200,27 +191,6 @@ def transfer_records(cfg: RetrainConfig) -> list[dict[str, Any]]:
     records = collect_summary(cfg.results_root, profile=cfg.profile, setting=setting_folder(
         cfg.replace(setting="transfer")))
     return pooled_summary([r for r in records if r["dataset"] == cfg.dataset and r["backbone"] == cfg.backbone])
-
-
-def pooled_groups(records: Sequence[Mapping[str, Any]]) -> list[tuple[PooledGroup, list[Mapping[str, Any]]]]:
-    """Pooled records grouped by (dataset, backbone, setting, N, profile), each group's arms in
-    :data:`~shapnas.config.names.TRANSFER_ARMS` order (other methods after them, by name).
-
-    Args:
-        records: :func:`~shapnas.experiments.summary.pooled_summary` records.
-
-    Returns:
-        ``[(group key, records of the group)]``, groups sorted by their key (N as a number); N is 0 for the same site.
-    """
-    order = {method_of_target(arm): i for i, arm in enumerate(TRANSFER_ARMS)}
-
-    def key(r: Mapping[str, Any]) -> PooledGroup:
-        return PooledGroup(r["dataset"], r["backbone"], r["setting"], r.get("target_train_patients") or 0,
-                           r.get("profile", ""))
-
-    groups = sorted({key(r) for r in records})
-    return [(g, sorted((r for r in records if key(r) == g),
-                       key=lambda r: (order.get(r["method"], len(order)), r["method"]))) for g in groups]
 
 
 def format_transfer_table(records: list[dict[str, Any]]) -> str:
